@@ -1,0 +1,52 @@
+"""Teacher-forced answer probabilities: the primitive under metrics, editor losses and attribution targets.
+
+Log-probabilities are accumulated in float32 whatever the model's dtype.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .text import PromptAnswerBatch, build_batch
+
+
+def token_logprobs(logits: torch.Tensor, batch: PromptAnswerBatch) -> torch.Tensor:
+    """Per-position log P(answer token) ``[B, T]`` (zero outside the answer)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, batch.answer_targets.unsqueeze(-1)).squeeze(-1)
+    return picked * batch.answer_mask
+
+
+def answer_logprob(model: nn.Module, batch: PromptAnswerBatch) -> torch.Tensor:
+    """Sum over answer tokens of log P(token | prefix) for every row: ``[B]`` (gradients flow if enabled)."""
+    dev = next(model.parameters()).device
+    batch = batch.to(dev)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    return token_logprobs(logits, batch).sum(-1)
+
+
+@torch.no_grad()
+def score_answers(model: nn.Module, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+                  languages: Sequence[str] | str, *, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Log-probability, per-token accuracy and exact match of each answer (teacher forced), on CPU tensors.
+
+    Returns ``logprob`` (sum), ``token_accuracy`` (share of answer tokens that are the argmax) and
+    ``exact_match`` (all answer tokens are the argmax), each ``[N]`` float32.
+    """
+    langs = [languages] * len(prompts) if isinstance(languages, str) else list(languages)
+    out: dict[str, list[torch.Tensor]] = {"logprob": [], "token_accuracy": [], "exact_match": []}
+    dev = next(model.parameters()).device
+    for s in range(0, len(prompts), batch_size):
+        batch = build_batch(tokenizer, prompts[s:s + batch_size], answers[s:s + batch_size],
+                            langs[s:s + batch_size]).to(dev)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        out["logprob"].append(token_logprobs(logits, batch).sum(-1).cpu())
+        hit = (logits.argmax(-1) == batch.answer_targets) & batch.answer_mask
+        n = batch.answer_mask.sum(-1).clamp(min=1)
+        out["token_accuracy"].append((hit.sum(-1) / n).float().cpu())
+        out["exact_match"].append((hit.sum(-1) == batch.answer_mask.sum(-1)).float().cpu())
+    if not prompts:
+        return {k: torch.zeros(0) for k in out}
+    return {k: torch.cat(v) for k, v in out.items()}
