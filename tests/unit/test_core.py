@@ -1,0 +1,115 @@
+"""Languages, text joining, scoring, cache and the record schema."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from memla_utils.cache import ArtifactCache, cache_key, content_hash
+from memla_utils.config import RunConfig
+from memla_utils.languages import answer_separator, validate_languages
+from memla_utils.mkeb.record import Record, RecordError
+from memla_utils.scoring import answer_logprob, score_answers
+from memla_utils.testing import tiny_model, tiny_tokenizer
+from memla_utils.text import build_batch, encode_answer, encode_prompt
+
+
+def test_unknown_language_lists_supported():
+    with pytest.raises(ValueError, match=r"unknown language code 'xx'.*supported: .*en"):
+        validate_languages(["en", "xx"])
+    assert validate_languages("en, cz") == ["en", "cs"]
+    assert len(validate_languages("all")) == 12
+
+
+def test_answer_separator_depends_on_script():
+    assert answer_separator("en", "The capital is") == " "
+    assert answer_separator("zh", "法国的首都是") == ""
+    assert answer_separator("th", "เมืองหลวงคือ") == ""
+    assert answer_separator("en", "Q: x\nA: ") == ""
+
+
+def test_prompt_answer_join_is_token_level():
+    tok = tiny_tokenizer()
+    batch = build_batch(tok, ["法国的首都是", "The capital is"], ["巴黎", "Paris"], ["zh", "en"])
+    p0, a0 = encode_prompt(tok, "法国的首都是"), encode_answer(tok, "巴黎", "zh", "法国的首都是")
+    assert batch.input_ids[0, : len(p0) + len(a0)].tolist() == p0 + a0
+    # the answer mask marks the positions whose logits predict answer tokens
+    assert batch.answer_targets[0][batch.answer_mask[0]].tolist() == a0
+    a1 = encode_answer(tok, "Paris", "en", "The capital is")
+    assert a1 == tok(" Paris", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match="empty answer"):
+        encode_answer(tok, "  ", "en")
+
+
+def test_scoring_matches_manual_logprob():
+    lm = tiny_model("llama")
+    prompt, answer = "The capital of France is", "Paris"
+    scores = score_answers(lm.model, lm.tokenizer, [prompt], [answer], "en")
+    ids = encode_prompt(lm.tokenizer, prompt) + encode_answer(lm.tokenizer, answer, "en", prompt)
+    n_p = len(encode_prompt(lm.tokenizer, prompt))
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
+    manual = sum(float(logp[t - 1, ids[t]]) for t in range(n_p, len(ids)))
+    assert float(scores["logprob"][0]) == pytest.approx(manual, abs=1e-4)
+    # padding must not change the score of a row
+    both = score_answers(lm.model, lm.tokenizer, [prompt, "x"], [answer, "a much longer answer here"], "en")
+    assert float(both["logprob"][0]) == pytest.approx(manual, abs=1e-4)
+    batch = build_batch(lm.tokenizer, [prompt], [answer], "en")
+    assert float(answer_logprob(lm.model, batch)[0]) == pytest.approx(manual, abs=1e-4)
+
+
+def test_cache_roundtrip_and_keys(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    k1 = cache_key("attr", model="abc", params={"steps": 20, "langs": ["en"]})
+    k2 = cache_key("attr", model="abc", params={"langs": ["en"], "steps": 20})
+    k3 = cache_key("attr", model="abc", params={"steps": 21, "langs": ["en"]})
+    assert k1 == k2 != k3
+    assert k1 not in cache
+    cache.put_json(k1, {"x": 1})
+    cache.put_tensors(k3, {"t": torch.arange(3)})
+    assert cache.get_json(k1) == {"x": 1}
+    assert torch.equal(cache.get_tensors(k3)["t"], torch.arange(3))
+    assert not list(tmp_path.rglob("*.tmp")), "atomic writes leave no temporary files"
+    assert content_hash({"a": 1, "b": 2}) == content_hash({"b": 2, "a": 1})
+
+
+def _record_dict():
+    return {"example_id": "r1", "relation_description": "capital",
+            "edit": {"en": {"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome",
+                            "target_true": "Paris"},
+                     "zh": {"prompt": "{}的首都是", "subject": "法国", "target_new": "罗马", "target_true": "巴黎"}},
+            "paraphrase_prompts": {"en": ["France's capital is"]},
+            "multi_hop_new_answer": {"en": "Italy"}}
+
+
+def test_record_roundtrip_and_view():
+    r = Record.from_dict(_record_dict())
+    assert Record.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    v = r.for_language("zh")
+    assert v.prompt == "法国的首都是" and v.target_new == "罗马"
+    assert v.multi_hop_new_answer is None and v.paraphrase_prompts == []
+    with pytest.raises(RecordError, match="record 'r1' has no language 'ko'"):
+        r.for_language("ko")
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: d.pop("edit"), "missing field 'edit'"),
+    (lambda d: d["edit"]["en"].pop("target_new"), r"edit\.en\.target_new"),
+    (lambda d: d.__setitem__("paraphrase_prompts", {"en": [1]}), r"paraphrase_prompts\.en"),
+])
+def test_malformed_record_names_the_field(mutate, match):
+    d = _record_dict()
+    mutate(d)
+    with pytest.raises(RecordError, match=match):
+        Record.from_dict(d, where="file.json record 4")
+
+
+def test_run_config_validates_parameters():
+    cfg = RunConfig.from_params(languages="en,zh", edit_languages="zh", methods="memla,ft", n_records=2)
+    assert cfg.languages == ["en", "zh"] and cfg.methods == ["memla", "ft"]
+    with pytest.raises(ValueError, match="unknown method"):
+        RunConfig.from_params(methods="memla,magic")
+    with pytest.raises(ValueError, match="edit_languages"):
+        RunConfig.from_params(languages="en", edit_languages="zh")
+    assert RunConfig.from_params(preset="full").n_records >= 1000
