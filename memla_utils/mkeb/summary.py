@@ -1,0 +1,67 @@
+"""Tables that describe a set of records: counts per relation × language, field coverage, examples.
+
+Used by notebook 01, the card written next to the built benchmark, and the importers' coverage report.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from ..languages import ordered
+from .record import Record
+
+
+def counts_by_relation(records: Sequence[Record]) -> pd.DataFrame:
+    """Records per relation (rows) and language (columns); a record counts in each language it has."""
+    rows = [{"relation": r.meta.get("relation", r.relation_description or "?"), "language": lang}
+            for r in records for lang in r.edit]
+    if not rows:
+        return pd.DataFrame()
+    df = pd.crosstab(pd.DataFrame(rows)["relation"], pd.DataFrame(rows)["language"])
+    return df[ordered(df.columns)]
+
+
+def coverage(records: Sequence[Record]) -> pd.DataFrame:
+    """Per language: how many records have each field. A zero means "not available" for the metric using it
+    (target_true → the true-answer metrics, neighborhood → NS, multi-hop → QS)."""
+    langs = ordered({l for r in records for l in r.edit})
+    table = {}
+    for lang in langs:
+        have = [r for r in records if lang in r.edit]
+        table[lang] = {
+            "records": len(have),
+            "target_true": sum(r.edit[lang].target_true is not None for r in have),
+            "paraphrase": sum(bool(r.paraphrase_prompts.get(lang)) for r in have),
+            "neighborhood": sum(bool(r.neighborhood_prompts.get(lang)) for r in have),
+            "multi_hop": sum(bool(r.multi_hop_questions.get(lang)) for r in have),
+        }
+    return pd.DataFrame(table).T.rename_axis("language")
+
+
+def coverage_by_dataset(datasets: Mapping[str, Sequence[Record]]) -> pd.DataFrame:
+    """Long table: dataset × language × field counts, for comparing imported benchmarks."""
+    frames = []
+    for name, recs in datasets.items():
+        df = coverage(recs).reset_index()
+        df.insert(0, "dataset", name)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def examples_table(records: Sequence[Record], languages: Sequence[str], *, per_language: int = 1,
+                   relation: str | None = None) -> pd.DataFrame:
+    """The first ``per_language`` records (optionally of one relation) shown in each language."""
+    chosen = [r for r in records if relation is None or r.meta.get("relation") == relation][:per_language]
+    rows = []
+    for r in chosen:
+        for lang in languages:
+            if lang not in r.edit:
+                continue
+            v = r.for_language(lang)
+            rows.append({"example_id": r.example_id, "language": lang, "prompt": v.prompt,
+                         "target_true": v.target_true, "target_new": v.target_new,
+                         "paraphrase": v.paraphrase_prompts[0] if v.paraphrase_prompts else None,
+                         "multi_hop_question": v.multi_hop_questions[0] if v.multi_hop_questions else None,
+                         "multi_hop_new_answer": v.multi_hop_new_answer})
+    return pd.DataFrame(rows)
