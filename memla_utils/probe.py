@@ -67,10 +67,14 @@ def probe_items(languages: Sequence[str] = MKEB_LANGUAGES, *, n_distractors: int
 
 def knowledge_probe(lm: LoadedModel, languages: Sequence[str] = MKEB_LANGUAGES, *, seed: int = 0) -> pd.DataFrame:
     """One row per (language, fact): prompt, answer, its rank among 1 + 4 candidates, and ``known``."""
+    items = probe_items(languages, seed=seed)
+    k = 1 + len(items[0].distractors) if items else 0
+    prompts = [it.prompt for it in items for _ in range(k)]
+    answers = [a for it in items for a in (it.answer, *it.distractors)]
+    langs = [it.language for it in items for _ in range(k)]
+    all_scores = score_answers(lm.model, lm.tokenizer, prompts, answers, langs, batch_size=40)["logprob"].view(-1, k)
     rows = []
-    for item in probe_items(languages, seed=seed):
-        cands = [item.answer, *item.distractors]
-        scores = score_answers(lm.model, lm.tokenizer, [item.prompt] * len(cands), cands, item.language)["logprob"]
+    for item, scores in zip(items, all_scores):
         rank = int((scores > scores[0]).sum()) + 1
         rows.append({"language": item.language, "country": item.country, "prompt": item.prompt,
                      "answer": item.answer, "logprob": float(scores[0]), "rank": rank, "known": rank == 1})

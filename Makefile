@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh clone:  `make paper` (regenerate figures/tables)  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+# torch==2.13.0 resolves to a CPU wheel on the project's machines; elsewhere pass e.g. TORCH_SPEC="torch" (CUDA)
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.memla-setup
+PRESET ?= small
+ARGS ?=
+
+.PHONY: setup paper paper-full test test-unit test-notebooks bench clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	@$(PY) -m pip install -q -e ".[dev]"
+	@$(PY) -m ipykernel install --user --name memla --display-name "Python (memla)" >/dev/null
+	@touch $(STAMP)
+	@echo "environment ready: $(VENV) (kernel 'memla')"
+
+## Regenerate every figure and table of the companion (notebooks 00-07 through papermill).
+paper: setup
+	$(PY) -m memla_utils.batch --preset $(PRESET) $(ARGS)
+
+## The paper's scale (12 languages, >= 1,000 records, all methods): meant for a GPU.
+paper-full:
+	$(MAKE) paper PRESET=full
+
+## The whole test suite: unit + integration tests (2 processes), then every notebook through nbval, in order.
+test: setup test-unit test-notebooks
+
+test-unit: setup
+	$(PY) -m pytest tests -n 2 -q -p no:cacheprovider
+
+test-notebooks: setup
+	$(PY) -m pytest notebooks --nbval-lax --nbval-kernel-name memla --nbval-cell-timeout 3000 -q -p no:cacheprovider
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
