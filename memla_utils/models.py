@@ -238,13 +238,11 @@ class LoadedModel:
 
 
 def fingerprint_model(model: nn.Module, name: str = "") -> str:
-    """Cheap, stable identity of the weights: config plus per-tensor shape, sum and a strided sample."""
+    """Cheap, stable identity of the weights: class plus per-tensor name, shape, sum and a strided sample."""
     h = hashlib.sha256()
-    cfg = getattr(model, "config", None)
-    if cfg is not None:
-        d = {k: v for k, v in cfg.to_dict().items() if k not in ("_name_or_path", "transformers_version", "dtype",
-                                                                   "torch_dtype", "gguf_file")}
-        h.update(json.dumps(d, sort_keys=True, default=str).encode())
+    # architecture + weights only: config bookkeeping (dtype, architectures, paths) changes on save/load
+    h.update(type(model).__name__.encode())
+    h.update(str(getattr(getattr(model, "config", None), "model_type", "")).encode())
     with torch.no_grad():
         for pname, p in model.state_dict().items():
             flat = p.detach().reshape(-1)

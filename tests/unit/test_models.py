@@ -106,3 +106,26 @@ def test_fingerprint_changes_with_weights_and_is_stable():
     c = tiny_model("gpt2", seed=1)
     assert a.fingerprint == b.fingerprint
     assert a.fingerprint != c.fingerprint
+
+
+def test_local_checkpoint_loads_like_a_hub_model(tmp_path):
+    """A local folder (what a user with mGPT/BLOOM/Llama weights has) goes through the same loader."""
+    src = tiny_model("gpt2", seed=3)
+    src.model.save_pretrained(tmp_path / "ckpt")
+    src.tokenizer.save_pretrained(tmp_path / "ckpt")
+    lm = load_model(str(tmp_path / "ckpt"), device="cpu", dtype="float32")
+    assert lm.adapter.model_type == "gpt2" and lm.adapter.n_neurons == src.adapter.n_neurons
+    assert lm.fingerprint == src.fingerprint
+    assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_local_checkpoint_with_device_map_keeps_the_neuron_view(tmp_path):
+    """accelerate's device_map path (used to spread large models over GPUs) still exposes hooks and weights."""
+    src = tiny_model("llama", seed=4)
+    src.model.save_pretrained(tmp_path / "ckpt")
+    src.tokenizer.save_pretrained(tmp_path / "ckpt")
+    lm = load_model(str(tmp_path / "ckpt"), device="cpu", dtype="float32", device_map={"": "cpu"})
+    base = _logits(lm)
+    with lm.adapter.scale_neurons({1: list(range(lm.adapter.n_neurons))}, 0.0):
+        assert not torch.allclose(_logits(lm), base)
+    torch.testing.assert_close(base, _logits(src))
