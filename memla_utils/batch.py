@@ -1,0 +1,279 @@
+"""Regenerate the paper: run notebooks 00..07 in order with papermill, the same parameters passed to each.
+
+    python -m memla_utils.batch                                  # small CPU preset -> runs/small, figures/
+    python -m memla_utils.batch --preset full                    # 12 languages, all methods, GPU
+    python -m memla_utils.batch -p n_records=5 -p languages=en,zh,ru
+    python -m memla_utils.batch --matrix "languages=en,zh,fr;en,de" --models default,Qwen/Qwen2.5-0.5B
+
+Executed notebooks go to ``<run_dir>/notebooks/``; a failure stops the chain with a message naming the
+notebook and the cell's error. ``--matrix``/``--models`` run the whole chain once per combination, each in its
+own ``<run_dir>/<slug>`` with its figures under ``<run_dir>/<slug>/figures`` (the committed ``figures/`` are
+only written by the plain default run).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import PROJECT_ROOT
+from .config import PRESETS, RunConfig
+from .manifest import build_manifest
+
+log = logging.getLogger("memla_utils.batch")
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+KERNEL = "memla"
+#: The shared parameter names every notebook's parameters cell holds (RunConfig fields that are notebook params).
+SHARED_PARAMETERS: tuple[str, ...] = ("model", "device", "dtype", "seed", "languages", "edit_languages",
+                                      "n_records", "methods", "run_dir", "figures_dir", "mkeb_path")
+_INT_PARAMS = {"seed", "n_records"}
+
+
+class BatchError(RuntimeError):
+    """A notebook of the chain failed, or the command line was wrong; the message says which and why."""
+
+
+def parse_value(name: str, raw: str) -> Any:
+    """``-p name=value`` values: ints for integer parameters, JSON-like literals for the rest, else a string."""
+    raw = raw.strip()
+    if name in _INT_PARAMS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise BatchError(f"parameter {name} must be an integer, got {raw!r}") from None
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    if re.fullmatch(r"-?\d+", raw):
+        return int(raw)
+    if re.fullmatch(r"-?\d+\.\d*(e-?\d+)?", low):
+        return float(raw)
+    return raw
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``["n_records=5", "languages=en,zh"]`` -> ``{"n_records": 5, "languages": "en,zh"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise BatchError(f"-p expects name=value, got {item!r}")
+        name, value = item.split("=", 1)
+        name = name.strip()
+        if not name.isidentifier():
+            raise BatchError(f"-p: {name!r} is not a parameter name")
+        out[name] = parse_value(name, value)
+    return out
+
+
+def parse_matrix(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["languages=en,zh,fr;en,de"]`` -> ``{"languages": ["en,zh,fr", "en,de"]}`` (``;`` separates values)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise BatchError(f"--matrix expects name=value1;value2, got {item!r}")
+        name, values = item.split("=", 1)
+        vals = [v.strip() for v in values.split(";") if v.strip()]
+        if not vals:
+            raise BatchError(f"--matrix {name}: no values")
+        out[name.strip()] = vals
+    return out
+
+
+def _as_param(value: Any) -> Any:
+    """Notebook parameters are scalars: lists become comma-separated strings (as in the parameters cell)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def preset_parameters(preset: str | None) -> dict[str, Any]:
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise BatchError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+    return {k: _as_param(v) for k, v in PRESETS[preset].items()}
+
+
+def slug(combo: dict[str, Any]) -> str:
+    """A folder name for one matrix combination, e.g. ``languages-en_zh__model-default``."""
+    parts = []
+    for k, v in sorted(combo.items()):
+        text = re.sub(r"[^A-Za-z0-9.]+", "_", str(v)).strip("_")
+        parts.append(f"{k}-{text}")
+    return "__".join(parts) or "default"
+
+
+@dataclass
+class BatchPlan:
+    """One chain to run: its parameters (run_dir and figures_dir resolved)."""
+
+    parameters: dict[str, Any]
+    label: str = "default"
+
+    @property
+    def run_dir(self) -> Path:
+        p = Path(self.parameters["run_dir"])
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def plan_runs(preset: str | None = None, params: dict[str, Any] | None = None,
+              matrix: dict[str, list[str]] | None = None, models: Sequence[str] = ()) -> list[BatchPlan]:
+    """Every chain the command asks for: one, or one per combination of the matrix values and models."""
+    base = {**preset_parameters(preset), **(params or {})}
+    grid = dict(matrix or {})
+    if models:
+        grid["model"] = list(models)
+    # validate early: the config must accept the base parameters (unknown language, method, ...)
+    defaults = {f: _as_param(getattr(RunConfig(), f)) for f in SHARED_PARAMETERS}
+    defaults["run_dir"] = "runs/small"
+    defaults["figures_dir"] = "figures"
+    defaults["mkeb_path"] = "data/mkeb/mkeb.jsonl"
+    full = {**defaults, **base}
+    if not grid:
+        _validate(full)
+        return [BatchPlan(full)]
+    keys = list(grid)
+    plans = []
+    root = full["run_dir"]
+    for values in itertools.product(*(grid[k] for k in keys)):
+        combo = dict(zip(keys, values))
+        p = {**full, **{k: parse_value(k, v) for k, v in combo.items()}}
+        if "languages" in combo and "edit_languages" not in base and "edit_languages" not in combo:
+            p["edit_languages"] = _edit_languages_within(str(p["edit_languages"]), str(p["languages"]))
+        label = slug(combo)
+        p["run_dir"] = str(Path(root) / label)
+        if "figures_dir" not in base:
+            p["figures_dir"] = str(Path(root) / label / "figures")
+        _validate(p)
+        plans.append(BatchPlan(p, label))
+    return plans
+
+
+def _edit_languages_within(edit_languages: str, languages: str) -> str:
+    """Default edit languages restricted to a matrix language set (its first language if none is in it)."""
+    langs = [l.strip() for l in languages.split(",") if l.strip()]
+    if languages.strip() == "all":
+        return edit_languages
+    kept = [l for l in edit_languages.split(",") if l.strip() in langs]
+    if not kept:
+        kept = langs[:1]
+    log.info("edit_languages %s -> %s for languages %s", edit_languages, ",".join(kept), languages)
+    return ",".join(kept)
+
+
+def _validate(params: dict[str, Any]) -> None:
+    shared = {k: v for k, v in params.items() if k in SHARED_PARAMETERS}
+    try:
+        RunConfig.from_params(**shared)
+    except (ValueError, TypeError) as err:
+        raise BatchError(f"invalid parameters: {err}") from err
+
+
+def notebooks(directory: Path = NOTEBOOKS_DIR, only: Sequence[str] = ()) -> list[Path]:
+    """``NN_*.ipynb`` in order; ``only`` keeps those whose number or name matches (e.g. ``06``, ``07``)."""
+    found = sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [p for p in found if any(p.name.startswith(o) or p.stem == o for o in only)]
+    if not found:
+        raise BatchError(f"no notebooks NN_*.ipynb in {directory}" + (f" matching {list(only)}" if only else ""))
+    return found
+
+
+@dataclass
+class ChainResult:
+    plan: BatchPlan
+    executed: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = KERNEL,
+              log_output: bool = False, cwd: Path = PROJECT_ROOT) -> ChainResult:
+    """Execute the notebooks in order; raise :class:`BatchError` naming the first one that fails."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir = plan.run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = build_manifest("batch", parameters=plan.parameters, inputs={"notebooks": [p.name for p in
+                                                                                           notebook_paths]})
+    result = ChainResult(plan)
+    for nb in notebook_paths:
+        target = out_dir / nb.name
+        log.info("[%s] running %s", plan.label, nb.name)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(target), parameters=plan.parameters, kernel_name=kernel,
+                                cwd=str(cwd), log_output=log_output, progress_bar=False)
+        except PapermillExecutionError as err:
+            manifest.time(nb.name, time.perf_counter() - start)
+            manifest.inputs["failed"] = nb.name
+            manifest.write(plan.run_dir / "batch_manifest.json")
+            raise BatchError(f"notebook {nb.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+                             f"  executed copy (with the traceback): {target}") from None
+        except Exception as err:  # kernel missing, bad notebook file, ...
+            raise BatchError(f"notebook {nb.name} could not be run: {type(err).__name__}: {err}") from err
+        seconds = time.perf_counter() - start
+        manifest.time(nb.name, seconds)
+        manifest.add(target, root=plan.run_dir)
+        result.executed.append(target)
+        result.seconds[nb.name] = seconds
+        log.info("[%s] %s done in %.1f s", plan.label, nb.name, seconds)
+    manifest.write(plan.run_dir / "batch_manifest.json")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m memla_utils.batch", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                    help="named configuration (small: CPU default; full: 12 languages, all methods, GPU)")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="notebook parameter passed to every notebook (repeatable), e.g. -p n_records=5")
+    ap.add_argument("--matrix", action="append", default=[], metavar="NAME=V1;V2",
+                    help="run the chain once per value (';'-separated), e.g. --matrix 'languages=en,zh,fr;en,de'")
+    ap.add_argument("--models", default="", help="comma-separated models; the chain runs once per model")
+    ap.add_argument("--only", default="", help="comma-separated notebook numbers to run (default: all), e.g. 06,07")
+    ap.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
+    ap.add_argument("--kernel", default=KERNEL, help="Jupyter kernel (default: memla)")
+    ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        plans = plan_runs(args.preset, parse_assignments(args.param), parse_matrix(args.matrix), models)
+        paths = notebooks(args.notebooks_dir, [o.strip() for o in args.only.split(",") if o.strip()])
+        for plan in plans:
+            log.info("chain %s: run_dir=%s parameters=%s", plan.label, plan.run_dir, plan.parameters)
+        if args.dry_run:
+            for plan in plans:
+                print(f"{plan.label}: {' '.join(p.name for p in paths)} -> {plan.run_dir / 'notebooks'}")
+            return 0
+        for plan in plans:
+            res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output)
+            log.info("chain %s finished: %d notebooks, %.0f s", plan.label, len(res.executed),
+                     sum(res.seconds.values()))
+    except BatchError as err:
+        print(f"batch: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""The batch driver: parameter parsing, run planning, and running a chain of (tiny) notebooks with papermill."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from memla_utils import batch
+from memla_utils.batch import BatchError, parse_assignments, parse_matrix, plan_runs
+
+
+def test_parse_values_and_assignments():
+    assert parse_assignments(["n_records=5", "languages=en,zh", "seed=2", "flag=true", "x=0.5"]) == {
+        "n_records": 5, "languages": "en,zh", "seed": 2, "flag": True, "x": 0.5}
+    with pytest.raises(BatchError, match="n_records must be an integer"):
+        parse_assignments(["n_records=many"])
+    with pytest.raises(BatchError, match="name=value"):
+        parse_assignments(["n_records"])
+    assert parse_matrix(["languages=en,zh,fr;en,de", "seed=0;1"]) == {"languages": ["en,zh,fr", "en,de"],
+                                                                       "seed": ["0", "1"]}
+
+
+def test_default_plan_is_the_small_preset_with_committed_figures():
+    (plan,) = plan_runs()
+    p = plan.parameters
+    assert p["run_dir"] == "runs/small" and p["figures_dir"] == "figures" and p["n_records"] == 3
+    assert p["languages"] == "en,zh,fr,es" and p["methods"].startswith("memla,")
+    assert set(batch.SHARED_PARAMETERS) <= set(p)
+
+
+def test_full_preset_and_overrides():
+    (plan,) = plan_runs("full", {"n_records": 20})
+    p = plan.parameters
+    assert p["n_records"] == 20 and p["device"] == "auto" and p["run_dir"] == "runs/full"
+    assert p["languages"].split(",") == ["en", "zh", "fr", "de", "it", "es", "pt", "pl", "ru", "ja", "ko", "th"]
+    with pytest.raises(BatchError, match="unknown preset"):
+        plan_runs("huge")
+
+
+def test_matrix_and_models_give_one_run_dir_each():
+    plans = plan_runs(None, {}, parse_matrix(["languages=en,zh,fr;en,de"]), ["default", "org/other-model"])
+    assert len(plans) == 4
+    dirs = {p.parameters["run_dir"] for p in plans}
+    assert len(dirs) == 4 and all(d.startswith("runs/small/") for d in dirs)
+    for p in plans:
+        assert p.parameters["figures_dir"] == p.parameters["run_dir"] + "/figures"
+    de = [p for p in plans if p.parameters["languages"] == "en,de"][0]
+    assert de.parameters["edit_languages"] == "en"  # zh is not evaluated in that set, so it is not edited
+    assert {p.parameters["model"] for p in plans} == {"default", "org/other-model"}
+
+
+def test_invalid_parameters_are_reported_before_running():
+    with pytest.raises(BatchError, match="unknown language code 'xx'"):
+        plan_runs(None, {"languages": "en,xx"})
+    with pytest.raises(BatchError, match="unknown method"):
+        plan_runs(None, {"methods": "memla,nope"})
+
+
+def _notebook(path: Path, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('run_dir = "runs/small"\nn_records = 3\nlanguages = "en,zh,fr,es"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "memla", "display_name": "Python (memla)", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_chain_runs_in_order_passes_parameters_and_stops_at_the_failed_notebook(tmp_path, capsys):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    record = ("import pathlib, json\n"
+              "p = pathlib.Path(run_dir); p.mkdir(parents=True, exist_ok=True)\n"
+              "with open(p / 'order.txt', 'a') as f: f.write('{name} ' + str(n_records) + ' ' + languages + '\\n')")
+    _notebook(nbs / "00_first.ipynb", record.format(name="00"))
+    _notebook(nbs / "01_second.ipynb", record.format(name="01"))
+    run_dir = tmp_path / "run"
+    rc = batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}", "-p", "n_records=2",
+                     "-p", "languages=en,zh"])
+    assert rc == 0
+    assert (run_dir / "order.txt").read_text().splitlines() == ["00 2 en,zh", "01 2 en,zh"]
+    assert (run_dir / "notebooks" / "00_first.ipynb").exists() and (run_dir / "notebooks" / "01_second.ipynb").exists()
+    manifest = json.loads((run_dir / "batch_manifest.json").read_text())
+    assert set(manifest["timings"]) == {"00_first.ipynb", "01_second.ipynb"}
+    assert manifest["parameters"]["n_records"] == 2
+
+    _notebook(nbs / "01_second.ipynb", "raise RuntimeError('boom in the second notebook')")
+    _notebook(nbs / "02_third.ipynb", record.format(name="02"))
+    run2 = tmp_path / "run2"
+    rc = batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={run2}"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "notebook 01_second.ipynb failed" in err and "boom in the second notebook" in err
+    assert (run2 / "order.txt").read_text().splitlines() == ["00 3 en,zh,fr,es"]  # 02 never ran
+    assert json.loads((run2 / "batch_manifest.json").read_text())["inputs"]["failed"] == "01_second.ipynb"
+
+
+def test_only_selects_notebooks_and_missing_notebooks_are_an_error(tmp_path):
+    for name in ("00_a", "06_b", "07_c"):
+        _notebook(tmp_path / f"{name}.ipynb", "pass")
+    assert [p.name for p in batch.notebooks(tmp_path, ["06", "07"])] == ["06_b.ipynb", "07_c.ipynb"]
+    with pytest.raises(BatchError, match="no notebooks"):
+        batch.notebooks(tmp_path, ["99"])

@@ -1,0 +1,157 @@
+"""General ability before/after edits on a tiny model with hand-built records and simple reversible editors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from memla_utils.editors import BaseEditor, EditError, recording_edit
+from memla_utils.general import (GeneralConfig, build_probe_set, measure, sentence_nll, sequential_general,
+                                 single_edit_general)
+from memla_utils.mkeb.record import EditTarget, Record
+from memla_utils.testing import tiny_model
+from memla_utils.text import encode_answer, encode_prompt
+
+FACTS = {
+    "en": [("The capital of {} is", "France", "Paris", "Rome"), ("The capital of {} is", "Japan", "Tokyo", "Seoul"),
+           ("The capital of {} is", "Poland", "Warsaw", "Oslo"), ("The capital of {} is", "Spain", "Madrid", "Lima"),
+           ("The capital of {} is", "Italy", "Rome", "Paris"), ("The capital of {} is", "Korea", "Seoul", "Tokyo")],
+    "zh": [("{}的首都是", "法国", "巴黎", "罗马"), ("{}的首都是", "日本", "东京", "首尔"), ("{}的首都是", "波兰", "华沙", "奥斯陆"),
+           ("{}的首都是", "西班牙", "马德里", "利马"), ("{}的首都是", "意大利", "罗马", "巴黎"), ("{}的首都是", "韩国", "首尔", "东京")],
+}
+
+
+def records() -> list[Record]:
+    out = []
+    for i in range(6):
+        edit = {lang: EditTarget(FACTS[lang][i][0], FACTS[lang][i][1], FACTS[lang][i][3], FACTS[lang][i][2])
+                for lang in FACTS}
+        out.append(Record(example_id=f"r{i}", relation_description="capital", edit=edit,
+                          neighborhood_prompts={"en": ["The capital of Germany is"]},
+                          neighborhood_answers={"en": ["Berlin"]}))
+    return out
+
+
+class Perturb(BaseEditor):
+    """Adds ``scale`` × a fixed random matrix to layer 0's down projection (reversible through recording_edit)."""
+
+    def __init__(self, scale: float, name: str = "perturb") -> None:
+        self.scale, self.name, self.calls = scale, name, 0
+
+    def edit(self, lm, record, language, **context):
+        self.check_record(record, language)
+        self.calls += 1
+        pname = lm.adapter.down_proj_name(0) + ".weight"
+        with recording_edit(lm.model, [pname], self.name) as e:
+            w = dict(lm.model.named_parameters())[pname]
+            g = torch.Generator().manual_seed(self.calls)
+            w.data.add_(self.scale * torch.randn(w.shape, generator=g))
+        return e
+
+
+class Failing(BaseEditor):
+    name = "failing"
+
+    def edit(self, lm, record, language, **context):
+        raise EditError(f"record {record.example_id!r}: cannot edit")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_model("llama", seed=0)
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_probe_set_excludes_edited_records_and_uses_true_answers():
+    recs = records()
+    probe = build_probe_set(recs, ["en", "zh", "fr"], exclude=["r0", "r1"])
+    assert "r0" not in probe.record_ids and len(probe.record_ids) == 4
+    assert ("The capital of Spain is", "Madrid") in probe.facts["en"]
+    assert ("The capital of Germany is", "Berlin") in probe.facts["en"]  # neighborhood facts are true facts too
+    assert probe.facts["fr"] == [] and probe.languages == ["en", "zh"]
+    with pytest.raises(ValueError, match="no true facts"):
+        build_probe_set(recs, ["fr"])
+
+
+def test_sentence_nll_matches_a_manual_forward(lm):
+    prompt, answer = "The capital of Spain is", "Madrid"
+    ids = encode_prompt(lm.tokenizer, prompt) + encode_answer(lm.tokenizer, answer, "en", prompt)
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    manual = -sum(float(logp[t - 1, ids[t]]) for t in range(1, len(ids)))
+    nll, n = sentence_nll(lm, [(prompt, answer), ("Die Hauptstadt ist", "Berlin")], "en", batch_size=1)
+    nll_one, n_one = sentence_nll(lm, [(prompt, answer)], "en")
+    assert n_one == len(ids) - 1 and nll_one == pytest.approx(manual, rel=1e-5)
+    assert n > n_one and nll > nll_one
+    # a context prefix is conditioned on but not scored
+    nll_ctx, n_ctx = sentence_nll(lm, [(prompt, answer)], "en", prefix="New fact: Paris. ")
+    assert n_ctx >= n_one - 1 and nll_ctx != pytest.approx(nll_one)
+
+
+def test_measure_is_deterministic_and_in_range(lm):
+    probe = build_probe_set(records(), ["en", "zh"])
+    a, b = measure(lm, probe), measure(lm, probe)
+    assert a == b
+    for lang in ("en", "zh"):
+        ppl, n_tok = a[(lang, "perplexity")]
+        assert ppl > 1.0 and math.isfinite(ppl) and n_tok > 0
+        assert 0.0 <= a[(lang, "fact_accuracy")][0] <= 1.0
+        assert a[(lang, "fact_accuracy")][1] == len(probe.facts[lang])
+
+
+def test_single_edits_measure_a_change_and_restore_the_model(lm):
+    recs = records()
+    probe = build_probe_set(recs, ["en", "zh"], exclude=["r0", "r1"])
+    before = state(lm.model)
+    rows = single_edit_general(lm, recs[:2], probe, ["big", "none"], "en",
+                               editors={"big": Perturb(0.5, "big"), "none": Perturb(0.0, "none")})
+    after = state(lm.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # every edit reverted bit-exactly
+    ppl = [r for r in rows if r["metric"] == "perplexity"]
+    assert {r["record"] for r in ppl} == {"r0", "r1"} and {r["eval_lang"] for r in ppl} == {"en", "zh"}
+    assert all(r["delta"] == 0.0 for r in ppl if r["method"] == "none")
+    assert any(abs(r["delta"]) > 1e-3 for r in ppl if r["method"] == "big")
+    assert all(r["setting"] == "single" and r["n_edits"] == 1 for r in rows)
+
+
+def test_single_edit_rejects_a_probe_that_contains_edited_records(lm):
+    recs = records()
+    probe = build_probe_set(recs, ["en"])
+    with pytest.raises(ValueError, match="r0"):
+        single_edit_general(lm, recs[:1], probe, ["p"], "en", editors={"p": Perturb(0.1)})
+
+
+def test_failed_edits_are_skipped_not_fatal(lm, caplog):
+    recs = records()
+    probe = build_probe_set(recs, ["en"], exclude=["r0"])
+    rows = single_edit_general(lm, recs[:1], probe, ["failing"], "en", editors={"failing": Failing()})
+    assert rows == [] and "cannot edit" in caplog.text
+
+
+def test_sequential_editing_accumulates_then_reverts(lm):
+    recs = records()
+    probe = build_probe_set(recs, ["en"], exclude=[r.example_id for r in recs[:4]])
+    before = state(lm.model)
+    editor = Perturb(0.3, "seq")
+    rows = sequential_general(lm, recs[:4], probe, ["seq"], "en", steps=(1, 3, 9), editors={"seq": editor},
+                              config=GeneralConfig(sequential_steps=(1, 3)))
+    after = state(lm.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert editor.calls == 3  # stops at the last usable checkpoint (9 > 4 records is dropped)
+    assert sorted({r["n_edits"] for r in rows}) == [1, 3]
+    ppl = {r["n_edits"]: r for r in rows if r["metric"] == "perplexity"}
+    assert ppl[1]["before"] == ppl[3]["before"]  # one unedited reference
+    assert ppl[1]["after"] != ppl[3]["after"]  # edits accumulate (not reverted between checkpoints)
+    retention = [r for r in rows if r["metric"] == "edit_retention"]
+    assert [r["n"] for r in retention] == [1, 3] and all(r["delta"] is None for r in retention)
+
+
+def test_sequential_rejects_bad_steps(lm):
+    recs = records()
+    probe = build_probe_set(recs, ["en"], exclude=["r0"])
+    with pytest.raises(ValueError, match="steps"):
+        sequential_general(lm, recs[:1], probe, ["p"], "en", steps=(0,), editors={"p": Perturb(0.1)})

@@ -1,0 +1,64 @@
+"""Run manifests: provenance fields are filled from the real environment and artifacts are hashed."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+
+from memla_utils.config import RunConfig
+from memla_utils.manifest import Manifest, Stopwatch, build_manifest, model_info, package_versions, read_manifest
+from memla_utils.testing import tiny_model
+
+
+def test_manifest_records_commit_packages_device_and_parameters():
+    cfg = RunConfig(n_records=2, languages=["en", "zh"])
+    m = build_manifest("report", cfg=cfg, parameters={"extra": 1})
+    assert m.parameters["n_records"] == 2 and m.parameters["languages"] == ["en", "zh"] and m.parameters["extra"] == 1
+    assert m.parameters["run_dir"] == "runs/small"  # stored relative to the project, not machine-specific
+    commit = m.git["commit"]
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}", commit)
+    import torch
+
+    assert m.packages["torch"] == torch.__version__.split("+")[0] or m.packages["torch"].startswith(
+        torch.__version__.split("+")[0])
+    assert m.device["cpu_count"] >= 1 and m.device["requested"] == "cpu"
+    assert m.model == {"name": "default", "fingerprint": None}
+
+
+def test_unknown_package_is_none_not_an_error():
+    assert package_versions(["surely-not-installed-pkg-xyz"]) == {"surely-not-installed-pkg-xyz": None}
+
+
+def test_model_info_carries_the_fingerprint():
+    lm = tiny_model("gpt2")
+    info = model_info(lm)
+    assert info["fingerprint"] == lm.fingerprint and info["name"] == lm.name and info["n_layers"] == 3
+
+
+def test_artifacts_are_hashed_and_the_manifest_round_trips(tmp_path):
+    art = tmp_path / "figs" / "a.png"
+    art.parent.mkdir()
+    art.write_bytes(b"\x89PNG fake")
+    m = build_manifest("test")
+    m.add(art, root=tmp_path, kind="figure")
+    sw = Stopwatch(m)
+    with sw("step"):
+        sum(range(1000))
+    path = m.write(tmp_path)
+    assert path.name == "MANIFEST.json"
+    back = read_manifest(tmp_path)
+    entry = back["artifacts"]["figs/a.png"]
+    assert entry["sha256"] == hashlib.sha256(b"\x89PNG fake").hexdigest() and entry["kind"] == "figure"
+    assert back["timings"]["step"] >= 0 and back["kind"] == "test"
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        m.add(tmp_path / "missing.png")
+    with pytest.raises(FileNotFoundError):
+        read_manifest(tmp_path / "nowhere")
+
+
+def test_manifest_to_dict_is_plain_json():
+    import json
+
+    m = Manifest(kind="x", parameters={"p": (1, 2)})
+    assert json.loads(json.dumps(m.to_dict()))["parameters"]["p"] == [1, 2]

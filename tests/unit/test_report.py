@@ -1,0 +1,218 @@
+"""Tables, intervals and claim verdicts from synthetic tidy results (no model, no runner)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from memla_utils import report
+from memla_utils.report import BootstrapConfig, CellStat
+
+FAST = BootstrapConfig(n_boot=400, seed=0)
+
+
+def synthetic(methods: dict[str, float], *, n_records: int = 8, langs=("en", "zh", "fr", "ru"), noise=0.05,
+              seed=0, cross_drop=0.2) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for method, level in methods.items():
+        for r in range(n_records):
+            for el in ("en", "zh"):
+                for vl in langs:
+                    for metric in report.SCORE_METRICS:
+                        v = level - (cross_drop if el != vl else 0) + rng.normal(0, noise)
+                        rows.append({"record": f"r{r}", "method": method, "edit_lang": el, "eval_lang": vl,
+                                     "metric": metric, "value": float(np.clip(v, 0, 1)), "n": 1})
+    return pd.DataFrame(rows)
+
+
+def claim(claims: pd.DataFrame, key: str, contains: str = "") -> pd.Series:
+    sub = claims[(claims["key"] == key) & claims["claim"].str.contains(contains, regex=False)]
+    assert len(sub) >= 1, f"no claim {key!r} {contains!r}"
+    return sub.iloc[0]
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def test_bootstrap_interval_contains_mean_is_deterministic_and_narrows_with_n():
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(0.5, 0.2, 10), rng.normal(0.5, 0.2, 400)
+    a, b = report.bootstrap_ci(small, FAST), report.bootstrap_ci(small, FAST)
+    assert a == b
+    assert a.ci_low < a.mean < a.ci_high and a.n == 10
+    big = report.bootstrap_ci(large, FAST)
+    assert (big.ci_high - big.ci_low) < (a.ci_high - a.ci_low) / 3
+
+
+def test_bootstrap_degenerate_inputs():
+    one = report.bootstrap_ci([0.7], FAST)
+    assert one.mean == pytest.approx(0.7) and one.n == 1 and math.isnan(one.ci_low)
+    none = report.bootstrap_ci([None, float("nan")], FAST)
+    assert none.n == 0 and math.isnan(none.mean)
+
+
+def test_cell_stats_counts_records_not_rows_and_averages_per_record_first():
+    df = pd.DataFrame([
+        {"record": "a", "method": "m", "metric": "ES", "value": 1.0},
+        {"record": "a", "method": "m", "metric": "ES", "value": 1.0},
+        {"record": "a", "method": "m", "metric": "ES", "value": 1.0},
+        {"record": "b", "method": "m", "metric": "ES", "value": 0.0},
+    ])
+    st = report.cell_stats(df, ["method", "metric"], FAST)
+    assert st.loc[0, "n"] == 2
+    assert st.loc[0, "mean"] == pytest.approx(0.5)  # per-record means 1.0 and 0.0, not 3 of 4 rows
+
+
+def test_tidy_drops_unavailable_values_and_names_missing_columns():
+    df = pd.DataFrame([{"record": "a", "method": "m", "edit_lang": "en", "eval_lang": "zh", "metric": "QS",
+                        "value": None}, {"record": "a", "method": "m", "edit_lang": "en", "eval_lang": "en",
+                                         "metric": "ES", "value": 1.0}])
+    t = report.tidy(df)
+    assert len(t) == 1 and t.iloc[0]["scope"] == "same"
+    with pytest.raises(ValueError, match="record"):
+        report.tidy(df.drop(columns=["record"]))
+
+
+def test_paired_difference_picks_strongest_competitor():
+    df = pd.DataFrame([{"method": m, "record": f"r{i}", "value": v + 0.01 * i}
+                       for i in range(6) for m, v in (("memla", 0.9), ("ft", 0.5), ("rome", 0.7))])
+    stat, best = report.paired_difference(df, "memla", ["ft", "rome"], FAST)
+    assert best == "rome" and stat.mean == pytest.approx(0.2)
+
+
+# ------------------------------------------------------------------------------------------ tables
+def test_main_stats_separates_same_and_cross_language():
+    df = synthetic({"memla": 0.8}, noise=0.0, cross_drop=0.3)
+    st = report.main_stats(df, boot=FAST)
+    same = st[(st["scope"] == "same") & (st["metric"] == "ES")]["mean"]
+    cross = st[(st["scope"] == "cross") & (st["metric"] == "ES")]["mean"]
+    assert np.allclose(same, 0.8) and np.allclose(cross, 0.5)
+    assert set(st["edit_lang"]) == {"en", "zh"} and (st["n"] == 8).all()
+
+
+def test_wide_table_shows_requested_methods_without_results_as_missing_and_orders_columns():
+    df = synthetic({"memla": 0.8, "ft": 0.5}, n_records=3)
+    st = report.main_stats(df, boot=FAST)
+    table = report.wide(st, ["method"], ["edit_lang", "scope", "metric"], rows=["memla", "ft", "mend"])
+    assert list(table.index) == ["memla", "ft", "mend"]
+    assert (table.loc["mend"] == report.MISSING).all()
+    assert table.loc["memla"].iloc[0].endswith("n=3")
+    assert list(table.columns[:4]) == [("en", "same", m) for m in report.SCORE_METRICS]
+
+
+def test_format_cell_percent_and_missing():
+    assert report.format_cell(0.5, 0.4, 0.6, 7, "ES") == "50.0 [40.0, 60.0] n=7"
+    assert report.format_cell(12.345, math.nan, math.nan, 1, "perplexity") == "12.3 n=1"
+    assert report.format_cell(1.5, 1.25, 1.75, 2, "perplexity") == "1.500 [1.250, 1.750] n=2"
+    assert report.format_cell(math.nan, math.nan, math.nan, 0, "ES") == report.MISSING
+
+
+def test_latex_and_markdown_escape_special_characters():
+    frame = pd.DataFrame({"a_b": ["x & y", "50%"]}, index=pd.Index(["m|1", "m2"], name="method"))
+    tex = report.to_latex(frame, caption="c_d")
+    assert r"x \& y" in tex and r"50\%" in tex and r"a\_b" in tex and r"\caption{c\_d}" in tex
+    md = report.to_markdown(frame)
+    assert r"m\|1" in md and md.splitlines()[1] == "|---|---|"
+
+
+# ------------------------------------------------------------------------------------------ claims
+def test_claims_supported_when_memla_clearly_better():
+    df = synthetic({"memla": 0.85, "memla-lse": 0.7, "memla-lie": 0.65, "memla-random": 0.5, "ft": 0.5,
+                    "rome": 0.6})
+    claims = report.claims_table(df, boot=FAST)
+    for key in ("cross_lingual", "zh_ru", "lse_lie", "multihop"):
+        row = claim(claims, key)
+        assert row["verdict"] == "supported", (key, row["verdict"])
+    assert claim(claims, "cross_lingual")["effect"] == pytest.approx(0.25, abs=0.03)  # vs rome, the best
+    assert claim(claims, "neurons_matter", "Editing the located")["verdict"] == "supported"
+    assert "+7.14%" in claim(claims, "cross_lingual")["paper"]
+
+
+def test_claims_not_supported_when_memla_worse_and_inconclusive_when_tied_at_small_n():
+    worse = report.claims_table(synthetic({"memla": 0.5, "ft": 0.8}), boot=FAST)
+    assert claim(worse, "cross_lingual")["verdict"] == "not supported"
+    tied = report.claims_table(synthetic({"memla": 0.6, "ft": 0.6}, n_records=3, noise=0.2, seed=3), boot=FAST)
+    assert claim(tied, "cross_lingual")["verdict"].startswith("inconclusive at n=3")
+
+
+def test_missing_inputs_give_not_measured_with_reason_never_an_error():
+    claims = report.claims_table(None, None, None, None, boot=FAST)
+    assert len(claims) >= 7
+    assert claims["verdict"].str.startswith("not measured (").all()
+    no_ru = report.claims_table(synthetic({"memla": 0.8, "ft": 0.5}, langs=("en", "zh")), boot=FAST)
+    assert "ru" in claim(no_ru, "zh_ru")["verdict"]
+    only_memla = report.claims_table(synthetic({"memla": 0.8}), boot=FAST)
+    assert claim(only_memla, "cross_lingual")["verdict"] == "not measured (no baseline results)"
+
+
+def test_general_claim_uses_tolerance_band():
+    rows = []
+    for r in range(10):
+        for lang in ("en", "zh"):
+            rows.append({"setting": "single", "method": "memla", "n_edits": 1, "record": f"r{r}", "eval_lang": lang,
+                         "metric": "perplexity", "before": 20.0, "after": 20.0 * (1 + 0.002 * (r % 3)), "n": 5})
+    g = pd.DataFrame(rows)
+    g["delta"] = g["after"] - g["before"]
+    ok = claim(report.claims_table(None, g, boot=FAST), "general")
+    assert ok["verdict"] == "supported" and 0 <= ok["effect"] < 0.01
+    g2 = g.assign(after=g["before"] * 1.5)
+    g2["delta"] = g2["after"] - g2["before"]
+    assert claim(report.claims_table(None, g2, boot=FAST), "general")["verdict"] == "not supported"
+
+
+def test_verdict_rules():
+    assert report.verdict(CellStat(0.1, 0.05, 0.15, 9)) == "supported"
+    assert report.verdict(CellStat(-0.1, -0.15, -0.05, 9)) == "not supported"
+    assert report.verdict(CellStat(0.0, -0.1, 0.1, 9)) == "inconclusive at n=9"
+    assert report.verdict(CellStat(0.01, -0.02, 0.03, 9), tolerance=0.05) == "supported"
+    assert report.verdict(CellStat(0.2, 0.1, 0.3, 9), tolerance=0.05) == "not supported"
+
+
+def test_suppression_effect_reads_both_layouts():
+    long = pd.DataFrame([{"record": f"r{i}", "language": "en", "intervention": "suppress", "neurons": n,
+                          "value": v + 0.01 * i} for i in range(6) for n, v in (("knowledge", -0.5),
+                                                                               ("random", -0.05))])
+    stat, _ = report.suppression_effect(long, FAST)
+    assert stat.mean == pytest.approx(0.45) and stat.n == 6
+    wide = pd.DataFrame({"knowledge": [-0.4, -0.5, -0.6], "random": [0.0, -0.1, 0.0]})
+    stat2, _ = report.suppression_effect(wide, FAST)
+    assert stat2.mean == pytest.approx(0.4667, abs=1e-3)
+    stat3, why = report.suppression_effect(pd.DataFrame({"x": [1]}), FAST)
+    assert stat3 is None and "not understood" in why
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def _write_run(run_dir, df):
+    (run_dir / "results").mkdir(parents=True)
+    df.to_json(run_dir / "results" / "results.jsonl", orient="records", lines=True)
+
+
+def test_write_report_writes_every_artifact_with_manifest_and_is_bit_reproducible(tmp_path):
+    df = synthetic({"memla": 0.8, "ft": 0.5}, n_records=3, langs=("en", "zh"))
+    _write_run(tmp_path / "run", df)
+    methods = ["memla", "memla-lse", "ft"]
+    out = report.write_report(tmp_path / "run", tmp_path / "fig", methods=methods, boot=FAST)
+    names = {p.name for p in out.files}
+    for stem in ("main_comparison", "ablation", "multihop", "per_language_ES", "general_single", "claims"):
+        assert {f"{stem}.csv", f"{stem}.md", f"{stem}.tex"} <= names
+    assert {"heatmap_memla.png", "heatmap_memla.pdf", "heatmap_ft.png", "ablation_bars.png"} <= names
+    assert "sequential_editing" in out.missing  # no general-ability rows in this run
+    assert "missing" in (tmp_path / "fig" / "tables" / "main_comparison.md").read_text()  # memla-lse row
+    manifest = json.loads((tmp_path / "fig" / "MANIFEST.json").read_text())
+    png = tmp_path / "fig" / "heatmap_memla.png"
+    assert manifest["artifacts"]["heatmap_memla.png"]["sha256"] == hashlib.sha256(png.read_bytes()).hexdigest()
+    assert manifest["inputs"]["results_rows"] == len(df)
+    first = {p.name: p.read_bytes() for p in out.files if p.name != "MANIFEST.json"}
+    again = report.write_report(tmp_path / "run", tmp_path / "fig", methods=methods, boot=FAST)
+    assert {p.name: p.read_bytes() for p in again.files if p.name != "MANIFEST.json"} == first
+
+
+def test_write_report_with_empty_run_dir_does_not_fail(tmp_path):
+    out = report.write_report(tmp_path / "nothing", tmp_path / "fig", methods=["memla", "ft"], boot=FAST)
+    assert (tmp_path / "fig" / "tables" / "claims.md").exists()
+    assert out.claims["verdict"].str.startswith("not measured").all()
+    assert (out.tables["main_comparison"].loc["memla"] == report.MISSING).all() or \
+        out.tables["main_comparison"].shape[1] == 0
