@@ -1,0 +1,105 @@
+"""Neuron-masked LoRA on one layer's FFN down projection: the trainable piece under every MEMLA variant.
+
+memla4mke computes a full ``B @ A`` and multiplies it by a 0/1 mask that keeps only the weights attached to
+the selected neurons (the down projection's *input* columns). Gradients of ``A`` outside those columns are
+zero, so the same update is obtained by keeping only ``A[:, neurons]``: the forward adds
+``(x[..., neurons] @ A_sel^T) @ B^T`` and the merge writes ``B @ A_sel`` into those columns only. Weights of
+other neurons are never touched (bit-identical), and the cost scales with the number of neurons, not the
+layer width. ``index=None`` gives the unmasked LoRA of the same rank (the ablation).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models import ModelAdapter
+
+
+@dataclass
+class LoraPair:
+    """One low-rank pair ``delta[:, index] = B @ A`` (``index=None``: every neuron, i.e. plain LoRA)."""
+
+    name: str                   # "specific" / "independent" / "unmasked"
+    a: torch.Tensor             # [rank, n_selected] (trainable)
+    b: torch.Tensor             # [hidden, rank]     (trainable, zero at start)
+    index: torch.Tensor | None  # long [n_selected] neuron ids, or None for all neurons
+
+    @property
+    def rank(self) -> int:
+        return int(self.a.shape[0])
+
+    def delta(self) -> torch.Tensor:
+        """The update of the selected columns in nn.Linear layout: ``[hidden, n_selected]``."""
+        return self.b @ self.a
+
+
+def make_pair(name: str, index: torch.Tensor | None, *, n_neurons: int, hidden: int, rank: int,
+              a_std: float, generator: torch.Generator, device: torch.device) -> LoraPair:
+    """A pair initialised as in memla4mke: ``A ~ N(0, a_std^2)`` (they use ``torch.randn``), ``B = 0``."""
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    width = n_neurons if index is None else int(index.numel())
+    a = (torch.randn(rank, width, generator=generator) * a_std).to(device).requires_grad_(True)
+    b = torch.zeros(hidden, rank, device=device, requires_grad=True)
+    return LoraPair(name, a, b, None if index is None else index.to(device))
+
+
+class MaskedLoRA:
+    """The LoRA pairs attached to one layer; ``attached()`` hooks them into forwards, ``merge()`` bakes them in."""
+
+    def __init__(self, adapter: ModelAdapter, layer: int, pairs: Sequence[LoraPair]) -> None:
+        adapter.check_layer(layer)
+        self.adapter, self.layer, self.pairs = adapter, layer, list(pairs)
+
+    def parameters(self) -> Iterator[torch.Tensor]:
+        for p in self.pairs:
+            yield p.a
+            yield p.b
+
+    @property
+    def rank(self) -> int:
+        return sum(p.rank for p in self.pairs)
+
+    def _hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        x = args[0]
+        extra = None
+        for p in self.pairs:
+            xs = x if p.index is None else x.index_select(-1, p.index)
+            d = (xs.to(p.a.dtype) @ p.a.t()) @ p.b.t()
+            extra = d if extra is None else extra + d
+        return out if extra is None else out + extra.to(out.dtype)
+
+    @contextmanager
+    def attached(self) -> Iterator[MaskedLoRA]:
+        handle = self.adapter.down_proj(self.layer).register_forward_hook(self._hook)
+        try:
+            yield self
+        finally:
+            handle.remove()
+
+    def param_name(self) -> str:
+        return f"{self.adapter.down_proj_name(self.layer)}.weight"
+
+    @torch.no_grad()
+    def merge(self, scale: float) -> None:
+        """Add ``scale * B @ A`` to the selected columns of the down projection (others stay bit-identical)."""
+        w = self.adapter.down_weight_as_linear(self.layer)  # [hidden, n_neurons] view
+        for p in self.pairs:
+            upd = (scale * p.delta().detach()).to(w.dtype)
+            if p.index is None:
+                w.add_(upd)
+            else:
+                w.index_add_(1, p.index.to(w.device), upd.to(w.device))
+
+
+@contextmanager
+def attach_all(loras: Sequence[MaskedLoRA]) -> Iterator[None]:
+    """Hook every layer's LoRA into the model for the duration of the block."""
+    with ExitStack() as stack:
+        for lora in loras:
+            stack.enter_context(lora.attached())
+        yield

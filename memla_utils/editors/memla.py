@@ -1,0 +1,299 @@
+"""MEMLA: neuron-masked LoRA with a language-specific (LSE) and a language-independent (LIE) editor.
+
+One editor class; the registry names are configurations of it (no branching on names):
+
+- ``memla``           LSE + LIE (the paper's method)
+- ``memla-lse``       LSE only (edit language's specific neurons)
+- ``memla-lie``       LIE only (neurons shared by the independence languages)
+- ``memla-unmasked``  plain LoRA of the same rank on the same layers, no mask (ablation)
+- ``memla-random``    masks of random neurons with the same per-layer counts (control)
+
+Masks come from ``context['masks']`` (a :class:`~memla_utils.masks.RecordMasks`) or, when absent, from
+``memla_utils.attribution.compute_record_masks`` (imported lazily, cached there).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from typing import Any
+
+import torch
+
+from ..masks import NeuronMasks, RecordMasks
+from ..mkeb.record import Record, RecordError
+from ..models import LoadedModel
+from ..text import PromptAnswerBatch, build_batch
+from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
+from .masked_lora import MaskedLoRA, attach_all, make_pair
+
+log = logging.getLogger(__name__)
+
+MASKINGS = ("neurons", "unmasked", "random")
+
+
+@dataclass
+class MemlaConfig:
+    """MEMLA hyper-parameters. Defaults: memla4mke (memla/editor.py, configs/memla.yaml) unless noted."""
+
+    use_specific: bool = True        # LSE pair on layers with edit-language-specific neurons (paper)
+    use_independent: bool = True     # LIE pair on layers with language-independent neurons (paper)
+    masking: str = "neurons"         # "neurons" (paper) | "unmasked" / "random" (ablations, this companion)
+    rank_multiplier: int = 4         # rank = 4 x neurons in the layer (memla4mke ``n_rank``)
+    fixed_rank: int | None = None    # a fixed rank per pair instead (this companion's option)
+    a_init_std: float = 1.0          # A ~ torch.randn (std 1), B = 0 (memla4mke)
+    learning_rate: float = 1e-3      # Adam lr (configs/memla.yaml)
+    max_steps: int = 60              # editor.num_steps (configs/memla.yaml)
+    nll_weight: float = 2.5          # loss = 2.5 * NLL(target_new) ...  (editor.fit_on)
+    true_prob_weight: float = 2.0    # ... + 2 * P(target_true)           (editor.fit_on)
+    stop_loss: float = 0.01          # early stop when loss < 1e-2 ...     (editor.fit_on)
+    stop_prob: float = 0.96          # ... or P(target_new) > 0.96          (editor.fit_on)
+    merge_scale: float = 0.5         # learned update scaled by 0.5 before merging (editor.fit_on)
+    seed: int = 0                    # seeds the A initialisation of every edit (memla4mke seed: 0)
+    mask_config: Any = None          # attribution.MaskConfig used when masks are not passed (None: its defaults)
+
+    def __post_init__(self) -> None:
+        if self.masking not in MASKINGS:
+            raise ValueError(f"MemlaConfig.masking must be one of {MASKINGS}, got {self.masking!r}")
+        if not (self.use_specific or self.use_independent):
+            raise ValueError("MemlaConfig: at least one of use_specific / use_independent must be true")
+        if self.max_steps < 0:
+            raise ValueError(f"MemlaConfig.max_steps must be >= 0, got {self.max_steps}")
+        if self.fixed_rank is not None and self.fixed_rank < 1:
+            raise ValueError(f"MemlaConfig.fixed_rank must be >= 1 or None, got {self.fixed_rank}")
+
+
+@dataclass
+class _Fact:
+    """One fact to write, already in the edit language."""
+
+    example_id: str
+    prompt: str
+    target_new: str
+    target_true: str | None
+    language: str
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    loss: float
+    p_new: list[float] = field(default_factory=list)
+    p_true: list[float | None] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def _answer_logprobs(lm: LoadedModel, batch: PromptAnswerBatch) -> torch.Tensor:
+    """Sum of answer-token log-probs per row, computing the LM head only at answer positions (fast on 262k vocab)."""
+    batch = batch.to(lm.device)
+    keep = torch.nonzero(batch.answer_mask.any(0)).flatten()
+    logits = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep).logits
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    targets = batch.answer_targets[:, keep]
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (picked * batch.answer_mask[:, keep]).sum(-1)
+
+
+class MemlaEditor(BaseEditor):
+    """Neuron-masked LoRA editing (LSE + LIE) on the FFN down projections; see the module docstring."""
+
+    needs_target_true = False  # the P(target_true) term is dropped when a record has no old answer
+
+    def __init__(self, config: MemlaConfig | None = None, *, name: str = "memla", **overrides: Any) -> None:
+        self.config = replace(config or MemlaConfig(), **overrides)
+        self.name = name
+
+    # ------------------------------------------------------------------ masks
+    def _record_masks(self, lm: LoadedModel, record: Record, language: str, context: dict[str, Any]) -> RecordMasks:
+        masks = context.get("masks")
+        if masks is None:
+            from ..attribution import MaskConfig, compute_record_masks  # lazy: attribution is heavy
+
+            cfg = self.config.mask_config if self.config.mask_config is not None else MaskConfig()
+            masks = compute_record_masks(lm, record, language, cfg, cache=context.get("cache"))
+        if not isinstance(masks, RecordMasks):
+            raise EditError(f"record {record.example_id!r}: masks must be a RecordMasks, got {type(masks).__name__}")
+        if masks.specific.n_neurons != lm.adapter.n_neurons or masks.independent.n_neurons != lm.adapter.n_neurons:
+            raise EditError(f"record {record.example_id!r}: masks are for {masks.specific.n_neurons} neurons per "
+                            f"layer but the model has {lm.adapter.n_neurons}")
+        return masks
+
+    def _neuron_sets(self, masks: Sequence[RecordMasks]) -> dict[str, NeuronMasks]:
+        """The masks of the pairs this configuration trains (union over the facts of a batch edit)."""
+        n = masks[0].specific.n_neurons
+        spec, ind = NeuronMasks(n), NeuronMasks(n)
+        for m in masks:
+            spec, ind = spec | m.specific, ind | m.independent
+        spec = spec - ind  # memla4mke removes the cross-lingual neurons from the specific ones
+        chosen: dict[str, NeuronMasks] = {}
+        if self.config.use_specific and spec.total:
+            chosen["specific"] = spec
+        if self.config.use_independent and ind.total:
+            chosen["independent"] = ind
+        if self.config.masking == "random":
+            from ..attribution import random_masks_like
+
+            chosen = {k: random_masks_like(v, seed=self.config.seed + i) for i, (k, v) in enumerate(chosen.items())}
+        return chosen
+
+    def build_loras(self, lm: LoadedModel, masks: Sequence[RecordMasks]) -> list[MaskedLoRA]:
+        """One :class:`MaskedLoRA` per layer holding selected neurons (B = 0, so the model is unchanged)."""
+        cfg, ad = self.config, lm.adapter
+        sets = self._neuron_sets(masks)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        layers = sorted({l for m in sets.values() for l in m.layers})
+        loras = []
+        for layer in layers:
+            pairs = []
+            for name, nm in sets.items():
+                if layer not in nm.layers:
+                    continue
+                idx = torch.nonzero(nm.masks[layer]).flatten()
+                rank = cfg.fixed_rank or cfg.rank_multiplier * int(idx.numel())
+                if cfg.masking == "unmasked":
+                    idx = None
+                pairs.append(make_pair(name, idx, n_neurons=ad.n_neurons, hidden=ad.hidden_size, rank=rank,
+                                       a_std=cfg.a_init_std, generator=gen, device=lm.device))
+            if cfg.masking == "unmasked":  # one plain LoRA per layer with the summed rank
+                rank = sum(p.rank for p in pairs)
+                pairs = [make_pair("unmasked", None, n_neurons=ad.n_neurons, hidden=ad.hidden_size, rank=rank,
+                                   a_std=cfg.a_init_std, generator=gen, device=lm.device)]
+            loras.append(MaskedLoRA(ad, layer, pairs))
+        return loras
+
+    # ------------------------------------------------------------------ training
+    def _facts(self, records: Sequence[Record], language: str) -> list[_Fact]:
+        facts = []
+        for r in records:
+            try:
+                view = r.for_language(language)
+            except RecordError as err:
+                raise EditError(f"{self.name}: {err}") from err
+            self.check_record(r, language)
+            tt = view.target_true if (view.target_true or "").strip() else None
+            facts.append(_Fact(r.example_id, view.prompt, view.target_new, tt, language))
+        return facts
+
+    def _train(self, lm: LoadedModel, loras: Sequence[MaskedLoRA], facts: Sequence[_Fact]) -> TrainResult:
+        cfg = self.config
+        ids = ", ".join(repr(f.example_id) for f in facts)
+        try:
+            new_batch = build_batch(lm.tokenizer, [f.prompt for f in facts], [f.target_new for f in facts],
+                                    [f.language for f in facts])
+            with_true = [i for i, f in enumerate(facts) if f.target_true is not None]
+            true_batch = build_batch(lm.tokenizer, [facts[i].prompt for i in with_true],
+                                     [facts[i].target_true for i in with_true],  # type: ignore[misc]
+                                     [facts[i].language for i in with_true]) if with_true else None
+        except ValueError as err:
+            raise EditError(f"{self.name}: record(s) {ids}: {err}") from err
+        params = [p for lora in loras for p in lora.parameters()]
+        opt = torch.optim.Adam(params, lr=cfg.learning_rate) if params else None
+        res = TrainResult(steps=0, loss=float("nan"))
+        with attach_all(loras), torch.enable_grad():
+            for step in range(cfg.max_steps + 1):
+                lp_new = _answer_logprobs(lm, new_batch)
+                loss_f = -cfg.nll_weight * lp_new
+                p_true_rows: list[float | None] = [None] * len(facts)
+                if true_batch is not None and cfg.true_prob_weight:
+                    p_true = _answer_logprobs(lm, true_batch).exp()
+                    loss_f = loss_f.index_add(0, torch.tensor(with_true, device=loss_f.device),
+                                              cfg.true_prob_weight * p_true)
+                    for j, i in enumerate(with_true):
+                        p_true_rows[i] = float(p_true[j].detach())
+                loss = loss_f.mean()
+                p_new = lp_new.detach().exp()
+                res.loss, res.p_new, res.p_true = float(loss.detach()), p_new.tolist(), p_true_rows
+                if not math.isfinite(res.loss):
+                    raise EditError(f"{self.name}: non-finite loss ({res.loss}) at step {step} for record(s) {ids}")
+                if res.loss < cfg.stop_loss or bool((p_new > cfg.stop_prob).all()):
+                    res.stopped_early = True
+                    break
+                if step == cfg.max_steps or opt is None:
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                res.steps += 1
+        return res
+
+    # ------------------------------------------------------------------ public API
+    def edit(self, lm: LoadedModel, record: Record, language: str, **context: Any) -> Edit:
+        """Write one fact (``context['masks']``: its RecordMasks; else computed by attribution)."""
+        masks = context.pop("masks", None)
+        return self._edit(lm, [record], language, [masks] if masks is not None else None, context)
+
+    def edit_batch(self, lm: LoadedModel, records: Sequence[Record], language: str, *, mode: str = "batch",
+                   **context: Any) -> list[Edit]:
+        """``mode="batch"``: all facts in ONE joint update (one Edit; masks united as in memla4mke).
+        ``mode="sequential"``: one edit after another, each on top of the previous (edits accumulate)."""
+        masks = context.pop("masks", None)
+        if masks is not None and len(masks) != len(records):
+            raise EditError(f"{self.name}: {len(records)} records but {len(masks)} masks")
+        if mode == "batch":
+            return [self._edit(lm, list(records), language, masks, context)] if records else []
+        if mode == "sequential":
+            return [self._edit(lm, [r], language, [masks[i]] if masks is not None else None, context)
+                    for i, r in enumerate(records)]
+        raise ValueError(f"edit_batch mode must be 'batch' or 'sequential', got {mode!r}")
+
+    def _edit(self, lm: LoadedModel, records: list[Record], language: str, masks: Sequence[RecordMasks] | None,
+              context: dict[str, Any]) -> Edit:
+        start = time.perf_counter()
+        facts = self._facts(records, language)
+        if masks is None:
+            masks = [self._record_masks(lm, r, language, context) for r in records]
+        else:
+            masks = [self._record_masks(lm, r, language, {"masks": m}) for r, m in zip(records, masks)]
+        loras = self.build_loras(lm, masks)
+        ids = [r.example_id for r in records]
+        if not loras:
+            raise EditError(f"{self.name}: record(s) {ids} ({language}): no selected neurons in any layer "
+                            f"for this configuration (use_specific={self.config.use_specific}, "
+                            f"use_independent={self.config.use_independent}); nothing to edit")
+        names = [lora.param_name() for lora in loras]
+        with recording_edit(lm.model, names, self.name) as edit:
+            result = self._train(lm, loras, facts)
+            for lora in loras:
+                lora.merge(self.config.merge_scale)
+        edit.info.update({
+            "records": ids, "language": language, "steps": result.steps, "loss": result.loss,
+            "p_new": result.p_new, "p_true": result.p_true, "stopped_early": result.stopped_early,
+            "layers": [lora.layer for lora in loras], "ranks": [lora.rank for lora in loras],
+            "neurons": _neuron_counts(loras, lm.adapter.n_neurons),
+            "seconds": time.perf_counter() - start, "config": {k: v for k, v in asdict(self.config).items()
+                                                               if k != "mask_config"},
+        })
+        log.debug("%s edited %s in %s: %d steps, loss %.4f", self.name, ids, language, result.steps, result.loss)
+        return edit
+
+
+def _neuron_counts(loras: Sequence[MaskedLoRA], n_neurons: int) -> dict[str, int]:
+    """Neurons each pair kind may change, summed over layers (unmasked: every neuron of the layer)."""
+    counts: dict[str, int] = {}
+    for lora in loras:
+        for p in lora.pairs:
+            counts[p.name] = counts.get(p.name, 0) + (n_neurons if p.index is None else int(p.index.numel()))
+    return counts
+
+
+#: registry name -> the configuration that defines it
+VARIANTS: dict[str, dict[str, Any]] = {
+    "memla": {},
+    "memla-lse": {"use_independent": False},
+    "memla-lie": {"use_specific": False},
+    "memla-unmasked": {"masking": "unmasked"},
+    "memla-random": {"masking": "random"},
+}
+
+
+def _factory(name: str, variant: dict[str, Any], config: MemlaConfig | None = None, **overrides: Any) -> MemlaEditor:
+    return MemlaEditor(config, name=name, **{**variant, **overrides})
+
+
+for _name, _variant in VARIANTS.items():
+    register_editor(_name)(partial(_factory, _name, _variant))
+
+__all__ = ["MemlaConfig", "MemlaEditor", "TrainResult", "VARIANTS"]

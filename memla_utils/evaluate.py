@@ -1,0 +1,257 @@
+"""The paper's metrics (ES, PS, NS, QS) for one (possibly edited) model, plus clearly labelled variants.
+
+Semantics follow memla4mke ``utils/evaluator.py``:
+
+- **ES**: P(target_new | edit prompt) > P(target_true | edit prompt), P = product of token probabilities
+  (compared as sums of log-probs), in the evaluation language.
+- **PS**: the same comparison on every paraphrase prompt, averaged.
+- **NS**: F1 between the *sets of token ids* of the greedy continuation (as many tokens as the answer) and of
+  the neighborhood answer (``calc_f1``), averaged over neighborhood prompts.
+- **QS**: the same F1 on the multi-hop questions against ``multi_hop_new_answer``.
+
+Labelled variants (not in the paper): ``*_token_acc`` / ``*_exact_match`` (teacher-forced argmax accuracy of
+target_new), ``NS_text_f1`` / ``QS_text_f1`` (SQuAD-style bag-of-words F1 on decoded text, characters for
+zh/ja/th) and ``NS_vs_unedited`` (F1 of the continuation against the *unedited* model's continuation: locality
+relative to the model before editing). A metric whose fields a record lacks is ``None`` ("not available"),
+never 0. The one deliberate difference to memla4mke: greedy decoding appends token ids instead of decoding
+and re-tokenising the text after every step (identical for the usual case, and well defined for zh/ja/th).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from .cache import ArtifactCache, cache_key
+from .languages import NO_SPACE_LANGUAGES
+from .mkeb.record import LanguageView, Record
+from .models import LoadedModel
+from .scoring import score_answers
+from .text import encode_answer, pad_prompts
+
+log = logging.getLogger(__name__)
+
+#: (prompt, language) -> prompt as the edited model sees it (``Edit.wrap_prompt``)
+Wrap = Callable[[str, str], str]
+
+PAPER_METRICS: tuple[str, ...] = ("ES", "PS", "NS", "QS")
+VARIANT_METRICS: tuple[str, ...] = ("ES_token_acc", "ES_exact_match", "PS_token_acc", "PS_exact_match",
+                                    "NS_text_f1", "QS_text_f1", "NS_vs_unedited")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate; defaults = everything the record has (memla4mke evaluates every prompt)."""
+
+    batch_size: int = 16                   # prompts per forward (memory only; results do not depend on it)
+    max_paraphrases: int | None = None     # None: all (paper)
+    max_neighborhood: int | None = None    # None: all (paper)
+    max_multi_hop: int | None = None       # None: all (paper)
+    variants: bool = True                  # also compute the labelled non-paper variants
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One metric for one (record, evaluation language): the mean, and over how many prompts (0: n/a)."""
+
+    value: float | None
+    n: int
+
+
+def _identity(prompt: str, language: str) -> str:
+    return prompt
+
+
+# ----------------------------------------------------------------------------------------- F1 helpers
+def set_f1(reference: Sequence[Any], prediction: Sequence[Any]) -> float:
+    """memla4mke ``calc_f1``: F1 over the *sets* of items (token ids), 0 when nothing overlaps."""
+    ref, pred = set(reference), set(prediction)
+    if not ref and not pred:
+        raise ValueError("set_f1: both reference and prediction are empty")
+    common = len(ref & pred)
+    if common == 0:
+        return 0.0
+    p, r = common / len(pred), common / len(ref)
+    return 2 * p * r / (p + r)
+
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def text_tokens(text: str, language: str) -> list[str]:
+    """Words for F1: lower-cased, punctuation dropped; characters in languages written without spaces."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    if language in NO_SPACE_LANGUAGES:
+        return [c for c in text if not c.isspace() and not _PUNCT.fullmatch(c)]
+    return [w for w in (_PUNCT.sub(" ", text)).split() if w]
+
+
+def text_f1(prediction: str, reference: str, language: str) -> float:
+    """SQuAD-style bag-of-tokens F1 with :func:`text_tokens` (so it works for zh/ja/th)."""
+    pred, ref = Counter(text_tokens(prediction, language)), Counter(text_tokens(reference, language))
+    common = sum((pred & ref).values())
+    if common == 0:
+        return 0.0
+    p, r = common / sum(pred.values()), common / sum(ref.values())
+    return 2 * p * r / (p + r)
+
+
+# ----------------------------------------------------------------------------------------- model calls
+@torch.no_grad()
+def greedy_continuations(lm: LoadedModel, prompts: Sequence[str], n_tokens: Sequence[int], *,
+                         batch_size: int = 16) -> list[list[int]]:
+    """Greedy (argmax) continuation of each prompt, ``n_tokens[i]`` token ids long (left-padded batches)."""
+    from transformers import GenerationConfig
+
+    if len(prompts) != len(n_tokens):
+        raise ValueError(f"{len(prompts)} prompts but {len(n_tokens)} lengths")
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    out: list[list[int]] = []
+    for s in range(0, len(prompts), batch_size):
+        chunk, lengths = list(prompts[s:s + batch_size]), list(n_tokens[s:s + batch_size])
+        ids, att = pad_prompts(tok, chunk, side="left")
+        gen = GenerationConfig(do_sample=False, max_new_tokens=max(lengths), pad_token_id=pad,
+                               eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+        seq = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device),
+                                generation_config=gen)
+        new = seq[:, ids.shape[1]:].cpu()
+        out.extend(new[b, :k].tolist() for b, k in enumerate(lengths))
+    return out
+
+
+def _take(items: list[Any], limit: int | None) -> list[Any]:
+    return items if limit is None else items[:limit]
+
+
+def _mean(values: Sequence[float]) -> MetricValue:
+    return MetricValue(float(sum(values) / len(values)), len(values)) if values else MetricValue(None, 0)
+
+
+@dataclass
+class LanguageEvaluation:
+    """The metrics of one (record, evaluation language) and the greedy continuations they were computed from."""
+
+    metrics: dict[str, MetricValue]
+    continuations: dict[str, list[list[int]]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metrics": {k: asdict(v) for k, v in self.metrics.items()}, "continuations": self.continuations}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LanguageEvaluation:
+        return cls({k: MetricValue(**v) for k, v in data["metrics"].items()}, data["continuations"])
+
+
+def _reliability(lm: LoadedModel, prompts: list[str], view: LanguageView, config: EvalConfig,
+                 prefix: str) -> dict[str, MetricValue]:
+    """ES / PS on ``prompts``: P(new) > P(true), plus teacher-forced accuracy variants of target_new."""
+    out: dict[str, MetricValue] = {}
+    if not prompts:
+        out[prefix] = MetricValue(None, 0)
+        if config.variants:
+            out[f"{prefix}_token_acc"] = out[f"{prefix}_exact_match"] = MetricValue(None, 0)
+        return out
+    lang, n = view.language, len(prompts)
+    new = score_answers(lm.model, lm.tokenizer, prompts, [view.target_new] * n, lang, batch_size=config.batch_size)
+    if (view.target_true or "").strip():
+        true = score_answers(lm.model, lm.tokenizer, prompts, [view.target_true] * n, lang,  # type: ignore[list-item]
+                             batch_size=config.batch_size)
+        out[prefix] = _mean((new["logprob"] > true["logprob"]).float().tolist())
+    else:
+        out[prefix] = MetricValue(None, 0)  # no old answer: the comparison is not available
+    if config.variants:
+        out[f"{prefix}_token_acc"] = _mean(new["token_accuracy"].tolist())
+        out[f"{prefix}_exact_match"] = _mean(new["exact_match"].tolist())
+    return out
+
+
+def evaluate_language(lm: LoadedModel, record: Record, language: str, *, wrap: Wrap | None = None,
+                      config: EvalConfig | None = None,
+                      reference: LanguageEvaluation | None = None) -> LanguageEvaluation:
+    """ES, PS, NS, QS (+ variants) of ``record`` in ``language`` for the model as it is now.
+
+    ``wrap`` maps each prompt to what the edited model sees (IKE's prefixes); ``reference`` is the unedited
+    model's evaluation of the same record and language (for ``NS_vs_unedited``).
+    """
+    config = config or EvalConfig()
+    wrap = wrap or _identity
+    view = record.for_language(language)
+    metrics: dict[str, MetricValue] = {}
+    metrics.update(_reliability(lm, [wrap(view.prompt, language)], view, config, "ES"))
+    paras = [wrap(p, language) for p in _take(view.paraphrase_prompts, config.max_paraphrases)]
+    metrics.update(_reliability(lm, paras, view, config, "PS"))
+
+    # generation-based metrics: neighborhood (gold answers) and multi-hop (new answer), in one batch
+    ngh = list(zip(view.neighborhood_prompts, view.neighborhood_answers))
+    if len(view.neighborhood_prompts) != len(view.neighborhood_answers):
+        log.warning("record %r (%s): %d neighborhood prompts but %d answers; using the first %d pairs",
+                    record.example_id, language, len(view.neighborhood_prompts), len(view.neighborhood_answers),
+                    len(ngh))
+    ngh = [(p, a) for p, a in _take(ngh, config.max_neighborhood) if a.strip()]
+    mh_answer = (view.multi_hop_new_answer or "").strip()
+    mhq = [(q, mh_answer) for q in _take(view.multi_hop_questions, config.max_multi_hop)] if mh_answer else []
+    jobs = [("NS", p, a) for p, a in ngh] + [("QS", q, a) for q, a in mhq]
+    answers = [encode_answer(lm.tokenizer, a, language, p) for _, p, a in jobs]
+    preds = greedy_continuations(lm, [wrap(p, language) for _, p, _ in jobs], [len(a) for a in answers],
+                                 batch_size=config.batch_size) if jobs else []
+    conts: dict[str, list[list[int]]] = {"NS": [], "QS": []}
+    f1: dict[str, list[float]] = {"NS": [], "QS": []}
+    tf1: dict[str, list[float]] = {"NS": [], "QS": []}
+    for (kind, _, ans_text), ans_ids, pred in zip(jobs, answers, preds):
+        conts[kind].append(pred)
+        f1[kind].append(set_f1(ans_ids, pred))
+        tf1[kind].append(text_f1(lm.tokenizer.decode(pred, skip_special_tokens=True), ans_text, language))
+    metrics["NS"], metrics["QS"] = _mean(f1["NS"]), _mean(f1["QS"])
+    if config.variants:
+        metrics["NS_text_f1"], metrics["QS_text_f1"] = _mean(tf1["NS"]), _mean(tf1["QS"])
+        if reference is not None and len(reference.continuations.get("NS", [])) == len(conts["NS"]):
+            metrics["NS_vs_unedited"] = _mean([set_f1(r, p) for r, p in zip(reference.continuations["NS"],
+                                                                             conts["NS"]) if r or p])
+        else:
+            metrics["NS_vs_unedited"] = MetricValue(None, 0)
+    return LanguageEvaluation(metrics, conts)
+
+
+class PreEditCache:
+    """Unedited-model evaluations, computed once per (model fingerprint, record, language, config).
+
+    Kept in memory and, with an :class:`ArtifactCache`, on disk as JSON. Call :meth:`get` only while the model
+    is unedited (the runner evaluates the reference before every edit unit).
+    """
+
+    def __init__(self, cache: ArtifactCache | None = None) -> None:
+        self.cache = cache
+        self._memory: dict[str, LanguageEvaluation] = {}
+
+    def key(self, lm: LoadedModel, record: Record, language: str, config: EvalConfig) -> str:
+        return cache_key("preedit", model=lm.fingerprint, record=record.content_hash(), language=language,
+                         config=config)
+
+    def get(self, lm: LoadedModel, record: Record, language: str, config: EvalConfig | None = None
+            ) -> LanguageEvaluation:
+        config = config or EvalConfig()
+        key = self.key(lm, record, language, config)
+        if key in self._memory:
+            return self._memory[key]
+        stored = self.cache.get_json(key) if self.cache is not None else None
+        if stored is not None:
+            value = LanguageEvaluation.from_json(stored)
+        else:
+            value = evaluate_language(lm, record, language, config=config)
+            if config.variants:  # the unedited model agrees with itself wherever there is a continuation
+                value.metrics["NS_vs_unedited"] = _mean([1.0 for c in value.continuations["NS"] if c])
+            if self.cache is not None:
+                self.cache.put_json(key, value.to_json())
+        self._memory[key] = value
+        return value
+
+
+__all__ = ["EvalConfig", "LanguageEvaluation", "MetricValue", "PAPER_METRICS", "PreEditCache", "VARIANT_METRICS",
+           "Wrap", "evaluate_language", "greedy_continuations", "set_f1", "text_f1", "text_tokens"]

@@ -1,0 +1,313 @@
+"""The experiment loop: records × edit languages × methods → edit, evaluate in every language, revert.
+
+Results are tidy JSONL rows ``{record, method, edit_lang, eval_lang, metric, value, n}`` (plus ``kind``:
+``metric`` / ``edit`` (seconds, peak memory, steps) / ``error``). Every unit (record, edit_lang, method) ends
+with a ``done`` marker row, so an interrupted run resumes without redoing finished units and a half-written
+unit is ignored. ``shard="i/n"`` takes a disjoint deterministic part of the work list (round robin) and writes
+its own file; n processes, GPUs or machines (launched with plain processes, ``torchrun`` or
+``accelerate launch``: pass ``shard=f"{RANK}/{WORLD_SIZE}"``) fill one run folder, and
+:func:`merge_results` checks that the union has every unit exactly once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .cache import ArtifactCache, content_hash, write_json_atomic
+from .editors import make_editor
+from .evaluate import PAPER_METRICS, EvalConfig, LanguageEvaluation, MetricValue, PreEditCache, evaluate_language
+from .languages import ordered
+from .masks import RecordMasks
+from .mkeb.record import Record
+from .models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+UNEDITED = "unedited"
+COLUMNS = ["record", "method", "edit_lang", "eval_lang", "metric", "value", "n"]
+MasksProvider = Callable[[Record, str], RecordMasks | None]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: edit ``record`` in ``edit_lang`` with ``method`` and evaluate it everywhere."""
+
+    record: str
+    edit_lang: str
+    method: str
+
+    def as_tuple(self) -> tuple[str, str, str]:
+        return (self.record, self.edit_lang, self.method)
+
+
+@dataclass
+class RunnerConfig:
+    """How :func:`run_experiment` runs. Defaults: the paper's protocol (one fact per edit, revert after each)."""
+
+    eval_config: EvalConfig = field(default_factory=EvalConfig)
+    include_unedited: bool = True             # reference rows of the model before editing (method "unedited")
+    seed: int = 0                             # torch is seeded per unit from this and the unit
+    editor_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> make_editor kwargs
+    progress: bool = True                     # tqdm bar over the shard's units
+    cache_preedit: bool = True                # keep unedited evaluations on disk (ArtifactCache)
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"i/n"`` → (i, n) with 0 <= i < n; anything else is a clear error."""
+    try:
+        i_s, n_s = str(shard).split("/")
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        raise ValueError(f"shard must look like 'i/n' (e.g. '0/4'), got {shard!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {shard!r}: need 0 <= i < n and n >= 1")
+    return i, n
+
+
+def work_units(records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str], *,
+               include_unedited: bool = True) -> list[Unit]:
+    """The full, deterministic work list (record order as given, then edit language, then method)."""
+    ids = [r.example_id for r in records]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"records have duplicate example_id(s) {dupes[:5]}; the runner keys results by them")
+    meths = ([UNEDITED] if include_unedited else []) + [m for m in methods if m != UNEDITED]
+    return [Unit(r, e, m) for r in ids for e in edit_languages for m in meths]
+
+
+def shard_units(units: Sequence[Unit], shard: str) -> list[Unit]:
+    """Round-robin share ``i`` of ``n`` (disjoint, covering, balanced across methods)."""
+    i, n = parse_shard(shard)
+    return list(units[i::n])
+
+
+# ------------------------------------------------------------------------------------------ result files
+def _shard_file(run_dir: Path, shard: str) -> Path:
+    i, n = parse_shard(shard)
+    return run_dir / f"results-shard{i:03d}of{n:03d}.jsonl"
+
+
+def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for path in sorted(Path(run_dir).glob("results-shard*.jsonl")):
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by an interruption: its unit has no done marker
+                    log.warning("%s:%d: skipping unreadable line (interrupted write)", path.name, lineno)
+    return rows
+
+
+def _complete_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of finished units only, one finished attempt per unit (the first), so nothing is duplicated."""
+    chosen: dict[tuple[str, str, str], str] = {}
+    for r in rows:
+        if r.get("kind") == "done":
+            chosen.setdefault((r["record"], r["edit_lang"], r["method"]), r["attempt"])
+    keep = set(chosen.values())
+    return [r for r in rows if r.get("attempt") in keep and r.get("kind") != "done"]
+
+
+def finished_units(run_dir: str | Path) -> set[tuple[str, str, str]]:
+    """(record, edit_lang, method) of every unit some shard has finished."""
+    return {(r["record"], r["edit_lang"], r["method"]) for r in _read_rows(Path(run_dir)) if r.get("kind") == "done"}
+
+
+def _append(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_manifest(run_dir: Path, lm: LoadedModel, units: list[Unit], eval_languages: Sequence[str]) -> None:
+    path = run_dir / "manifest.json"
+    old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if old is not None and old.get("model_fingerprint") != lm.fingerprint:
+        raise ValueError(f"run_dir {str(run_dir)!r} holds results of another model ({old.get('model')}, "
+                         f"fingerprint {old.get('model_fingerprint')}); use a new run_dir for {lm.name}")
+    have = {tuple(u) for u in (old or {}).get("units", [])}
+    all_units = sorted(have | {u.as_tuple() for u in units})
+    langs = sorted(set((old or {}).get("eval_languages", [])) | set(eval_languages))
+    manifest = {"model": lm.name, "model_fingerprint": lm.fingerprint, "eval_languages": ordered(langs),
+                "units": [list(u) for u in all_units]}
+    if manifest != old:
+        write_json_atomic(path, manifest, indent=1)
+
+
+# ------------------------------------------------------------------------------------------ running
+def _peak_memory_rows() -> dict[str, float]:
+    """Peak memory of the unit: CUDA allocations when on GPU; else the process's peak RSS (a high-water mark)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20}
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _metric_rows(base: dict[str, Any], eval_lang: str, metrics: dict[str, MetricValue]) -> list[dict[str, Any]]:
+    return [{**base, "eval_lang": eval_lang, "metric": k, "value": v.value, "n": v.n, "kind": "metric"}
+            for k, v in metrics.items()]
+
+
+def _run_unit(lm: LoadedModel, unit: Unit, record: Record, editor: Any, eval_languages: Sequence[str],
+              refs: dict[str, LanguageEvaluation], config: RunnerConfig, context: dict[str, Any]) -> list[dict]:
+    base = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang}
+    if unit.method == UNEDITED:
+        rows: list[dict] = []
+        for lang in eval_languages:
+            rows += _metric_rows(base, lang, refs[lang].metrics)
+        return rows
+    torch.manual_seed(config.seed + int(content_hash(unit.as_tuple(), 8), 16))
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    try:
+        edit = editor.edit(lm, record, unit.edit_lang, **context)
+    except Exception as err:  # a failed edit is a result, not the end of the run
+        log.warning("%s failed on record %r (%s): %s", unit.method, unit.record, unit.edit_lang, err)
+        return [{**base, "eval_lang": None, "metric": "error", "value": None, "n": 0, "kind": "error",
+                 "message": f"{type(err).__name__}: {err}"}]
+    edit_seconds = time.perf_counter() - start
+    rows = []
+    try:
+        for lang in eval_languages:
+            res = evaluate_language(lm, record, lang, wrap=edit.wrap_prompt, config=config.eval_config,
+                                    reference=refs[lang])
+            rows += _metric_rows(base, lang, res.metrics)
+    finally:
+        edit.revert()
+    stats = {"seconds": edit_seconds, "eval_seconds": time.perf_counter() - start - edit_seconds,
+             **_peak_memory_rows()}
+    if "steps" in edit.info:
+        stats["steps"] = float(edit.info["steps"])
+    rows += [{**base, "eval_lang": None, "metric": k, "value": float(v), "n": 1, "kind": "edit"}
+             for k, v in stats.items()]
+    return rows
+
+
+def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence[str],
+                   edit_languages: Sequence[str], eval_languages: Sequence[str], run_dir: str | Path,
+                   shard: str = "0/1", *, train_records: Sequence[Record] = (), masks: MasksProvider | None = None,
+                   config: RunnerConfig | None = None, cache: ArtifactCache | None = None) -> Path:
+    """Run this shard's units that are not finished yet; return the shard's JSONL file.
+
+    ``train_records`` (disjoint from ``records``) go to ``editor.fit`` once per method (MEND, IKE);
+    ``masks(record, edit_lang)`` supplies precomputed MEMLA masks (else MEMLA computes them through
+    attribution); ``cache`` is passed to editors and keeps the unedited evaluations.
+    """
+    config = config or RunnerConfig()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    by_id = {r.example_id: r for r in records}
+    overlap = sorted(by_id.keys() & {r.example_id for r in train_records})
+    if overlap:
+        raise ValueError(f"train_records and evaluated records share example_id(s) {overlap[:5]}: the training "
+                         f"split must be disjoint from the records being edited")
+    for r in records:
+        for lang in (*edit_languages, *eval_languages):
+            r.for_language(lang)  # RecordError naming the record and language, before any work
+    units = work_units(records, methods, edit_languages, include_unedited=config.include_unedited)
+    _write_manifest(run_dir, lm, units, eval_languages)
+    done = finished_units(run_dir)
+    todo = [u for u in shard_units(units, shard) if u.as_tuple() not in done]
+    out = _shard_file(run_dir, shard)
+    log.info("shard %s: %d units to run (%d already finished) -> %s", shard, len(todo),
+             len(shard_units(units, shard)) - len(todo), out.name)
+    if not todo:
+        return out
+    preedit = PreEditCache(cache if config.cache_preedit else None)
+    editors: dict[str, Any] = {}
+    for method in dict.fromkeys(u.method for u in todo if u.method != UNEDITED):
+        editors[method] = make_editor(method, **config.editor_overrides.get(method, {}))
+        if train_records:
+            editors[method].fit(lm, list(train_records))
+    for unit in tqdm(todo, desc=f"run {shard}", disable=not config.progress):
+        record = by_id[unit.record]
+        refs = {lang: preedit.get(lm, record, lang, config.eval_config) for lang in eval_languages}
+        context: dict[str, Any] = {"cache": cache}
+        if masks is not None and unit.method != UNEDITED:
+            m = masks(record, unit.edit_lang)
+            if m is not None:
+                context["masks"] = m
+        rows = _run_unit(lm, unit, record, editors.get(unit.method), eval_languages, refs, config, context)
+        attempt = uuid.uuid4().hex[:12]
+        marker = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang, "kind": "done"}
+        _append(out, [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
+    return out
+
+
+# ------------------------------------------------------------------------------------------ reading
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """All finished rows of every shard: columns record, method, edit_lang, eval_lang, metric, value, n, kind, message."""
+    rows = _complete_rows(_read_rows(Path(run_dir)))
+    df = pd.DataFrame(rows, columns=[*COLUMNS, "kind", "message"])
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    df["n"] = pd.to_numeric(df["n"], errors="coerce").fillna(0).astype(int)
+    return df.reset_index(drop=True)
+
+
+def merge_results(run_dir: str | Path, *, strict: bool = True) -> pd.DataFrame:
+    """Every shard's rows as one table; ``strict``: raise if a unit of the manifest is missing."""
+    run_dir = Path(run_dir)
+    df = load_results(run_dir)
+    manifest = run_dir / "manifest.json"
+    if manifest.exists():
+        want = {tuple(u) for u in json.loads(manifest.read_text(encoding="utf-8"))["units"]}
+        missing = sorted(want - finished_units(run_dir))
+        if missing:
+            msg = f"{run_dir}: {len(missing)} of {len(want)} units not finished, e.g. {missing[:3]}"
+            if strict:
+                raise ValueError(msg + " (run the missing shards, or merge with strict=False)")
+            log.warning(msg)
+    key = ["record", "method", "edit_lang", "eval_lang", "metric"]
+    dup = df[df.duplicated(key, keep=False)]
+    if len(dup):  # cannot happen with one attempt per unit; guard against hand-edited files
+        raise ValueError(f"{run_dir}: duplicate result rows, e.g. {dup.head(3).to_dict('records')}")
+    return df
+
+
+def _metric_frame(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["kind"] == "metric") & df["value"].notna()]
+
+
+def summarize(df: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS) -> pd.DataFrame:
+    """Per (method, edit_lang): each metric monolingual (eval == edit) and cross-lingual (mean over the
+    other evaluation languages of the per-language means, as memla4mke averages ``edit_to_others``)."""
+    m = _metric_frame(df)
+    m = m[m["metric"].isin(metrics)]
+    per_lang = m.groupby(["method", "edit_lang", "eval_lang", "metric"], dropna=False)["value"].mean().reset_index()
+    per_lang["setting"] = (per_lang["eval_lang"] == per_lang["edit_lang"]).map({True: "mono", False: "cross"})
+    table = per_lang.groupby(["method", "edit_lang", "metric", "setting"])["value"].mean().unstack(["metric", "setting"])
+    cols = [(mt, s) for mt in metrics for s in ("mono", "cross") if (mt, s) in table.columns]
+    table = table.reindex(columns=pd.MultiIndex.from_tuples(cols, names=["metric", "setting"]))
+    return table
+
+
+def language_matrix(df: pd.DataFrame, method: str, metric: str) -> pd.DataFrame:
+    """Mean ``metric`` of ``method`` as an edit-language × evaluation-language table."""
+    m = _metric_frame(df)
+    m = m[(m["method"] == method) & (m["metric"] == metric)]
+    if m.empty:
+        raise ValueError(f"no {metric!r} values for method {method!r} in these results")
+    mat = m.pivot_table(index="edit_lang", columns="eval_lang", values="value", aggfunc="mean")
+    return mat.reindex(index=ordered(mat.index), columns=ordered(mat.columns))
+
+
+__all__ = ["COLUMNS", "RunnerConfig", "UNEDITED", "Unit", "finished_units", "language_matrix", "load_results",
+           "merge_results", "parse_shard", "run_experiment", "shard_units", "summarize", "work_units"]
