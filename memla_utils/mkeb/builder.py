@@ -266,9 +266,10 @@ class BuildResult:
 
 
 def build_mkeb(seed: int = 0, out_dir: str | Path = DEFAULT_OUT_DIR, *,
-               languages: Sequence[str] = MKEB_LANGUAGES, n_neighbors: int = BuildConfig.n_neighbors) -> BuildResult:
-    """Build MKEB and write ``out_dir/mkeb.jsonl`` and ``out_dir/CARD.md`` (the entry point of notebook 01
-    and ``make mkeb``)."""
+               languages: Sequence[str] = MKEB_LANGUAGES, n_neighbors: int = BuildConfig.n_neighbors,
+               records_name: str = "mkeb.jsonl") -> BuildResult:
+    """Build MKEB and write ``out_dir/<records_name>`` and ``out_dir/CARD.md`` (the entry point of notebook 01
+    and ``python -m memla_utils.mkeb.builder``)."""
     from .card import write_card
     from .io import save_records
 
@@ -277,7 +278,7 @@ def build_mkeb(seed: int = 0, out_dir: str | Path = DEFAULT_OUT_DIR, *,
     config = BuildConfig(seed=seed, languages=tuple(languages), n_neighbors=n_neighbors)
     stats = BuildStats()
     records = build_records(config, stats=stats)
-    records_path = save_records(records, out / "mkeb.jsonl")
+    records_path = save_records(records, out / records_name)
     card_path = write_card(records, stats, config, out / "CARD.md")
     return BuildResult(records, stats, records_path, card_path)
 

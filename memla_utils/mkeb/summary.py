@@ -18,8 +18,9 @@ def counts_by_relation(records: Sequence[Record]) -> pd.DataFrame:
             for r in records for lang in r.edit]
     if not rows:
         return pd.DataFrame()
-    df = pd.crosstab(pd.DataFrame(rows)["relation"], pd.DataFrame(rows)["language"])
-    return df[ordered(df.columns)]
+    frame = pd.DataFrame(rows)
+    df = pd.crosstab(frame["relation"], frame["language"])
+    return df.loc[list(dict.fromkeys(frame["relation"])), ordered(df.columns)]  # relations in record order
 
 
 def coverage(records: Sequence[Record]) -> pd.DataFrame:
@@ -65,3 +66,17 @@ def examples_table(records: Sequence[Record], languages: Sequence[str], *, per_l
                          "multi_hop_question": v.multi_hop_questions[0] if v.multi_hop_questions else None,
                          "multi_hop_new_answer": v.multi_hop_new_answer})
     return pd.DataFrame(rows)
+
+
+def counts_figure(counts: pd.DataFrame, *, title: str = "MKEB records per relation and language"):
+    """Heatmap of :func:`counts_by_relation` (annotated), with language codes only so no CJK/Thai font is needed."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(0.6 * max(4, counts.shape[1]) + 1.5, 0.45 * max(3, counts.shape[0]) + 1.2))
+    sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax, linewidths=0.5)
+    ax.set_xlabel("language")
+    ax.set_ylabel("relation")
+    ax.set_title(f"{title} (total {int(counts.sum(axis=0).max())} records)")
+    fig.tight_layout()
+    return fig
