@@ -1,0 +1,682 @@
+"""Knowledge-neuron attribution: integrated gradients (IG) over the FFN neurons, exact and batched.
+
+A *neuron* is one input unit of an MLP down projection (the adapter's neuron view). For one prompt and its
+answer, the score of neuron ``n`` of layer ``l`` is the IG of the target (probability of the answer token, see
+:class:`AttributionConfig`) along the straight path from a baseline activation ``b`` to the actual activation
+``a`` at the last prompt position, with *only layer l* moved along the path (every other layer untouched)::
+
+    score[l, n] = (a[l, n] - b[l, n]) * mean_k dF/dx[l, n] (b + alpha_k (a - b)),  alpha_k = linspace(0, 1, steps)
+
+which is the Riemann rule of the knowledge-neurons code that memla4mke builds on (both endpoints included,
+divided by ``steps``). A multi-token answer is attributed token by token with teacher forcing: for answer token
+``i`` the prompt is ``prompt ⧺ answer[:i]`` and its last position is the one scaled; the scores are summed over
+tokens (the knowledge-neurons code extends the prompt with the *greedy* prediction and averages; teacher
+forcing attributes the answer actually asked for, and sum vs mean does not change a relative threshold).
+
+Why it is fast (same numbers as the loop, see ``benchmarks/bench_attribution.py``): changing layer ``l``'s
+neurons at position ``p`` changes nothing at positions ``< p`` and nothing below layer ``l``, so every (layer,
+step) *row* is a one-token continuation of the clean prompt's key/value cache: all rows of all layers, steps,
+answer tokens and prompts of a batch go through the model together as single tokens, chunked to fit memory
+(``max_rows``). Only that one position reaches the vocabulary projection, which is computed in vocabulary
+chunks with an online softmax that yields the gradient of ``log p(answer)`` with respect to the final hidden
+state in the same pass, in float32. Autograd then carries it back to the injected neurons. Two self-checks
+guard the shortcut: the projection must reproduce the model's own logits, and the ``alpha = 1`` rows must
+reproduce the clean forward. The completeness of IG (sum of a layer's scores vs ``F(a) - F(b)``) is logged.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .cache import ArtifactCache, cache_key
+from .models import LoadedModel
+from .mkeb.record import Record, RecordError
+from .text import encode_answer, encode_prompt
+
+if TYPE_CHECKING:  # masks.py imports this module; the types are only needed for annotations here
+    from .masks import NeuronMasks
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("eos_mean", "zero")
+TARGETS = ("prob", "logprob")
+ANSWERS = ("true", "new")
+
+
+# --------------------------------------------------------------------------------------------- config
+@dataclass
+class AttributionConfig:
+    """How knowledge neurons are attributed. Defaults follow memla4mke (the paper's code).
+
+    - ``steps=20``: IG Riemann steps (knowledge-neurons / memla4mke default).
+    - ``baseline="eos_mean"``: memla4mke's baseline, the mean activation over copies of the prompt in which one
+      token (each non-special token in turn) is replaced by EOS; ``"zero"`` is the original knowledge-neurons
+      baseline.
+    - ``threshold=0.3``: keep neurons scoring above 0.3 x the prompt's maximum score (memla4mke).
+    - ``target="prob"``: the gradient is of the answer token's probability, as in knowledge-neurons/memla4mke;
+      ``"logprob"`` is available (less dominated by facts the model already knows well).
+    - ``use_paraphrases=True``: union of the neuron sets of the edit prompt and its paraphrases (memla4mke).
+    - ``answer="true"``: attribute the true answer (the fact the model holds, where its neurons are); records
+      without ``target_true`` (zsRE-derived sets) fall back to ``target_new`` with a logged warning. ``"new"``
+      attributes the new target.
+    - ``max_rows=None``: rows (layer x step x answer token) per pass, chosen from free memory when ``None``.
+    - ``vocab_chunk=32768``: vocabulary rows per chunk of the output projection (memory, not results).
+    """
+
+    steps: int = 20
+    baseline: str = "eos_mean"
+    threshold: float = 0.3
+    target: str = "prob"
+    use_paraphrases: bool = True
+    answer: str = "true"
+    max_rows: int | None = None
+    vocab_chunk: int = 32768
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 2:
+            raise ValueError(f"AttributionConfig.steps must be an integer >= 2 (the path needs both ends), "
+                             f"got {self.steps!r}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"AttributionConfig.baseline must be one of {BASELINES}, got {self.baseline!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"AttributionConfig.target must be one of {TARGETS}, got {self.target!r}")
+        if self.answer not in ANSWERS:
+            raise ValueError(f"AttributionConfig.answer must be one of {ANSWERS}, got {self.answer!r}")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"AttributionConfig.threshold must be in [0, 1] (a share of the maximum score), "
+                             f"got {self.threshold!r}")
+        if self.max_rows is not None and (not isinstance(self.max_rows, int) or self.max_rows < 1):
+            raise ValueError(f"AttributionConfig.max_rows must be a positive integer or None, got {self.max_rows!r}")
+        if not isinstance(self.vocab_chunk, int) or self.vocab_chunk < 1:
+            raise ValueError(f"AttributionConfig.vocab_chunk must be a positive integer, got {self.vocab_chunk!r}")
+
+    def score_params(self) -> dict[str, Any]:
+        """The parameters that determine a prompt's scores (cache key; threshold and chunking excluded)."""
+        return {"steps": self.steps, "baseline": self.baseline, "target": self.target, "version": 1}
+
+
+@dataclass
+class PromptAttribution:
+    """Scores of one (prompt, answer, language) plus what the completeness check needs."""
+
+    prompt: str
+    answer: str
+    language: str
+    scores: torch.Tensor          # [n_layers, n_neurons] float32
+    attribution_sums: torch.Tensor  # [n_layers]: sum of each layer's scores
+    deltas: torch.Tensor          # [n_layers]: F(actual) - F(baseline of that layer), summed over answer tokens
+    target_value: float           # F at the actual activations, summed over answer tokens
+
+    @property
+    def completeness_error(self) -> float:
+        """max_l |sum of scores - delta| relative to max_l |delta| (IG's completeness, up to Riemann error)."""
+        scale = float(self.deltas.abs().max())
+        return float((self.attribution_sums - self.deltas).abs().max()) / scale if scale > 0 else 0.0
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {"scores": self.scores, "attribution_sums": self.attribution_sums, "deltas": self.deltas,
+                "target_value": torch.tensor([self.target_value], dtype=torch.float64)}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], prompt: str, answer: str, language: str) -> PromptAttribution:
+        return cls(prompt, answer, language, t["scores"].float(), t["attribution_sums"].float(), t["deltas"].float(),
+                   float(t["target_value"][0]))
+
+
+# --------------------------------------------------------------------------------------------- preparation
+@dataclass
+class _Prepared:
+    """One prompt, tokenized, with its clean run: caches and activations at the positions that matter."""
+
+    prompt: str
+    answer: str
+    language: str
+    ids: list[int]             # prompt ⧺ answer[:-1]: every position that predicts an answer token
+    n_prompt: int
+    targets: list[int]         # answer ids; token i is predicted at position n_prompt - 1 + i
+    keys: list[torch.Tensor] = field(default_factory=list)    # per layer [kv_heads, T, head_dim] (clean)
+    values: list[torch.Tensor] = field(default_factory=list)
+    acts: torch.Tensor | None = None      # [A, n_layers, n_neurons] clean activations at the answer positions
+    base: torch.Tensor | None = None      # [A, n_layers, n_neurons] baseline at the same positions
+    clean_value: torch.Tensor | None = None  # [A] float64 target F per answer token
+    hidden_in: torch.Tensor | None = None    # [A, n_layers, hidden] clean input of each decoder layer (model dtype)
+    layer_out: int = 0                       # decoder layers return a tensor (0) or a tuple of this length
+
+    @property
+    def positions(self) -> list[int]:
+        return [self.n_prompt - 1 + i for i in range(len(self.targets))]
+
+
+def _forward_kwargs(module: torch.nn.Module) -> set[str]:
+    return set(inspect.signature(module.forward).parameters)
+
+
+def _cache_kw(module: torch.nn.Module) -> str:
+    """transformers 5 calls the argument ``cache`` (``past_key_values`` before)."""
+    return "cache" if "cache" in _forward_kwargs(module) else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    c = getattr(out, "cache", None)
+    return c if c is not None else getattr(out, "past_key_values", None)
+
+
+def _cache_kv(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(cache, "layers"):
+        return cache.layers[layer].keys, cache.layers[layer].values
+    return cache[layer][0], cache[layer][1]  # legacy tuple caches
+
+
+def _make_cache(kv: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(kv)
+
+
+@contextmanager
+def _capture_all(lm: LoadedModel) -> Iterator[list[Any]]:
+    with ExitStack() as stack:
+        yield [stack.enter_context(lm.adapter.neuron_hook(l, capture=True)) for l in range(lm.adapter.n_layers)]
+
+
+def _head(lm: LoadedModel) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
+    head = lm.model.get_output_embeddings()
+    if head is None or not hasattr(head, "weight"):
+        raise ValueError(f"{lm.name}: the model has no output embedding (lm_head) to score answers with")
+    cap = getattr(lm.model.config, "final_logit_softcapping", None)
+    return head.weight, getattr(head, "bias", None), (float(cap) if cap else None)
+
+
+@torch.no_grad()
+def _logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      softcap: float | None, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log p(target)`` and its gradient w.r.t. the final hidden state ``h`` ``[R, H]``, both float32.
+
+    Vocabulary chunks with an online (rescaled) softmax: memory O(R x chunk), two matrix products per chunk
+    (logits, and softmax-weighted rows of the projection = the gradient of log Z), as autograd would do.
+    """
+    hf = h.float()
+    R, H = hf.shape
+    m = torch.full((R,), -math.inf, device=h.device)
+    s = torch.zeros(R, device=h.device)
+    u = torch.zeros(R, H, device=h.device)
+    for c0 in range(0, weight.shape[0], chunk):
+        w = weight[c0:c0 + chunk].float()
+        z = hf @ w.T
+        if bias is not None:
+            z = z + bias[c0:c0 + chunk].float()
+        dz = None
+        if softcap is not None:
+            t = torch.tanh(z / softcap)
+            z, dz = softcap * t, 1.0 - t * t
+        new_m = torch.maximum(m, z.max(-1).values)
+        scale = torch.exp(m - new_m)
+        e = torch.exp(z - new_m[:, None])
+        s = s * scale + e.sum(-1)
+        u = u * scale[:, None] + (e * dz if dz is not None else e) @ w
+        m = new_m
+    wt = weight[targets].float()
+    zt = (hf * wt).sum(-1)
+    if bias is not None:
+        zt = zt + bias[targets].float()
+    dzt = torch.ones_like(zt)
+    if softcap is not None:
+        t = torch.tanh(zt / softcap)
+        zt, dzt = softcap * t, 1.0 - t * t
+    logp = zt - (m + torch.log(s))
+    grad = dzt[:, None] * wt - u / s[:, None]
+    return logp, grad
+
+
+def _value(logp: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """F and dF/dlogp for the configured target."""
+    if target == "prob":
+        p = logp.exp()
+        return p, p
+    return logp, torch.ones_like(logp)
+
+
+def _prepare(lm: LoadedModel, prompt: str, answer: str, language: str, config: AttributionConfig) -> _Prepared:
+    """Tokenize, run the clean forward (cache + activations + logits check) and compute the baseline."""
+    tok = lm.tokenizer
+    p_ids = encode_prompt(tok, prompt)
+    a_ids = encode_answer(tok, answer, language, prompt)
+    if not p_ids:
+        raise ValueError(f"prompt {prompt!r} tokenizes to nothing")
+    prep = _Prepared(prompt, answer, language, p_ids + a_ids[:-1], len(p_ids), a_ids)
+    window = getattr(lm.model.config, "sliding_window", None)
+    if window and len(prep.ids) >= int(window):
+        raise ValueError(f"prompt {prompt!r} is {len(prep.ids)} tokens, longer than the sliding window ({window}) "
+                         f"the cached continuation supports")
+    model, dev = lm.model, lm.device
+    ids = torch.tensor([prep.ids], device=dev)
+    pos = torch.tensor(prep.positions, device=dev)
+    head = model.get_output_embeddings()
+    captured: dict[str, torch.Tensor] = {}
+
+    def head_hook(module: torch.nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+        captured["h"], captured["logits"] = args[0], out
+
+    layer_in: list[torch.Tensor] = []
+    layer_out: list[int] = []
+
+    def in_hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        layer_in.append((args[0] if args else kwargs["hidden_states"])[0, pos])
+
+    def out_hook(module: torch.nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        layer_out.append(len(out) if isinstance(out, tuple) else 0)
+
+    handles = [head.register_forward_hook(head_hook)]
+    for layer in lm.adapter.layers:
+        handles.append(layer.register_forward_pre_hook(in_hook, with_kwargs=True))
+        handles.append(layer.register_forward_hook(out_hook))
+    try:
+        with torch.no_grad(), _capture_all(lm) as probes:
+            out = model(input_ids=ids, use_cache=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    prep.hidden_in = torch.stack(layer_in, dim=1)
+    prep.layer_out = layer_out[0]
+    cache = _output_cache(out)
+    for l in range(lm.adapter.n_layers):
+        k, v = _cache_kv(cache, l)
+        if k.shape[-2] != len(prep.ids):
+            raise RuntimeError(f"{lm.name}: layer {l}'s key cache holds {k.shape[-2]} positions, expected "
+                               f"{len(prep.ids)}; this cache layout is not supported for attribution")
+        prep.keys.append(k[0])
+        prep.values.append(v[0])
+    prep.acts = torch.stack([p.activations[0, pos].float() for p in probes], dim=1)  # [A, L, N]
+    tgt = torch.tensor(prep.targets, device=dev)
+    weight, bias, softcap = _head(lm)
+    h = captured["h"][0, pos]
+    logp, _ = _logprob_and_grad(h, tgt, weight, bias, softcap, config.vocab_chunk)
+    ref = torch.log_softmax(out.logits[0, pos].float(), -1).gather(-1, tgt[:, None])[:, 0]
+    tol = 1e-3 if lm.dtype == torch.float32 else 5e-2
+    if not torch.allclose(logp, ref, atol=tol, rtol=tol):
+        raise RuntimeError(f"{lm.name}: the model's logits are not lm_head(final hidden state) "
+                           f"(max |diff| of log p = {float((logp - ref).abs().max()):.3g}); logit scaling of this "
+                           f"architecture is not supported by the chunked projection")
+    prep.clean_value = _value(logp.double(), config.target)[0]
+    prep.base = _baseline(lm, prep, config)
+    return prep
+
+
+@torch.no_grad()
+def _baseline(lm: LoadedModel, prep: _Prepared, config: AttributionConfig) -> torch.Tensor:
+    """``[A, L, N]`` baseline activations at each answer position (zero, or memla4mke's EOS-replacement mean)."""
+    assert prep.acts is not None
+    if config.baseline == "zero":
+        return torch.zeros_like(prep.acts)
+    eos = lm.tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"{lm.name}: baseline 'eos_mean' needs an EOS token; use baseline='zero'")
+    special = set(lm.tokenizer.all_special_ids)
+    slots = [j for j, t in enumerate(prep.ids) if t not in special]
+    if not slots:
+        raise ValueError(f"prompt {prep.prompt!r} has no ordinary token to replace by EOS for the baseline")
+    ids = torch.tensor([prep.ids] * len(slots), device=lm.device)
+    ids[torch.arange(len(slots)), torch.tensor(slots)] = eos
+    pos = torch.tensor(prep.positions, device=lm.device)
+    with _capture_all(lm) as probes:
+        lm.model.base_model(input_ids=ids, use_cache=False)
+    acts = torch.stack([p.activations[:, pos].float() for p in probes], dim=2)  # [C, A, L, N]
+    # answer token i's prompt is ids[:p_i + 1]: only the copies that replaced a token of that prefix count
+    use = torch.tensor([[j <= p for p in prep.positions] for j in slots], device=acts.device, dtype=acts.dtype)
+    if bool((use.sum(0) == 0).any()):
+        raise ValueError(f"prompt {prep.prompt!r}: no ordinary token before the answer position to replace by EOS")
+    return torch.einsum("ca,caln->aln", use, acts) / use.sum(0)[:, None, None]
+
+
+# --------------------------------------------------------------------------------------------- the batched pass
+@dataclass
+class _Rows:
+    """Index arrays of a chunk of rows: prompt, answer token, layer and step of each row."""
+
+    prompt: torch.Tensor
+    token: torch.Tensor
+    layer: torch.Tensor
+    step: torch.Tensor
+
+
+def _auto_max_rows(lm: LoadedModel, context: int) -> int:
+    """Rows per pass from free memory: KV cache copies + per-layer activations + one vocabulary chunk per row."""
+    cfg = lm.model.config
+    n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None) or 1
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    head_dim = getattr(cfg, "head_dim", None) or lm.adapter.hidden_size // n_heads
+    kv = 2 * int(n_kv) * int(head_dim) * (context + 1) * 3  # cache, its concatenated copy, saved for backward
+    per_layer = kv + 16 * lm.adapter.hidden_size + 6 * lm.adapter.n_neurons
+    head_bytes = 4 * (3 * 32768 + 8 * lm.adapter.hidden_size)  # one float32 vocabulary chunk + head buffers
+    per_row = (torch.finfo(lm.dtype).bits // 8) * lm.adapter.n_layers * per_layer + head_bytes
+    if lm.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(lm.device)
+        budget = 0.5 * free
+    else:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = 8 << 30
+        budget = min(1.5 * (1 << 30), 0.25 * avail)
+    return max(1, int(budget // per_row))
+
+
+def _unit_caches(lm: LoadedModel, preps: Sequence[_Prepared], units: Sequence[tuple[int, int]], ctx: int,
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the clean K/V of each unit's prefix (positions < its answer position), left padded to ``ctx``."""
+    out = []
+    for l in range(lm.adapter.n_layers):
+        ks, vs = [], []
+        for p, t in units:
+            n = preps[p].positions[t]
+            k, v = preps[p].keys[l][:, :n], preps[p].values[l][:, :n]
+            ks.append(torch.cat([k.new_zeros(k.shape[0], ctx - n, k.shape[-1]), k], 1))
+            vs.append(torch.cat([v.new_zeros(v.shape[0], ctx - n, v.shape[-1]), v], 1))
+        out.append((torch.stack(ks), torch.stack(vs)))
+    return out
+
+
+def _forward_group(lm: LoadedModel, preps: Sequence[_Prepared], rows: _Rows, layer: int, alphas: torch.Tensor,
+                   unit_kv: Sequence[tuple[torch.Tensor, torch.Tensor]], unit_of: dict[tuple[int, int], int],
+                   ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows that all scale ``layer``: one-token continuations of their clean caches; returns (x, final hidden).
+
+    The graph starts at the injected neurons, so the backward pass only runs through layers >= ``layer``.
+    """
+    dev, dt = lm.device, lm.dtype
+    pt = list(zip(rows.prompt.tolist(), rows.token.tolist()))
+    R = len(pt)
+    pos = torch.tensor([preps[p].positions[t] for p, t in pt], device=dev)
+    idx = torch.tensor([unit_of[u] for u in pt], device=dev)
+    single = bool((idx == idx[0]).all())
+    kv = [(k[idx[:1]].expand(R, *k.shape[1:]), v[idx[:1]].expand(R, *v.shape[1:])) if single else (k[idx], v[idx])
+          for k, v in unit_kv]
+    att = (torch.arange(ctx + 1, device=dev)[None, :] >= (ctx - pos)[:, None]).long()
+    ids = torch.tensor([preps[p].ids[preps[p].positions[t]] for p, t in pt], device=dev)
+    a = torch.stack([preps[p].acts[t, layer] for p, t in pt]).to(dev)
+    b = torch.stack([preps[p].base[t, layer] for p, t in pt]).to(dev)
+    x = (b + alphas[rows.step].to(dev)[:, None] * (a - b)).to(dt).requires_grad_(True)
+    base = lm.model.base_model
+    kwargs: dict[str, Any] = {"input_ids": ids[:, None], "attention_mask": att, "use_cache": True,
+                              _cache_kw(base): _make_cache(kv)}
+    if "position_ids" in _forward_kwargs(base):
+        kwargs["position_ids"] = pos[:, None]
+    hidden = torch.stack([preps[p].hidden_in[t, layer] for p, t in pt])[:, None, :]
+    with _start_at(lm, layer, hidden, preps[0].layer_out), \
+            lm.adapter.neuron_hook(layer, lambda acts: x[:, None, :].expand_as(acts)), torch.enable_grad():
+        h = base(**kwargs).last_hidden_state[:, -1]
+    return x, h
+
+
+@contextmanager
+def _start_at(lm: LoadedModel, layer: int, hidden: torch.Tensor, out_len: int) -> Iterator[None]:
+    """Skip decoder layers below ``layer`` and feed ``layer`` the clean hidden state instead.
+
+    Valid because a one-token row equals the clean forward below the layer it scales; the layers' attention
+    caches below ``layer`` are simply not extended (nothing reads them afterwards).
+    """
+    if layer == 0:
+        yield
+        return
+    layers = lm.adapter.layers
+
+    def passthrough(*args: Any, **kwargs: Any) -> Any:
+        hs = args[0] if args else kwargs["hidden_states"]
+        return (hs, *([None] * (out_len - 1))) if out_len else hs
+
+    def feed(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    for j in range(layer):
+        layers[j].forward = passthrough
+    handle = layers[layer].register_forward_pre_hook(feed, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for j in range(layer):
+            del layers[j].forward
+
+
+def _run_rows(lm: LoadedModel, preps: Sequence[_Prepared], rows: _Rows, alphas: torch.Tensor,
+              config: AttributionConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk of rows: returns dF/dx ``[R, N]`` (float32) and F ``[R]`` (float64), on the model's device.
+
+    Rows are grouped by the layer they scale (each group's graph starts at its layer); the vocabulary
+    projection runs once for the whole chunk, then one backward call covers every group.
+    """
+    pt = list(zip(rows.prompt.tolist(), rows.token.tolist()))
+    units = sorted(set(pt))
+    unit_of = {u: i for i, u in enumerate(units)}
+    ctx = max(preps[p].positions[t] for p, t in units)
+    unit_kv = _unit_caches(lm, preps, units, ctx)
+    groups = sorted(set(rows.layer.tolist()))
+    sels, xs, hs = [], [], []
+    for l in groups:
+        sel = torch.nonzero(rows.layer == l).flatten()
+        sub = _Rows(rows.prompt[sel], rows.token[sel], rows.layer[sel], rows.step[sel])
+        x, h = _forward_group(lm, preps, sub, l, alphas, unit_kv, unit_of, ctx)
+        sels.append(sel)
+        xs.append(x)
+        hs.append(h)
+    order = torch.cat(sels)
+    h_all = torch.cat([h.detach() for h in hs])
+    tgt = torch.tensor([preps[p].targets[t] for p, t in pt], device=lm.device)[order.to(lm.device)]
+    weight, bias, softcap = _head(lm)
+    logp, g = _logprob_and_grad(h_all, tgt, weight, bias, softcap, config.vocab_chunk)
+    _, dvalue = _value(logp, config.target)
+    outs = (dvalue[:, None] * g).to(lm.dtype).split([len(s) for s in sels])
+    grads = torch.autograd.grad(hs, xs, grad_outputs=list(outs))
+    gx = torch.empty(len(pt), lm.adapter.n_neurons, dtype=torch.float32, device=lm.device)
+    val = torch.empty(len(pt), dtype=torch.float64, device=lm.device)
+    gx[order.to(lm.device)] = torch.cat(grads).float()
+    val[order.to(lm.device)] = _value(logp.double(), config.target)[0]
+    return gx, val
+
+
+def attribute_batch(lm: LoadedModel, items: Sequence[tuple[str, str, str]], config: AttributionConfig,
+                    *, progress: bool = False) -> list[PromptAttribution]:
+    """IG scores of several ``(prompt, answer, language)`` items, all rows batched across items."""
+    if not items:
+        return []
+    preps = [_prepare(lm, p, a, lang, config) for p, a, lang in items]
+    n_layers, n_neurons, steps = lm.adapter.n_layers, lm.adapter.n_neurons, config.steps
+    alphas = torch.linspace(0.0, 1.0, steps, dtype=torch.float32)
+    grid = [(p, t, l, k) for p, pr in enumerate(preps) for t in range(len(pr.targets))
+            for l in range(n_layers) for k in range(steps)]
+    context = max(max(pr.positions) for pr in preps)
+    max_rows = config.max_rows or _auto_max_rows(lm, context)
+    grad_sum = [torch.zeros(len(pr.targets), n_layers, n_neurons, dtype=torch.float32) for pr in preps]
+    values = [torch.zeros(len(pr.targets), n_layers, steps, dtype=torch.float64) for pr in preps]
+    bar = tqdm(total=len(grid), desc="IG rows", unit="row", disable=not progress, leave=False)
+    for s in range(0, len(grid), max_rows):
+        chunk = torch.tensor(grid[s:s + max_rows], dtype=torch.long)
+        rows = _Rows(chunk[:, 0], chunk[:, 1], chunk[:, 2], chunk[:, 3])
+        gx, val = _run_rows(lm, preps, rows, alphas, config)
+        gx, val = gx.cpu(), val.cpu()
+        for p in rows.prompt.unique().tolist():
+            sel = rows.prompt == p
+            grad_sum[p].index_put_((rows.token[sel], rows.layer[sel]), gx[sel], accumulate=True)
+            values[p][rows.token[sel], rows.layer[sel], rows.step[sel]] = val[sel]
+        bar.update(len(chunk))
+    bar.close()
+    out = []
+    for pr, gs, val in zip(preps, grad_sum, values):
+        assert pr.acts is not None and pr.base is not None and pr.clean_value is not None
+        per_token = (pr.acts - pr.base).cpu() * gs / steps  # [A, L, N]
+        scores = per_token.sum(0)
+        # self-check: alpha = 1 rows are the clean forward, whatever layer they scale
+        clean = pr.clean_value.cpu()[:, None].expand_as(val[:, :, -1])
+        tol = 1e-3 * max(1.0, float(clean.abs().max())) if lm.dtype == torch.float32 else 5e-2
+        if not torch.allclose(val[:, :, -1], clean, atol=tol, rtol=1e-3):
+            raise RuntimeError(f"{lm.name}: the cached one-token continuation does not reproduce the clean forward "
+                               f"(max |diff| = {float((val[:, :, -1] - clean).abs().max()):.3g}); this architecture's "
+                               f"attention cache is not supported by attribute_batch")
+        att = PromptAttribution(pr.prompt, pr.answer, pr.language, scores.float(), scores.sum(-1).float(),
+                                (val[:, :, -1] - val[:, :, 0]).sum(0).float(), float(pr.clean_value.sum()))
+        log.debug("IG completeness %r [%s]: max |sum(scores) - delta| / max |delta| = %.3g (steps=%d)",
+                  pr.prompt, pr.language, att.completeness_error, steps)
+        out.append(att)
+    if out:
+        log.info("IG completeness over %d prompt(s): worst relative error %.3g (Riemann error at steps=%d)",
+                 len(out), max(a.completeness_error for a in out), steps)
+    return out
+
+
+def attribute_prompt(lm: LoadedModel, prompt: str, answer: str, language: str,
+                     config: AttributionConfig | None = None) -> torch.Tensor:
+    """IG scores ``[n_layers, n_neurons]`` float32 of one prompt (see the module docstring for the semantics)."""
+    return attribute_batch(lm, [(prompt, answer, language)], config or AttributionConfig())[0].scores
+
+
+# --------------------------------------------------------------------------------------------- the slow reference
+def attribute_prompt_loop(lm: LoadedModel, prompt: str, answer: str, language: str,
+                          config: AttributionConfig | None = None, *, batch_size: int = 4) -> torch.Tensor:
+    """The knowledge-neurons style computation the batched pass replaces (benchmark reference, same scores).
+
+    One layer at a time, IG steps in batches of ``batch_size``, a full forward (all positions, full logits) and
+    backward per batch, per answer token.
+    """
+    config = config or AttributionConfig()
+    prep = _prepare(lm, prompt, answer, language, config)
+    assert prep.acts is not None and prep.base is not None
+    alphas = torch.linspace(0.0, 1.0, config.steps, dtype=torch.float32)
+    scores = torch.zeros(lm.adapter.n_layers, lm.adapter.n_neurons, dtype=torch.float32)
+    for t, (pos, target) in enumerate(zip(prep.positions, prep.targets)):
+        ids = torch.tensor([prep.ids[: pos + 1]], device=lm.device)
+        for l in range(lm.adapter.n_layers):
+            a, b = prep.acts[t, l], prep.base[t, l]
+            grad = torch.zeros(lm.adapter.n_neurons, dtype=torch.float32, device=lm.device)
+            for chunk in alphas.split(batch_size):
+                x = (b + chunk.to(lm.device)[:, None] * (a - b)).to(lm.dtype).requires_grad_(True)
+
+                def patch(acts: torch.Tensor, x: torch.Tensor = x, pos: int = pos) -> torch.Tensor:
+                    acts = acts.expand(x.shape[0], *acts.shape[1:]).clone()
+                    acts[:, pos] = x
+                    return acts
+
+                with lm.adapter.neuron_hook(l, patch), torch.enable_grad():
+                    logits = lm.model(input_ids=ids.expand(len(chunk), -1)).logits[:, pos].float()
+                    logp = torch.log_softmax(logits, -1)[:, target]
+                    value = logp.exp() if config.target == "prob" else logp
+                    (g,) = torch.autograd.grad(value.sum(), x)
+                grad += g.float().sum(0)
+            scores[l] += ((a - b) * grad / config.steps).cpu()
+    return scores
+
+
+# --------------------------------------------------------------------------------------------- records, cache
+def record_items(record: Record, language: str, config: AttributionConfig) -> list[tuple[str, str, str]]:
+    """The ``(prompt, answer, language)`` items attributed for one record and language."""
+    view = record.for_language(language)
+    answer = view.target_true if config.answer == "true" else view.target_new
+    if answer is None or not answer.strip():
+        if config.answer == "true":
+            log.warning("record %r [%s] has no target_true: attributing target_new instead", record.example_id,
+                        language)
+            answer = view.target_new
+        if answer is None or not answer.strip():
+            raise RecordError(f"record {record.example_id!r}: field 'edit.{language}.target_"
+                              f"{'new' if config.answer == 'new' else 'true'}' is empty; nothing to attribute")
+    prompts = [view.prompt] + (view.paraphrase_prompts if config.use_paraphrases else [])
+    seen: list[str] = []
+    for p in prompts:
+        if p and p.strip() and p not in seen:
+            seen.append(p)
+    return [(p, answer, language) for p in seen]
+
+
+def _item_key(lm: LoadedModel, record: Record, item: tuple[str, str, str], config: AttributionConfig) -> str:
+    prompt, answer, language = item
+    return cache_key("attribution", model=lm.fingerprint, dtype=str(lm.dtype), record=record.content_hash(),
+                     language=language, prompt=prompt, answer=answer, params=config.score_params())
+
+
+def record_attributions(lm: LoadedModel, record: Record, languages: str | Sequence[str],
+                        config: AttributionConfig | None = None, cache: ArtifactCache | None = None,
+                        *, progress: bool = False) -> dict[str, list[PromptAttribution]]:
+    """Scores of every prompt of ``record`` in each language; cached items are read, the rest batched.
+
+    ``cache=None`` uses the project cache (:class:`ArtifactCache` default root); pass
+    ``ArtifactCache(enabled=False)`` to disable caching. Each prompt is written as soon as its batch finishes,
+    so an interrupted run resumes where it stopped.
+    """
+    config = config or AttributionConfig()
+    cache = cache if cache is not None else ArtifactCache()
+    langs = [languages] if isinstance(languages, str) else list(languages)
+    items = {lang: record_items(record, lang, config) for lang in langs}
+    found: dict[tuple[str, str, str], PromptAttribution] = {}
+    missing: list[tuple[str, str, str]] = []
+    for lang in langs:
+        for item in items[lang]:
+            t = cache.get_tensors(_item_key(lm, record, item, config))
+            if t is not None:
+                found[item] = PromptAttribution.from_tensors(t, *item)
+            elif item not in missing:
+                missing.append(item)
+    if missing:
+        log.info("attributing %d prompt(s) of record %r (%d cached)", len(missing), record.example_id, len(found))
+        for item, att in zip(missing, attribute_batch(lm, missing, config, progress=progress)):
+            cache.put_tensors(_item_key(lm, record, item, config), att.to_tensors(),
+                              metadata={"prompt": item[0], "answer": item[1], "language": item[2],
+                                        "example_id": record.example_id})
+            found[item] = att
+    return {lang: [found[item] for item in items[lang]] for lang in langs}
+
+
+def threshold_scores(scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Boolean ``[n_layers, n_neurons]``: scores above ``threshold`` x the maximum over all layers (memla4mke)."""
+    top = float(scores.max())
+    if top <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    return scores > threshold * top
+
+
+def neurons_from_attributions(attributions: Sequence[PromptAttribution], threshold: float,
+                              n_neurons: int | None = None) -> NeuronMasks:
+    """Union over prompts of each prompt's thresholded neurons."""
+    from .masks import NeuronMasks
+
+    if not attributions:
+        raise ValueError("no attributions to select neurons from")
+    keep = torch.zeros_like(attributions[0].scores, dtype=torch.bool)
+    for att in attributions:
+        keep |= threshold_scores(att.scores, threshold)
+    n = n_neurons or int(keep.shape[1])
+    return NeuronMasks(n, {l: keep[l].clone() for l in range(keep.shape[0]) if bool(keep[l].any())})
+
+
+def knowledge_neurons(lm: LoadedModel, record: Record, language: str, config: AttributionConfig | None = None,
+                      cache: ArtifactCache | None = None) -> NeuronMasks:
+    """The knowledge neurons of ``record`` in ``language``: union over its prompts after thresholding (cached)."""
+    config = config or AttributionConfig()
+    atts = record_attributions(lm, record, language, config, cache)[language]
+    return neurons_from_attributions(atts, config.threshold, lm.adapter.n_neurons)
+
+
+_FROM_MASKS = ("MaskConfig", "compute_record_masks", "random_masks_like")
+
+
+def __getattr__(name: str) -> Any:
+    """Re-export the mask computation (it lives in :mod:`memla_utils.masks`, which imports this module)."""
+    if name in _FROM_MASKS:
+        from . import masks
+
+        return getattr(masks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["AttributionConfig", "PromptAttribution", "attribute_batch", "attribute_prompt", "attribute_prompt_loop",
+           "knowledge_neurons", "neurons_from_attributions", "record_attributions", "record_items",
+           "threshold_scores", *_FROM_MASKS]
