@@ -19,7 +19,6 @@ and re-tokenising the text after every step (identical for the usual case, and w
 from __future__ import annotations
 
 import logging
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -81,15 +80,17 @@ def set_f1(reference: Sequence[Any], prediction: Sequence[Any]) -> float:
     return 2 * p * r / (p + r)
 
 
-_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+def _is_punct(char: str) -> bool:
+    """Punctuation and symbols (Unicode P*/S*); combining marks (Thai vowels, Devanagari signs) are letters."""
+    return unicodedata.category(char)[0] in "PS"
 
 
 def text_tokens(text: str, language: str) -> list[str]:
     """Words for F1: lower-cased, punctuation dropped; characters in languages written without spaces."""
     text = unicodedata.normalize("NFKC", text).lower()
     if language in NO_SPACE_LANGUAGES:
-        return [c for c in text if not c.isspace() and not _PUNCT.fullmatch(c)]
-    return [w for w in (_PUNCT.sub(" ", text)).split() if w]
+        return [c for c in text if not c.isspace() and not _is_punct(c)]
+    return "".join(" " if _is_punct(c) else c for c in text).split()
 
 
 def text_f1(prediction: str, reference: str, language: str) -> float:
@@ -159,6 +160,8 @@ def _reliability(lm: LoadedModel, prompts: list[str], view: LanguageView, config
             out[f"{prefix}_token_acc"] = out[f"{prefix}_exact_match"] = MetricValue(None, 0)
         return out
     lang, n = view.language, len(prompts)
+    if not view.target_new.strip():  # nothing to score: not available (the editor reports the bad record)
+        return _reliability(lm, [], view, config, prefix)
     new = score_answers(lm.model, lm.tokenizer, prompts, [view.target_new] * n, lang, batch_size=config.batch_size)
     if (view.target_true or "").strip():
         true = score_answers(lm.model, lm.tokenizer, prompts, [view.target_true] * n, lang,  # type: ignore[list-item]

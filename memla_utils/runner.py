@@ -40,7 +40,7 @@ COLUMNS = ["record", "method", "edit_lang", "eval_lang", "metric", "value", "n"]
 MasksProvider = Callable[[Record, str], RecordMasks | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Unit:
     """One piece of work: edit ``record`` in ``edit_lang`` with ``method`` and evaluate it everywhere."""
 
@@ -131,6 +131,11 @@ def finished_units(run_dir: str | Path) -> set[tuple[str, str, str]]:
 
 def _append(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as fh:  # a line cut by an interruption must not swallow the next row
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                text = "\n" + text
     with path.open("a", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()

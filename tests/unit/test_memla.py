@@ -36,6 +36,15 @@ def quick(name: str = "memla", **kw) -> MemlaEditor:
     return make_editor(name, **{"max_steps": 3, **kw})
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription (30x faster)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def llama():
     return tiny_model("llama")
