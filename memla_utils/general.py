@@ -63,11 +63,12 @@ class ProbeSet:
 
 
 def build_probe_set(records: Sequence[Record], languages: Sequence[str], *, exclude: Sequence[str] = (),
-                    max_records: int = GeneralConfig.max_probe_records) -> ProbeSet:
+                    max_records: int = GeneralConfig.max_probe_records, neighborhood: bool = False) -> ProbeSet:
     """True facts of records not in ``exclude`` (ids of edited records), in each language.
 
-    A record contributes its edit prompt with ``target_true`` (and its neighborhood prompts/answers, which are
-    true facts by construction). Records lacking a language are skipped for that language only.
+    A record contributes its edit prompt with ``target_true`` (and, with ``neighborhood``, its neighborhood
+    prompts/answers, true facts by construction; off by default to keep the CPU run short). Records lacking a
+    language are skipped for that language only.
     """
     skip = set(exclude)
     pool = [r for r in records if r.example_id not in skip][:max_records]
@@ -81,7 +82,9 @@ def build_probe_set(records: Sequence[Record], languages: Sequence[str], *, excl
                 continue
             if view.target_true and view.target_true.strip():
                 facts.append((view.prompt, view.target_true))
-            facts.extend((p, a) for p, a in zip(view.neighborhood_prompts, view.neighborhood_answers) if a.strip())
+            if neighborhood:
+                facts.extend((p, a) for p, a in zip(view.neighborhood_prompts, view.neighborhood_answers)
+                             if a.strip())
         probe.facts[lang] = facts
     if not any(probe.facts.values()):
         raise ValueError(f"no true facts in languages {list(languages)} among {len(pool)} unedited record(s): "
@@ -89,42 +92,67 @@ def build_probe_set(records: Sequence[Record], languages: Sequence[str], *, excl
     return probe
 
 
+@dataclass
+class SentenceScores:
+    """One teacher-forced pass over ``prompt ⧺ answer`` sentences: NLL for perplexity, answer hits for accuracy."""
+
+    nll: float            # summed over every scored token (nats)
+    n_tokens: int         # tokens scored (all after BOS / after the context prefix)
+    exact_match: list[float]
+    token_accuracy: list[float]
+
+
 @torch.no_grad()
-def sentence_nll(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language: str, *, prefix: str = "",
-                 batch_size: int = 16) -> tuple[float, int]:
-    """Total NLL (nats) and token count of ``prompt ⧺ answer`` sentences, every token after BOS (or ``prefix``).
+def score_sentences(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language: str, *, prefix: str = "",
+                    batch_size: int = 16) -> SentenceScores:
+    """Score true-fact sentences in one forward per batch (the vocabulary projection dominates the cost).
 
     Prompt and answer are tokenized separately and joined as ids (never as text). A ``prefix`` (an in-context
-    edit's demonstrations) is prepended as context and not scored.
+    edit's demonstrations) is prepended as context: conditioned on, not scored.
     """
     tok = lm.tokenizer
     ctx = encode_prompt(tok, prefix) if prefix else []
-    rows, starts = [], []
+    rows, starts, answer_starts = [], [], []
     for prompt, answer in pairs:
         p = list(tok(prompt, add_special_tokens=False)["input_ids"]) if ctx else encode_prompt(tok, prompt)
-        ids = ctx + p + encode_answer(tok, answer, language, prompt)
-        rows.append(ids)
-        starts.append(len(ctx) if ctx else 1)
-    total, count = 0.0, 0
+        a = encode_answer(tok, answer, language, prompt)
+        rows.append(ctx + p + a)
+        starts.append(max(1, len(ctx)))
+        answer_starts.append(len(ctx) + len(p))
+    out = SentenceScores(0.0, 0, [], [])
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     dev = next(lm.model.parameters()).device
     for s in range(0, len(rows), batch_size):
-        chunk, st = rows[s:s + batch_size], starts[s:s + batch_size]
+        chunk = rows[s:s + batch_size]
         width = max(len(r) for r in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         att = torch.zeros_like(ids)
-        scored = torch.zeros_like(ids, dtype=torch.bool)
-        for b, (r, start) in enumerate(zip(chunk, st)):
+        scored = torch.zeros((len(chunk), width), dtype=torch.bool)   # position t predicts token t
+        answer = torch.zeros_like(scored)
+        for b, r in enumerate(chunk):
             ids[b, :len(r)] = torch.tensor(r)
             att[b, :len(r)] = 1
-            scored[b, max(start, 1):len(r)] = True
-        logits = lm.model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        picked = logp.gather(-1, ids[:, 1:].to(dev).unsqueeze(-1)).squeeze(-1)
+            scored[b, starts[s + b]:len(r)] = True
+            answer[b, answer_starts[s + b]:len(r)] = True
+        logits = lm.model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits[:, :-1].float()
+        targets = ids[:, 1:].to(dev)
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         mask = scored[:, 1:].to(dev)
-        total += float(-(picked * mask).sum())
-        count += int(mask.sum())
-    return total, count
+        out.nll += float((nll * mask).sum())
+        out.n_tokens += int(mask.sum())
+        amask = answer[:, 1:].to(dev)
+        hit = (logits.argmax(-1) == targets) & amask
+        n_ans = amask.sum(-1).clamp(min=1)
+        out.token_accuracy.extend((hit.sum(-1) / n_ans).float().cpu().tolist())
+        out.exact_match.extend((hit.sum(-1) == amask.sum(-1)).float().cpu().tolist())
+    return out
+
+
+def sentence_nll(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language: str, *, prefix: str = "",
+                 batch_size: int = 16) -> tuple[float, int]:
+    """Total NLL (nats) and number of scored tokens of the sentences (see :func:`score_sentences`)."""
+    sc = score_sentences(lm, pairs, language, prefix=prefix, batch_size=batch_size)
+    return sc.nll, sc.n_tokens
 
 
 def measure(lm: LoadedModel, probe: ProbeSet, *, edit: Any = None, batch_size: int = 16) -> dict[tuple[str, str],
@@ -138,12 +166,10 @@ def measure(lm: LoadedModel, probe: ProbeSet, *, edit: Any = None, batch_size: i
     for lang in probe.languages:
         pairs = probe.facts[lang]
         prefix = edit.prompt_prefix.get(lang, "") if edit is not None and getattr(edit, "prompt_prefix", None) else ""
-        nll, n_tok = sentence_nll(lm, pairs, lang, prefix=prefix, batch_size=batch_size)
-        out[(lang, "perplexity")] = (math.exp(nll / max(1, n_tok)), n_tok)
-        prompts = [edit.wrap_prompt(p, lang) if edit is not None else p for p, _ in pairs]
-        sc = score_answers(lm.model, lm.tokenizer, prompts, [a for _, a in pairs], lang, batch_size=batch_size)
-        out[(lang, "fact_accuracy")] = (float(sc["exact_match"].mean()), len(pairs))
-        out[(lang, "fact_token_accuracy")] = (float(sc["token_accuracy"].mean()), len(pairs))
+        sc = score_sentences(lm, pairs, lang, prefix=prefix, batch_size=batch_size)
+        out[(lang, "perplexity")] = (math.exp(sc.nll / max(1, sc.n_tokens)), sc.n_tokens)
+        out[(lang, "fact_accuracy")] = (sum(sc.exact_match) / len(pairs), len(pairs))
+        out[(lang, "fact_token_accuracy")] = (sum(sc.token_accuracy) / len(pairs), len(pairs))
     return out
 
 
@@ -170,16 +196,18 @@ def _editor(method: str, lm: LoadedModel, train_records: Sequence[Record], edito
 def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeSet, methods: Sequence[str],
                         edit_language: str, *, train_records: Sequence[Record] = (),
                         editors: dict[str, Any] | None = None, config: GeneralConfig = GeneralConfig(),
-                        edit_context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                        edit_context: dict[str, Any] | None = None,
+                        reference: dict[tuple[str, str], tuple[float, int]] | None = None) -> list[dict[str, Any]]:
     """For each method and record: edit → measure general ability → revert. Failed edits are logged, skipped.
 
     ``editors`` maps method names to ready editor objects (tests, or a notebook that already fitted them);
-    other methods are built with :func:`memla_utils.editors.make_editor`.
+    other methods are built with :func:`memla_utils.editors.make_editor`. ``reference``: the unedited model's
+    :func:`measure` (computed here when not given; pass it to share one between single and sequential runs).
     """
     overlap = set(probe.record_ids) & {r.example_id for r in records}
     if overlap:
         raise ValueError(f"probe set contains edited record(s) {sorted(overlap)[:3]}: build it with exclude=")
-    before = measure(lm, probe, batch_size=config.batch_size)
+    before = reference if reference is not None else measure(lm, probe, batch_size=config.batch_size)
     rows: list[dict[str, Any]] = []
     for method in methods:
         editor = _editor(method, lm, train_records, editors)
@@ -211,7 +239,7 @@ def sequential_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeS
                        edit_language: str, *, steps: Sequence[int] | None = None,
                        train_records: Sequence[Record] = (), editors: dict[str, Any] | None = None,
                        config: GeneralConfig = GeneralConfig(), edit_context: dict[str, Any] | None = None,
-                       ) -> list[dict[str, Any]]:
+                       reference: dict[tuple[str, str], tuple[float, int]] | None = None) -> list[dict[str, Any]]:
     """Accumulate edits without revert; at each checkpoint in ``steps`` measure general ability and retention.
 
     Afterwards every edit is reverted (newest first), so the model leaves as it came. Checkpoints beyond the
@@ -229,7 +257,7 @@ def sequential_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeS
     overlap = set(probe.record_ids) & {r.example_id for r in records}
     if overlap:
         raise ValueError(f"probe set contains edited record(s) {sorted(overlap)[:3]}: build it with exclude=")
-    before = measure(lm, probe, batch_size=config.batch_size)
+    before = reference if reference is not None else measure(lm, probe, batch_size=config.batch_size)
     rows: list[dict[str, Any]] = []
     for method in methods:
         editor = _editor(method, lm, train_records, editors)
@@ -272,5 +300,67 @@ def save_rows(rows: Sequence[dict[str, Any]], run_dir: Any) -> Any:
     return path
 
 
-__all__ = ["FULL_SEQUENTIAL_STEPS", "GeneralConfig", "ProbeSet", "build_probe_set", "measure", "save_rows",
-           "sentence_nll", "sequential_general", "single_edit_general"]
+
+def available_methods(methods: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(methods with a registered editor, methods without one): notebooks show the latter as missing."""
+    from .editors import EDITORS, load_all
+
+    load_all()
+    return [m for m in methods if m in EDITORS], [m for m in methods if m not in EDITORS]
+
+
+def split_records(records: Sequence[Record], *, n_edit: int, n_probe: int, n_train: int = 0,
+                  ) -> tuple[list[Record], list[Record], list[Record]]:
+    """(records to edit, probe records, training records): consecutive, disjoint slices in file order."""
+    need = n_edit + n_probe
+    if len(records) < need:
+        raise ValueError(f"general ability needs {n_edit} records to edit and {n_probe} unedited probe records, "
+                         f"but only {len(records)} were loaded (raise the number of records loaded)")
+    return (list(records[:n_edit]), list(records[n_edit:need]), list(records[need:need + n_train]))
+
+
+def general_study(lm: LoadedModel, records: Sequence[Record], methods: Sequence[str], languages: Sequence[str],
+                  edit_language: str, *, n_single: int, steps: Sequence[int], config: GeneralConfig = GeneralConfig(),
+                  n_train: int = 8) -> tuple[list[dict[str, Any]], list[str]]:
+    """Single edits on the first ``n_single`` records and the sequential curve up to ``max(steps)``, one reference.
+
+    ``records`` must hold at least ``max(n_single, max(steps)) + config.max_probe_records`` records; the
+    probe set is built from those that are not edited. Returns the rows and the methods without an editor.
+    """
+    usable, missing = available_methods(methods)
+    n_edit = max(n_single, max(steps) if steps else 0)
+    edited, probe_pool, train = split_records(records, n_edit=n_edit, n_probe=config.max_probe_records,
+                                              n_train=n_train)
+    probe = build_probe_set(probe_pool, languages, max_records=config.max_probe_records)
+    reference = measure(lm, probe, batch_size=config.batch_size)
+    editors = {m: _editor(m, lm, train, None) for m in usable}
+    rows = single_edit_general(lm, edited[:n_single], probe, usable, edit_language, editors=editors,
+                               config=config, reference=reference)
+    if steps:
+        rows += sequential_general(lm, edited, probe, usable, edit_language, steps=steps, editors=editors,
+                                   config=config, reference=reference)
+    return rows, missing
+
+
+#: Below this many records a run counts as a small (CPU) run for the ``auto`` general-ability settings.
+FULL_SCALE_RECORDS = 100
+
+
+def parse_steps(value: str | Sequence[int], n_records: int = 0) -> tuple[int, ...]:
+    """``"1,3,5"`` -> (1, 3, 5); ``"full"`` -> (10, 50, 100); ``"auto"`` -> full when ``n_records`` >= 100, else
+    the CPU default (1, 3, 5); ``""`` -> no sequential run."""
+    if isinstance(value, str):
+        if value.strip() == "auto":
+            value = "full" if n_records >= FULL_SCALE_RECORDS else ",".join(map(str, GeneralConfig.sequential_steps))
+        if value.strip() == "full":
+            return FULL_SEQUENTIAL_STEPS
+        try:
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"sequential_steps must be comma-separated integers or 'full', got {value!r}") from None
+    return tuple(int(v) for v in value)
+
+
+__all__ = ["FULL_SEQUENTIAL_STEPS", "GeneralConfig", "ProbeSet", "available_methods", "build_probe_set",
+           "FULL_SCALE_RECORDS", "general_study", "parse_steps", "split_records", "measure", "save_rows",
+           "score_sentences", "sentence_nll", "sequential_general", "single_edit_general"]

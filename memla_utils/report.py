@@ -295,10 +295,7 @@ def write_table(name: str, stats: pd.DataFrame, formatted: pd.DataFrame, out_dir
 
 # ----------------------------------------------------------------------------------------------- figures
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # backend: Agg when headless, inline in notebooks
     import seaborn as sns
 
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
@@ -655,14 +652,15 @@ def _read_tidy(path: Path) -> pd.DataFrame:
     return pd.DataFrame(data if isinstance(data, list) else data.get("rows", []))
 
 
-def find_table(run_dir: str | Path, pattern: str) -> pd.DataFrame | None:
+def find_table(run_dir: str | Path, pattern: str, *, skip_prefix: str | None = None) -> pd.DataFrame | None:
     """The first ``*pattern*.{csv,jsonl,json}`` under ``run_dir`` (sorted, so the choice is stable), or None."""
     root = Path(run_dir)
     if not root.exists():
         return None
     for ext in ("csv", "jsonl", "json"):
         for path in sorted(root.rglob(f"*{pattern}*.{ext}")):
-            if "notebooks" in path.parts or path.name == "MANIFEST.json":
+            if "notebooks" in path.parts or path.name == "MANIFEST.json" or \
+                    (skip_prefix and path.name.startswith(skip_prefix)):
                 continue
             try:
                 df = _read_tidy(path)
@@ -683,11 +681,11 @@ def load_results_table(run_dir: str | Path) -> pd.DataFrame:
     if load_results is not None:
         try:
             df = load_results(run_dir)
-            if df is not None:
+            if df is not None and not df.empty:
                 return df
         except FileNotFoundError:
             pass
-    df = find_table(run_dir, "results")
+    df = find_table(run_dir, "results", skip_prefix="results-shard")  # e.g. a results table exported elsewhere
     return df if df is not None else pd.DataFrame(columns=["record", "method", "edit_lang", "eval_lang", "metric",
                                                            "value", "n"])
 
@@ -789,7 +787,13 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
             missing[name] = str(err)
             log.info("figure %s skipped: %s", name, err)
 
-    manifest = build_manifest("report", cfg=cfg, parameters={"run_dir": str(run_dir), "bootstrap": boot.__dict__},
+    params: dict[str, Any] = {"bootstrap": dict(boot.__dict__)}
+    if cfg is None:
+        params["run_dir"] = str(run_dir)
+    run_manifest = run_dir / "manifest.json"  # the runner's: which model produced the results
+    model = json.loads(run_manifest.read_text(encoding="utf-8")) if run_manifest.is_file() else {}
+    manifest = build_manifest("report", cfg=cfg, parameters=params, model_name=model.get("model"),
+                              model_fingerprint=model.get("model_fingerprint"),
                               inputs={"results_rows": int(len(results)), "results_digest": table_digest(results),
                                       "general_rows": int(len(general)), "missing": missing})
     for f in files:

@@ -71,7 +71,9 @@ def test_probe_set_excludes_edited_records_and_uses_true_answers():
     probe = build_probe_set(recs, ["en", "zh", "fr"], exclude=["r0", "r1"])
     assert "r0" not in probe.record_ids and len(probe.record_ids) == 4
     assert ("The capital of Spain is", "Madrid") in probe.facts["en"]
-    assert ("The capital of Germany is", "Berlin") in probe.facts["en"]  # neighborhood facts are true facts too
+    assert ("The capital of Germany is", "Berlin") not in probe.facts["en"]
+    wider = build_probe_set(recs, ["en"], exclude=["r0", "r1"], neighborhood=True)
+    assert ("The capital of Germany is", "Berlin") in wider.facts["en"]  # neighborhood facts are true facts too
     assert probe.facts["fr"] == [] and probe.languages == ["en", "zh"]
     with pytest.raises(ValueError, match="no true facts"):
         build_probe_set(recs, ["fr"])
@@ -90,6 +92,17 @@ def test_sentence_nll_matches_a_manual_forward(lm):
     # a context prefix is conditioned on but not scored
     nll_ctx, n_ctx = sentence_nll(lm, [(prompt, answer)], "en", prefix="New fact: Paris. ")
     assert n_ctx >= n_one - 1 and nll_ctx != pytest.approx(nll_one)
+
+
+def test_fact_accuracy_agrees_with_the_shared_scorer(lm):
+    from memla_utils.general import score_sentences
+    from memla_utils.scoring import score_answers
+
+    pairs = [("The capital of Spain is", "Madrid"), ("The capital of", "France"), ("Paris is the", "capital")]
+    mine = score_sentences(lm, pairs, "en", batch_size=2)
+    ref = score_answers(lm.model, lm.tokenizer, [p for p, _ in pairs], [a for _, a in pairs], "en")
+    assert mine.exact_match == ref["exact_match"].tolist()
+    assert mine.token_accuracy == pytest.approx(ref["token_accuracy"].tolist())
 
 
 def test_measure_is_deterministic_and_in_range(lm):
@@ -155,3 +168,22 @@ def test_sequential_rejects_bad_steps(lm):
     probe = build_probe_set(recs, ["en"], exclude=["r0"])
     with pytest.raises(ValueError, match="steps"):
         sequential_general(lm, recs[:1], probe, ["p"], "en", steps=(0,), editors={"p": Perturb(0.1)})
+
+
+def test_general_study_runs_single_and_sequential_and_reports_missing_methods(lm):
+    from memla_utils.editors import register_editor
+    from memla_utils.general import GeneralConfig, general_study, parse_steps, split_records
+
+    register_editor("test-perturb")(lambda **kw: Perturb(0.2, "test-perturb"))
+    recs = records()
+    rows, missing = general_study(lm, recs, ["test-perturb", "no-such-method"], ["en", "zh"], "en", n_single=2,
+                                  steps=(1, 2), config=GeneralConfig(max_probe_records=3), n_train=1)
+    assert missing == ["no-such-method"]
+    assert {(r["setting"], r["n_edits"]) for r in rows} == {("single", 1), ("sequential", 1), ("sequential", 2)}
+    assert {r["record"] for r in rows if r["setting"] == "single"} == {"r0", "r1"}
+    with pytest.raises(ValueError, match="only 6 were loaded"):
+        split_records(recs, n_edit=5, n_probe=3)
+    assert parse_steps("1,3,5") == (1, 3, 5) and parse_steps("full") == (10, 50, 100) and parse_steps("") == ()
+    assert parse_steps("auto", 3) == (1, 3, 5) and parse_steps("auto", 1000) == (10, 50, 100)
+    with pytest.raises(ValueError, match="sequential_steps"):
+        parse_steps("1,x")
