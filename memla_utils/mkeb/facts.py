@@ -59,14 +59,14 @@ class FactTables:
     country_of_city: dict[str, str]            # zone id -> ISO country
     cities_of_country: dict[str, list[Entity]]  # ISO country -> exemplar cities (sorted by id)
     countries: dict[str, Entity]
+    _index: dict[tuple[str, str], Fact] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {(f.relation, f.subject.id): f for rel in self.facts.values() for f in rel}
 
     def fact(self, relation: str, subject_id: str) -> Fact | None:
-        return self._index().get((relation, subject_id))
-
-    def _index(self) -> dict[tuple[str, str], Fact]:
-        if not hasattr(self, "_idx"):
-            self._idx = {(f.relation, f.subject.id): f for rel in self.facts.values() for f in rel}
-        return self._idx
+        """The fact of ``relation`` about ``subject_id`` (an ISO code or time-zone ID), if there is one."""
+        return self._index.get((relation, subject_id))
 
 
 @lru_cache(maxsize=None)
@@ -167,5 +167,6 @@ def load_facts(languages: Sequence[str] = MKEB_LANGUAGES) -> FactTables:
             facts["city"].append(Fact("city", city, countries[iso], frozenset({iso})))
     for rel in facts:
         facts[rel].sort(key=lambda f: f.subject.id)
+    tables = FactTables(facts, country_of_city, cities_of_country, countries)
     log.info("facts per relation: %s", {r: len(v) for r, v in facts.items()})
-    return FactTables(facts, country_of_city, cities_of_country, countries)
+    return tables

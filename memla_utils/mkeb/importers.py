@@ -162,11 +162,9 @@ def import_mzsre(path: str | Path, languages: str | Sequence[str] | None = None,
     if not files:
         raise FileNotFoundError(f"no mzsre_test_duplicate_en<xx>.json file at {path}")
     want = _wanted(languages)
-    per_file: dict[str, tuple[Path, list[Any]]] = {}
-    for f in files:
-        lang = normalize_language(_MZSRE_FILE.search(f.name).group(1))
-        if want is None or lang in want or "en" in (want or ()):
-            per_file[lang] = (f, _read_list(f))
+    by_lang = {normalize_language(_MZSRE_FILE.search(f.name).group(1)): f for f in files}
+    needed = [l for l in by_lang if want is None or l in want] or list(by_lang)[:1]  # en alone: any pair file
+    per_file = {l: (by_lang[l], _read_list(by_lang[l])) for l in needed}
     n = min(len(rows) for _, rows in per_file.values())
     lengths = {l: len(rows) for l, (_, rows) in per_file.items()}
     if len(set(lengths.values())) > 1:
