@@ -229,11 +229,11 @@ def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Seq
                           reduction="batchmean")
         decay = sum((d.norm() / n.clamp(min=1e-8)) ** 2 for d, n in zip(deltas, init_norms))
         loss = cfg.nll_loss_factor * nll + cfg.kl_factor * kl + cfg.v_weight_decay * decay
-        history.append(float(nll))
+        history.append(float(nll.detach()))
         if not torch.isfinite(loss):
             raise EditError(f"record {request.record.example_id!r} ({request.language}): non-finite loss while "
                             f"searching the target vector")
-        if float(nll) < cfg.early_stop_nll:
+        if history[-1] < cfg.early_stop_nll:
             break
         opt.zero_grad()
         loss.backward()
@@ -243,9 +243,9 @@ def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Seq
                 limit = cfg.clamp_norm_factor * float(n)
                 if float(d.norm()) > limit > 0:
                     d.mul_(limit / float(d.norm()))
-    info = {"target_nll": history, "delta_norm": float(deltas[0].norm()), "out_norm": float(init_norms[0])}
+    info = {"target_nll": history, "delta_norm": float(deltas[0].detach().norm()), "out_norm": float(init_norms[0])}
     if cfg.optimize_attention:
-        info["attention_delta_norm"] = float(deltas[1].norm())
+        info["attention_delta_norm"] = float(deltas[1].detach().norm())
     return deltas[0].detach().to(torch.float64).cpu(), info
 
 
