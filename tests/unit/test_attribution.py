@@ -240,3 +240,12 @@ def test_cache_hit_computes_nothing(tmp_path, monkeypatch):
 def test_neurons_from_attributions_requires_input():
     with pytest.raises(ValueError, match="no attributions"):
         neurons_from_attributions([], 0.3)
+
+
+def test_loop_reference_equals_batched(lm):
+    """The benchmark's knowledge-neurons style loop computes the same quantity."""
+    from memla_utils.attribution import attribute_prompt_loop
+
+    cfg = AttributionConfig(steps=5)
+    assert_close(attribute_prompt_loop(lm, PROMPT, ANSWER, "en", cfg, batch_size=2),
+                 attribute_prompt(lm, PROMPT, ANSWER, "en", cfg))

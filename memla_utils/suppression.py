@@ -1,0 +1,125 @@
+"""Do the knowledge neurons matter? Suppress (x0) or enhance (x2) them and watch P(true answer).
+
+The knowledge-neurons claim the notebook tests rather than assumes: scaling a fact's neurons changes the
+probability of its true answer much more than scaling the same number of random neurons in the same layers.
+Neurons are scaled at the positions they were attributed at (the last prompt position and, for multi-token
+answers, the teacher-forced positions that predict the later answer tokens), as in knowledge-neurons.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .attribution import AttributionConfig, record_items
+from .cache import ArtifactCache
+from .masks import NeuronMasks, language_neurons, random_masks_like
+from .mkeb.record import Record
+from .models import LoadedModel
+from .scoring import answer_logprob
+from .text import build_batch
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def _answer_logprobs(lm: LoadedModel, items: Sequence[tuple[str, str, str]], neurons: NeuronMasks | None,
+                     factor: float) -> torch.Tensor:
+    """Teacher-forced log P(answer) per item, with ``neurons`` scaled by ``factor`` from the last prompt position."""
+    out = []
+    for prompt, answer, lang in items:
+        batch = build_batch(lm.tokenizer, [prompt], [answer], lang)
+        start = int(batch.prompt_lengths[0]) - 1
+        if neurons is None or neurons.total == 0:
+            out.append(answer_logprob(lm.model, batch).float().cpu())
+            continue
+        sets = {l: torch.nonzero(m).flatten() for l, m in neurons.masks.items() if bool(m.any())}
+        with lm.adapter.scale_neurons(sets, factor, positions=slice(start, None)):
+            out.append(answer_logprob(lm.model, batch).float().cpu())
+    return torch.cat(out)
+
+
+def suppression_effect(lm: LoadedModel, record: Record, language: str, neurons: NeuronMasks, factor: float, *,
+                       config: AttributionConfig | None = None, relative: bool = True) -> float:
+    """Change in P(true answer) when ``neurons`` are scaled by ``factor`` (0 = suppress, 2 = enhance).
+
+    Averaged over the record's prompts in ``language`` (edit prompt, plus paraphrases when
+    ``config.use_paraphrases``; the answer follows ``config.answer``). ``relative=True`` gives
+    ``(P_after - P_before) / P_before`` (knowledge-neurons' "change ratio"), otherwise ``P_after - P_before``.
+    """
+    if factor < 0:
+        raise ValueError(f"factor must be >= 0 (0 = suppress, 2 = enhance), got {factor}")
+    items = record_items(record, language, config or AttributionConfig())
+    before = _answer_logprobs(lm, items, None, 1.0).double().exp()
+    after = _answer_logprobs(lm, items, neurons, factor).double().exp()
+    change = (after - before) / before if relative else after - before
+    return float(change.mean())
+
+
+@dataclass
+class SanityConfig:
+    """The sanity check's knobs: factors from knowledge-neurons (x0 suppress, x2 enhance); 1 random draw per fact."""
+
+    factors: tuple[float, ...] = (0.0, 2.0)
+    random_draws: int = 1
+    seed: int = 0
+    relative: bool = True
+
+
+def sanity_effects(lm: LoadedModel, records: Sequence[Record], languages: Sequence[str],
+                   config: AttributionConfig | None = None, cache: ArtifactCache | None = None,
+                   sanity: SanityConfig | None = None) -> pd.DataFrame:
+    """Tidy per-fact effects: ``example_id, language, factor, neurons (knowledge|random), n_neurons, effect``."""
+    config = config or AttributionConfig()
+    sanity = sanity or SanityConfig()
+    rows = []
+    for i, rec in enumerate(tqdm(records, desc="sanity check", unit="record")):
+        langs = [l for l in languages if l in rec.edit]
+        sets = language_neurons(lm, rec, langs, config, cache)
+        for j, lang in enumerate(langs):
+            kn = sets[lang]
+            for factor in sanity.factors:
+                eff = suppression_effect(lm, rec, lang, kn, factor, config=config, relative=sanity.relative)
+                rows.append({"example_id": rec.example_id, "language": lang, "factor": factor,
+                             "neurons": "knowledge", "n_neurons": kn.total, "effect": eff})
+                rand = [suppression_effect(lm, rec, lang, random_masks_like(kn, sanity.seed + 1000 * i + 10 * j + d),
+                                           factor, config=config, relative=sanity.relative)
+                        for d in range(sanity.random_draws)]
+                rows.append({"example_id": rec.example_id, "language": lang, "factor": factor, "neurons": "random",
+                             "n_neurons": kn.total, "effect": sum(rand) / len(rand)})
+    return pd.DataFrame(rows, columns=["example_id", "language", "factor", "neurons", "n_neurons", "effect"])
+
+
+def summarize_sanity(effects: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per (language, factor): mean effect of knowledge and random neurons and of their paired difference,
+    each with a percentile-bootstrap 95% CI over facts (also pooled over languages as ``language='all'``)."""
+    from .report import BootstrapConfig, bootstrap_ci
+
+    boot = BootstrapConfig(n_boot=n_boot, seed=seed)
+    wide = effects.pivot_table(index=["example_id", "language", "factor"], columns="neurons", values="effect")
+    wide = wide.reset_index()
+    wide["difference"] = wide["knowledge"] - wide["random"]
+    rows = []
+    pooled = wide.assign(language="all")
+    for (lang, factor), grp in pd.concat([wide, pooled]).groupby(["language", "factor"], sort=False):
+        for what in ("knowledge", "random", "difference"):
+            s = bootstrap_ci(grp[what].to_numpy(), boot)
+            rows.append({"language": lang, "factor": factor, "neurons": what, "mean": s.mean, "ci_low": s.ci_low,
+                         "ci_high": s.ci_high, "n": s.n})
+    return pd.DataFrame(rows)
+
+
+def neuron_sanity_check(lm: LoadedModel, records: Sequence[Record], languages: Sequence[str],
+                        config: AttributionConfig | None = None, cache: ArtifactCache | None = None,
+                        sanity: SanityConfig | None = None, n_boot: int = 2000) -> pd.DataFrame:
+    """Suppress/enhance knowledge vs random neurons over records x languages; bootstrap 95% CIs per language."""
+    sanity = sanity or SanityConfig()
+    effects = sanity_effects(lm, records, languages, config, cache, sanity)
+    return summarize_sanity(effects, n_boot=n_boot, seed=sanity.seed)
+
+
+__all__ = ["SanityConfig", "neuron_sanity_check", "sanity_effects", "summarize_sanity", "suppression_effect"]

@@ -1,0 +1,165 @@
+"""Mask algebra (independent = intersection, specific = edit set minus it), random controls, saving, sweeps,
+and the suppression check on tiny models."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memla_utils.attribution import AttributionConfig
+from memla_utils.cache import ArtifactCache
+from memla_utils.masks import (MaskConfig, NeuronMasks, RecordMasks, compute_record_masks, counts_frame,
+                               independent_share_frame, intersection, jaccard, jaccard_matrix, language_neurons,
+                               load_record_masks, masks_from_sets, random_masks_like, save_record_masks,
+                               steps_sweep, threshold_sweep, union)
+from memla_utils.mkeb.record import EditTarget, Record, RecordError
+from memla_utils.testing import tiny_model
+
+N = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def nm(**layers: list[int]) -> NeuronMasks:
+    return NeuronMasks.from_sets({int(k[1:]): v for k, v in layers.items()}, N)
+
+
+def make_record(languages=("en", "zh", "fr", "es")) -> Record:
+    edits = {"en": EditTarget("The capital of {} is", "Japan", "Kyoto", "Tokyo"),
+             "zh": EditTarget("{}的首都是", "日本", "京都", "東京"),
+             "fr": EditTarget("La capitale du {} est", "Japon", "Kyoto", "Tokyo"),
+             "es": EditTarget("La capital de {} es", "Japón", "Kioto", "Tokio")}
+    return Record("jp", "capital", {l: edits[l] for l in languages},
+                  paraphrase_prompts={"en": ["Japan's capital city is"]})
+
+
+def test_independent_is_intersection_and_specific_the_rest():
+    sets = {"en": nm(l0=[1, 2, 3], l2=[5]), "zh": nm(l0=[2, 3, 4], l2=[5, 6]), "fr": nm(l0=[3, 9], l2=[5]),
+            "es": nm(l1=[7])}
+    rm = masks_from_sets("r", "zh", sets, ["en", "zh", "fr"])
+    assert rm.independent.to_sets() == {0: {3}, 2: {5}}
+    assert rm.specific.to_sets() == {0: {2, 4}, 2: {6}}
+    assert rm.edit_language == "zh" and rm.example_id == "r"
+    # specific and independent are disjoint and together give the edit language's set
+    assert (rm.specific & rm.independent).total == 0
+    assert (rm.specific | rm.independent).to_sets() == sets["zh"].to_sets()
+    # an edit language outside the independence list still loses the independent neurons
+    assert masks_from_sets("r", "es", sets, ["en", "zh", "fr"]).specific.to_sets() == {1: {7}}
+
+
+def test_intersection_union_jaccard():
+    a, b = nm(l0=[1, 2], l1=[3]), nm(l0=[2, 5])
+    assert intersection([a, b]).to_sets() == {0: {2}}
+    assert intersection([a, b]).layers == [0]
+    assert union([a, b]).to_sets() == {0: {1, 2, 5}, 1: {3}}
+    assert jaccard(a, b) == pytest.approx(1 / 4)
+    assert jaccard(NeuronMasks(N), NeuronMasks(N)) == 1.0
+    with pytest.raises(ValueError, match="no neuron sets"):
+        intersection([])
+
+
+def test_random_masks_like_keeps_counts_and_is_seeded():
+    m = nm(l0=[1, 2, 3], l3=[4])
+    r1, r2, r3 = random_masks_like(m, 0), random_masks_like(m, 0), random_masks_like(m, 1)
+    assert r1.counts() == m.counts()
+    assert r1.to_sets() == r2.to_sets()
+    assert r1.to_sets() != r3.to_sets()
+    assert random_masks_like(NeuronMasks(N), 0).total == 0
+
+
+def test_save_and_load_record_masks(tmp_path):
+    rm = RecordMasks("capital:JP/x", "en", specific=nm(l0=[1], l2=[3, 4]), independent=nm(l1=[0]))
+    path = save_record_masks(rm, tmp_path)
+    assert path.parent == tmp_path and path.suffix == ".safetensors" and "/" not in path.name[:-12]
+    back = load_record_masks(path)
+    assert (back.example_id, back.edit_language) == ("capital:JP/x", "en")
+    assert back.specific.to_sets() == rm.specific.to_sets() and back.independent.to_sets() == rm.independent.to_sets()
+    assert back.specific.n_neurons == N
+    rm.specific.save(tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="not a record-masks file"):
+        load_record_masks(tmp_path / "plain.safetensors")
+
+
+def test_mask_config_validation():
+    assert MaskConfig().independent_languages == ("en", "zh", "fr")
+    assert MaskConfig(independent_languages="all").languages_for(make_record()) == ["en", "zh", "fr", "es"]
+    assert MaskConfig().languages_for(make_record(("en", "zh", "es"))) == ["en", "zh"]
+    with pytest.raises(ValueError, match="MaskConfig.independent_languages"):
+        MaskConfig(independent_languages=("en", "xx"))
+    with pytest.raises(ValueError, match="MaskConfig.attribution"):
+        MaskConfig(attribution={"steps": 3})
+
+
+def test_compute_record_masks_on_a_tiny_model(tmp_path):
+    lm = tiny_model("llama")
+    cache = ArtifactCache(tmp_path)
+    cfg = MaskConfig(attribution=AttributionConfig(steps=3))
+    record = make_record()
+    rm = compute_record_masks(lm, record, "en", cfg, cache)
+    sets = language_neurons(lm, record, ["en", "zh", "fr"], cfg.attribution, cache)
+    assert rm.independent.to_sets() == intersection([sets["en"], sets["zh"], sets["fr"]]).to_sets()
+    assert rm.specific.to_sets() == (sets["en"] - rm.independent).to_sets()
+    assert sets["en"].total > 0 and rm.specific.n_neurons == lm.adapter.n_neurons
+    # es was not needed: nothing attributed for it; a second call computes nothing new
+    n_files = len(list(tmp_path.rglob("*.safetensors")))
+    assert n_files == 4  # en edit + en paraphrase + zh + fr
+    compute_record_masks(lm, record, "zh", cfg, cache)
+    assert len(list(tmp_path.rglob("*.safetensors"))) == n_files
+    with pytest.raises(RecordError, match="'jp'.*'de'"):
+        compute_record_masks(lm, record, "de", cfg, cache)
+
+
+def test_frames_and_sweeps(tmp_path):
+    lm = tiny_model("gpt2")
+    cache = ArtifactCache(tmp_path)
+    cfg = AttributionConfig(steps=3, use_paraphrases=False)
+    record = make_record()
+    sets = language_neurons(lm, record, ["en", "zh"], cfg, cache)
+    counts = counts_frame({("jp", l): s for l, s in sets.items()}, lm.adapter.n_layers)
+    assert len(counts) == 2 * lm.adapter.n_layers
+    assert counts.groupby("language")["n"].sum().to_dict() == {l: s.total for l, s in sets.items()}
+    mat = jaccard_matrix({"jp": sets}, ["en", "zh"])
+    assert mat.loc["en", "en"] == 1.0 and mat.loc["en", "zh"] == pytest.approx(jaccard(sets["en"], sets["zh"]))
+    rm = masks_from_sets("jp", "en", sets, ["en", "zh"])
+    share = independent_share_frame([rm], lm.adapter.n_layers)
+    assert share["independent"].sum() == rm.independent.total and share["specific"].sum() == rm.specific.total
+    from memla_utils.attribution import record_attributions
+
+    atts = {("jp", "en"): record_attributions(lm, record, "en", cfg, cache)["en"]}
+    sweep = threshold_sweep(atts, [0.1, 0.3, 0.9])
+    assert sweep.set_index("threshold")["n_neurons"].is_monotonic_decreasing
+    assert sweep.set_index("threshold").loc[0.3, "jaccard_vs_reference"] == 1.0
+    steps = steps_sweep(lm, record, "en", [2, 3], cfg, cache)
+    assert list(steps["steps"]) == [2, 3]
+    assert steps.set_index("steps").loc[3, "jaccard_vs_max_steps"] == 1.0
+
+
+def test_suppression_effect_and_sanity_table(tmp_path):
+    from memla_utils.suppression import SanityConfig, neuron_sanity_check, sanity_effects, suppression_effect
+
+    lm = tiny_model("llama")
+    cache = ArtifactCache(tmp_path)
+    cfg = AttributionConfig(steps=3)
+    record = make_record(("en", "zh"))
+    kn = language_neurons(lm, record, ["en"], cfg, cache)["en"]
+    assert suppression_effect(lm, record, "en", kn, 1.0, config=cfg) == pytest.approx(0.0, abs=1e-6)
+    assert suppression_effect(lm, record, "en", NeuronMasks(lm.adapter.n_neurons), 0.0, config=cfg) == 0.0
+    down = suppression_effect(lm, record, "en", kn, 0.0, config=cfg)
+    assert down != 0.0 and down >= -1.0
+    absolute = suppression_effect(lm, record, "en", kn, 0.0, config=cfg, relative=False)
+    assert (absolute < 0) == (down < 0)
+    with pytest.raises(ValueError, match="factor"):
+        suppression_effect(lm, record, "en", kn, -1.0)
+    effects = sanity_effects(lm, [record], ["en", "zh"], cfg, cache, SanityConfig(factors=(0.0, 2.0)))
+    assert len(effects) == 2 * 2 * 2  # languages x factors x {knowledge, random}
+    assert set(effects["neurons"]) == {"knowledge", "random"}
+    summary = neuron_sanity_check(lm, [record, make_record(("en", "zh"))], ["en"], cfg, cache, n_boot=200)
+    assert set(summary["language"]) == {"en", "all"}
+    assert set(summary["neurons"]) == {"knowledge", "random", "difference"}
+    ok = summary.dropna()
+    assert ((ok["ci_low"] <= ok["mean"] + 1e-12) & (ok["mean"] <= ok["ci_high"] + 1e-12)).all()
