@@ -346,6 +346,21 @@ def general_study(lm: LoadedModel, records: Sequence[Record], methods: Sequence[
 FULL_SCALE_RECORDS = 100
 
 
+def parse_methods(value: str, run_methods: Sequence[str], n_records: int = 0) -> list[str]:
+    """``"memla,ft"`` (kept in run order, only methods of the run); ``"all"``: every method of the run;
+    ``"auto"``: MEMLA alone on small runs (each edit costs seconds on CPU), every method at full scale."""
+    value = value.strip()
+    if value == "auto":
+        value = "all" if n_records >= FULL_SCALE_RECORDS else "memla"
+    if value == "all":
+        return list(run_methods)
+    wanted = [v.strip() for v in value.split(",") if v.strip()]
+    dropped = [m for m in wanted if m not in run_methods]
+    if dropped:
+        log.warning("general_methods %s are not methods of this run (%s): skipped", dropped, ",".join(run_methods))
+    return [m for m in wanted if m in run_methods]
+
+
 def parse_steps(value: str | Sequence[int], n_records: int = 0) -> tuple[int, ...]:
     """``"1,3,5"`` -> (1, 3, 5); ``"full"`` -> (10, 50, 100); ``"auto"`` -> full when ``n_records`` >= 100, else
     the CPU default (1, 3, 5); ``""`` -> no sequential run."""
@@ -362,5 +377,5 @@ def parse_steps(value: str | Sequence[int], n_records: int = 0) -> tuple[int, ..
 
 
 __all__ = ["FULL_SEQUENTIAL_STEPS", "GeneralConfig", "ProbeSet", "available_methods", "build_probe_set",
-           "FULL_SCALE_RECORDS", "general_study", "parse_steps", "split_records", "measure", "save_rows",
+           "FULL_SCALE_RECORDS", "general_study", "parse_methods", "parse_steps", "split_records", "measure", "save_rows",
            "score_sentences", "sentence_nll", "sequential_general", "single_edit_general"]

@@ -36,7 +36,7 @@ ABLATION_METHODS: tuple[str, ...] = ("memla", "memla-lse", "memla-lie", "memla-u
 REFERENCE_METHODS: tuple[str, ...] = ("unedited",)
 #: Metrics shown as percentages (values in [0, 1]); everything else is shown as is.
 PERCENT_METRICS: frozenset[str] = frozenset(SCORE_METRICS) | {"fact_accuracy", "fact_token_accuracy",
-                                                              "edit_retention"}
+                                                              "edit_retention", "perplexity_rel"}
 MISSING = "missing"
 
 
@@ -185,17 +185,21 @@ def multihop_stats(df: pd.DataFrame, *, sources: Sequence[str] = ("en", "zh"),
 def general_stats(gdf: pd.DataFrame, boot: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
     """General ability after editing: change vs the unedited model, by setting, method, edits, language, metric.
 
-    ``gdf`` holds :mod:`memla_utils.general` rows; ``delta`` (after − before) is what the interval is about.
+    ``gdf`` holds :mod:`memla_utils.general` rows; the interval is about the change: ``after − before`` for
+    accuracies, ``after / before − 1`` for perplexity (metric ``perplexity_rel``).
     """
     if gdf is None or gdf.empty:
         return pd.DataFrame(columns=["setting", "method", "n_edits", "eval_lang", "metric", "mean", "ci_low",
                                      "ci_high", "n", "before", "after"])
     g = gdf.copy()
+    ppl = g["metric"] == "perplexity"  # perplexity scales differ by language: report the relative change
+    g.loc[ppl, "delta"] = pd.to_numeric(g.loc[ppl, "after"]) / pd.to_numeric(g.loc[ppl, "before"]) - 1.0
+    g.loc[ppl, "metric"] = "perplexity_rel"
     g["value"] = pd.to_numeric(g["delta"], errors="coerce")
-    g = g[g["value"].notna()]
     keys = ["setting", "method", "n_edits", "eval_lang", "metric"]
+    levels = g.groupby(keys, dropna=False)[["before", "after"]].mean().reset_index()
+    g = g[g["value"].notna()]
     stats = cell_stats(g, keys, boot)
-    levels = gdf.groupby(keys, dropna=False)[["before", "after"]].mean().reset_index()
     return stats.merge(levels, on=keys, how="left")
 
 
@@ -228,7 +232,8 @@ def wide(stats: pd.DataFrame, index: Sequence[str], columns: Sequence[str], *, m
     return table.fillna(MISSING)
 
 
-_LEVEL_ORDER = {v: i for i, v in enumerate((*SCORE_METRICS, "same", "cross", "perplexity", "fact_accuracy",
+_LEVEL_ORDER = {v: i for i, v in enumerate((*SCORE_METRICS, "same", "cross", "perplexity", "perplexity_rel",
+                                             "fact_accuracy",
                                              "fact_token_accuracy", "edit_retention"))}
 
 
@@ -410,8 +415,8 @@ def neuron_figure(neurons: pd.DataFrame) -> Any:
     sns.lineplot(data=neurons, x="layer", y="count", hue="language", marker="o", ax=ax, palette="colorblind",
                  errorbar=None)
     ax.set_xlabel("layer")
-    ax.set_ylabel("knowledge neurons per fact")
-    ax.set_title("knowledge neurons per layer")
+    ax.set_ylabel("neurons per fact")
+    ax.set_title("language-specific and language-independent neurons per layer")
     return fig
 
 
@@ -690,6 +695,43 @@ def load_results_table(run_dir: str | Path) -> pd.DataFrame:
                                                            "value", "n"])
 
 
+def load_mask_stats(run_dir: str | Path) -> pd.DataFrame | None:
+    """Per (record, edit language, layer): independent and specific neuron counts, from the record-mask files
+    (:func:`memla_utils.masks.save_record_masks`) anywhere under ``run_dir``; None when there are none."""
+    from .masks import load_record_masks
+
+    root = Path(run_dir)
+    if not root.exists():
+        return None
+    rows = []
+    for path in sorted(root.rglob("*.safetensors")):
+        try:
+            rm = load_record_masks(path)
+        except Exception:  # noqa: BLE001 - not a masks file (a saved edit, a corrupt file): not ours to judge
+            log.debug("%s is not a record-masks file", path)
+            continue
+        layers = sorted(set(rm.independent.masks) | set(rm.specific.masks))
+        for layer in layers or [0]:
+            ind = int(rm.independent.masks[layer].sum()) if layer in rm.independent.masks else 0
+            spec = int(rm.specific.masks[layer].sum()) if layer in rm.specific.masks else 0
+            rows.append({"record": rm.example_id, "edit_language": rm.edit_language, "layer": layer,
+                         "independent": ind, "specific": spec})
+    if not rows:
+        return None
+    return pd.DataFrame(rows).drop_duplicates(["record", "edit_language", "layer"])
+
+
+def neuron_layer_frame(mask_stats: pd.DataFrame) -> pd.DataFrame:
+    """``layer, language, count`` for :func:`neuron_figure`: language-specific neurons per edit language and the
+    language-independent ones, mean per (record, edit language)."""
+    per = mask_stats.groupby(["edit_language", "layer"])[["specific", "independent"]].mean().reset_index()
+    spec = per.rename(columns={"specific": "count"}).assign(
+        language=lambda d: "specific (" + d["edit_language"] + ")")[["layer", "language", "count"]]
+    ind = per.groupby("layer")["independent"].mean().reset_index().rename(columns={"independent": "count"})
+    ind["language"] = "independent"
+    return pd.concat([spec, ind[["layer", "language", "count"]]], ignore_index=True)
+
+
 def load_general_table(run_dir: str | Path) -> pd.DataFrame:
     """Rows written by notebook 06 (:func:`memla_utils.general.write_rows`) or an empty frame."""
     path = Path(run_dir) / "general" / "general.jsonl"
@@ -750,7 +792,7 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     gst = general_stats(general, boot)
     single = gst[gst["setting"] == "single"] if not gst.empty else gst
     table("general_single", single, wide(single, ["method"], ["metric", "eval_lang"], rows=rows),
-          "General ability after one edit: change vs the unedited model (perplexity; accuracy in points)")
+          "General ability after one edit: change vs the unedited model (perplexity: relative, %; accuracy: points)")
     seq = general[general["setting"] == "sequential"] if not general.empty else general
     if not seq.empty:
         seq_st = seq.groupby(["method", "n_edits", "metric"])[["before", "after"]].mean().reset_index()
@@ -766,7 +808,7 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
           "Sequential editing: general ability after N accumulated edits (mean over languages; n = languages)")
 
     suppression = find_table(run_dir, "suppression")
-    masks = find_table(run_dir, "mask_counts")
+    masks = load_mask_stats(run_dir)
     claims = claims_table(results if not results.empty else None, general if not general.empty else None,
                           suppression, masks, boot=boot)
     table("claims", claims, format_claims(claims), "The paper's claims checked on this run")
@@ -778,7 +820,8 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
             missing[f"heatmap_{method}"] = str(err)
     for name, make in (("ablation_bars", lambda: ablation_figure(ablation_stats(results, boot))),
                        ("sequential_editing", lambda: sequential_figure(general)),
-                       ("neurons_per_layer", lambda: neuron_figure(find_table(run_dir, "neurons_per_layer")))):
+                       ("neurons_per_layer", lambda: neuron_figure(
+                           neuron_layer_frame(masks) if masks is not None else find_table(run_dir, "neurons_per_layer")))):
         try:
             if results.empty and name == "ablation_bars":
                 raise ValueError("no results")
@@ -808,8 +851,9 @@ def table_digest(frame: pd.DataFrame) -> str:
 
 
 __all__ = ["ABLATION_METHODS", "BootstrapConfig", "CellStat", "ClaimConfig", "MISSING", "PAPER_FIGURES",
-           "SCORE_METRICS", "ablation_figure", "ablation_stats", "baseline_methods", "bootstrap_ci", "cell_stats",
-           "claims_table", "find_table", "load_general_table", "load_results_table", "write_report", "ReportOutputs", "format_cell", "format_claims", "general_stats", "heatmap_figure",
-           "main_stats", "method_order", "multihop_stats", "neuron_figure", "paired_difference",
+           "ReportOutputs", "SCORE_METRICS", "ablation_figure", "ablation_stats", "baseline_methods", "bootstrap_ci",
+           "cell_stats", "claims_table", "find_table", "format_cell", "format_claims", "general_stats",
+           "heatmap_figure", "load_general_table", "load_mask_stats", "load_results_table", "main_stats",
+           "method_order", "multihop_stats", "neuron_figure", "neuron_layer_frame", "paired_difference",
            "per_language_stats", "save_figure", "scores", "sequential_figure", "suppression_effect", "table_digest",
-           "tidy", "to_latex", "to_markdown", "verdict", "wide", "write_table"]
+           "tidy", "to_latex", "to_markdown", "verdict", "wide", "write_report", "write_table"]

@@ -187,3 +187,8 @@ def test_general_study_runs_single_and_sequential_and_reports_missing_methods(lm
     assert parse_steps("auto", 3) == (1, 3, 5) and parse_steps("auto", 1000) == (10, 50, 100)
     with pytest.raises(ValueError, match="sequential_steps"):
         parse_steps("1,x")
+    from memla_utils.general import parse_methods
+
+    run = ["memla", "memla-lse", "ft"]
+    assert parse_methods("auto", run, 3) == ["memla"] and parse_methods("auto", run, 1000) == run
+    assert parse_methods("ft,rome", run) == ["ft"] and parse_methods("all", run) == run

@@ -216,3 +216,36 @@ def test_write_report_with_empty_run_dir_does_not_fail(tmp_path):
     assert out.claims["verdict"].str.startswith("not measured").all()
     assert (out.tables["main_comparison"].loc["memla"] == report.MISSING).all() or \
         out.tables["main_comparison"].shape[1] == 0
+
+
+def test_mask_files_give_neuron_statistics_the_exists_claim_and_a_figure(tmp_path):
+    import torch
+
+    from memla_utils.masks import NeuronMasks, RecordMasks, save_record_masks
+
+    run = tmp_path / "run"
+    for i, n_ind in enumerate((2, 0, 3)):
+        ind = NeuronMasks.from_sets({1: range(n_ind)}, 16)
+        spec = NeuronMasks.from_sets({0: [5, 6], 2: [7]}, 16)
+        save_record_masks(RecordMasks(f"r{i}", "en", specific=spec, independent=ind), run / "masks")
+    (run / "masks" / "other.safetensors").write_bytes(b"not a masks file")  # ignored, not fatal
+    stats = report.load_mask_stats(run)
+    assert set(stats["record"]) == {"r0", "r1", "r2"}
+    assert stats.groupby("record")["independent"].sum().to_dict() == {"r0": 2, "r1": 0, "r2": 3}
+    frame = report.neuron_layer_frame(stats)
+    assert set(frame["language"]) == {"independent", "specific (en)"}
+    claims = report.claims_table(None, masks=stats, boot=FAST)
+    row = claim(claims, "neurons_exist")
+    assert row["effect"] == pytest.approx(2 / 3) and row["n"] == 3
+    out = report.write_report(run, tmp_path / "fig", methods=["memla"], boot=FAST)
+    assert "neurons_per_layer" not in out.missing and (tmp_path / "fig" / "neurons_per_layer.pdf").exists()
+    del torch
+
+
+def test_general_stats_report_relative_perplexity_and_accuracy_points():
+    g = pd.DataFrame([{"setting": "single", "method": "memla", "n_edits": 1, "record": f"r{i}", "eval_lang": "en",
+                       "metric": m, "before": b, "after": a, "delta": a - b, "n": 4}
+                      for i in range(3) for m, b, a in (("perplexity", 20.0, 22.0), ("fact_accuracy", 0.5, 0.25))])
+    st = report.general_stats(g, FAST).set_index("metric")
+    assert st.loc["perplexity_rel", "mean"] == pytest.approx(0.1) and st.loc["perplexity_rel", "after"] == 22.0
+    assert st.loc["fact_accuracy", "mean"] == pytest.approx(-0.25) and st.loc["fact_accuracy", "n"] == 3
