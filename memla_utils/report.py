@@ -430,6 +430,7 @@ PAPER_FIGURES: dict[str, str] = {
     "general": "general ability barely affected by editing",
     "neurons_exist": "language-independent neurons exist (shared by all languages)",
     "neurons_matter": "masking to the located neurons beats editing other neurons",
+    "suppression": "not reported in the paper (the companion's check that located neurons carry the fact)",
 }
 
 
@@ -589,11 +590,11 @@ def claims_table(results: pd.DataFrame | None, general: pd.DataFrame | None = No
     # 7. ... and matter: suppression check, and masked vs random-neuron editing
     claim = "Knowledge neurons matter (suppression lowers P(true) more than random neurons)"
     if suppression is None or suppression.empty:
-        rows.append(_claim("neurons_matter", claim, "", None, reason="no suppression-check table in run_dir "
-                                                                     "(notebook 02)"))
+        rows.append(_claim("suppression", claim, "", None, reason="no suppression-check table in run_dir "
+                                                                  "(notebook 02)"))
     else:
         stat, how = suppression_effect(suppression, boot)
-        rows.append(_claim("neurons_matter", claim, how, stat, reason=None if stat else how))
+        rows.append(_claim("suppression", claim, how, stat, reason=None if stat else how))
     claim = "Editing the located neurons beats editing random neurons"
     if t is None or not {"memla", "memla-random"} <= set(t["method"]):
         rows.append(_claim("neurons_matter", claim, "", None, reason="needs memla and memla-random results"))
@@ -791,7 +792,8 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
           "Multi-hop (QS, %) by edit language and evaluation language")
     gst = general_stats(general, boot)
     single = gst[gst["setting"] == "single"] if not gst.empty else gst
-    table("general_single", single, wide(single, ["method"], ["metric", "eval_lang"], rows=rows),
+    grows = method_order({"memla", *(general["method"] if not general.empty else [])})
+    table("general_single", single, wide(single, ["method"], ["metric", "eval_lang"], rows=grows),
           "General ability after one edit: change vs the unedited model (perplexity: relative, %; accuracy: points)")
     seq = general[general["setting"] == "sequential"] if not general.empty else general
     if not seq.empty:
@@ -803,7 +805,7 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
                                    aggfunc="first").fillna(MISSING)
     else:
         seq_st, seq_wide = pd.DataFrame(columns=["method", "n_edits", "metric", "before", "after", "n"]), \
-            pd.DataFrame(index=pd.Index(rows, name="method"))
+            pd.DataFrame(index=pd.Index(grows, name="method"))
     table("general_sequential", seq_st, seq_wide,
           "Sequential editing: general ability after N accumulated edits (mean over languages; n = languages)")
 

@@ -182,6 +182,9 @@ def test_suppression_effect_reads_both_layouts():
     assert stat2.mean == pytest.approx(0.4667, abs=1e-3)
     stat3, why = report.suppression_effect(pd.DataFrame({"x": [1]}), FAST)
     assert stat3 is None and "not understood" in why
+    assert claim(report.claims_table(None, suppression=long, boot=FAST), "suppression")["verdict"] == "supported"
+    bad = claim(report.claims_table(None, suppression=pd.DataFrame({"x": [1]}), boot=FAST), "suppression")
+    assert bad["verdict"].startswith("not measured (suppression table columns")
 
 
 # ------------------------------------------------------------------------------------------ end to end
