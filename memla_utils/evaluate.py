@@ -150,28 +150,32 @@ class LanguageEvaluation:
         return cls({k: MetricValue(**v) for k, v in data["metrics"].items()}, data["continuations"])
 
 
-def _reliability(lm: LoadedModel, prompts: list[str], view: LanguageView, config: EvalConfig,
-                 prefix: str) -> dict[str, MetricValue]:
-    """ES / PS on ``prompts``: P(new) > P(true), plus teacher-forced accuracy variants of target_new."""
+def _reliability(lm: LoadedModel, groups: dict[str, list[str]], view: LanguageView,
+                 config: EvalConfig) -> dict[str, MetricValue]:
+    """ES / PS (one group of prompts each): P(new) > P(true), plus teacher-forced accuracy of target_new.
+
+    All prompts of all groups and both answers are scored in one batched call.
+    """
+    prompts = [p for g in groups.values() for p in g]
+    n = len(prompts)
+    has_new = bool(view.target_new.strip())  # empty: nothing to score (the editor reports the bad record)
+    has_true = has_new and bool((view.target_true or "").strip())
+    scores: dict[str, torch.Tensor] = {}
+    if n and has_new:
+        answers = [view.target_new] * n + ([view.target_true] * n if has_true else [])  # type: ignore[list-item]
+        scores = score_answers(lm.model, lm.tokenizer, prompts * (2 if has_true else 1), answers, view.language,
+                               batch_size=config.batch_size)
     out: dict[str, MetricValue] = {}
-    if not prompts:
-        out[prefix] = MetricValue(None, 0)
+    start = 0
+    for prefix, group in groups.items():
+        sl = slice(start, start + len(group))
+        start += len(group)
+        ok = bool(group) and bool(scores)
+        wins = (scores["logprob"][sl] > scores["logprob"][n:][sl]).float().tolist() if ok and has_true else []
+        out[prefix] = _mean(wins)  # no prompts or no old answer: not available
         if config.variants:
-            out[f"{prefix}_token_acc"] = out[f"{prefix}_exact_match"] = MetricValue(None, 0)
-        return out
-    lang, n = view.language, len(prompts)
-    if not view.target_new.strip():  # nothing to score: not available (the editor reports the bad record)
-        return _reliability(lm, [], view, config, prefix)
-    new = score_answers(lm.model, lm.tokenizer, prompts, [view.target_new] * n, lang, batch_size=config.batch_size)
-    if (view.target_true or "").strip():
-        true = score_answers(lm.model, lm.tokenizer, prompts, [view.target_true] * n, lang,  # type: ignore[list-item]
-                             batch_size=config.batch_size)
-        out[prefix] = _mean((new["logprob"] > true["logprob"]).float().tolist())
-    else:
-        out[prefix] = MetricValue(None, 0)  # no old answer: the comparison is not available
-    if config.variants:
-        out[f"{prefix}_token_acc"] = _mean(new["token_accuracy"].tolist())
-        out[f"{prefix}_exact_match"] = _mean(new["exact_match"].tolist())
+            out[f"{prefix}_token_acc"] = _mean(scores["token_accuracy"][sl].tolist() if ok else [])
+            out[f"{prefix}_exact_match"] = _mean(scores["exact_match"][sl].tolist() if ok else [])
     return out
 
 
@@ -187,9 +191,8 @@ def evaluate_language(lm: LoadedModel, record: Record, language: str, *, wrap: W
     wrap = wrap or _identity
     view = record.for_language(language)
     metrics: dict[str, MetricValue] = {}
-    metrics.update(_reliability(lm, [wrap(view.prompt, language)], view, config, "ES"))
     paras = [wrap(p, language) for p in _take(view.paraphrase_prompts, config.max_paraphrases)]
-    metrics.update(_reliability(lm, paras, view, config, "PS"))
+    metrics.update(_reliability(lm, {"ES": [wrap(view.prompt, language)], "PS": paras}, view, config))
 
     # generation-based metrics: neighborhood (gold answers) and multi-hop (new answer), in one batch
     ngh = list(zip(view.neighborhood_prompts, view.neighborhood_answers))

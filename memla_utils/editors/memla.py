@@ -26,7 +26,8 @@ import torch
 from ..masks import NeuronMasks, RecordMasks
 from ..mkeb.record import Record, RecordError
 from ..models import LoadedModel
-from ..text import PromptAnswerBatch, build_batch
+from ..scoring import answer_logprob
+from ..text import build_batch
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
 from .masked_lora import MaskedLoRA, attach_all, make_pair
 
@@ -84,17 +85,6 @@ class TrainResult:
     p_new: list[float] = field(default_factory=list)
     p_true: list[float | None] = field(default_factory=list)
     stopped_early: bool = False
-
-
-def _answer_logprobs(lm: LoadedModel, batch: PromptAnswerBatch) -> torch.Tensor:
-    """Sum of answer-token log-probs per row, computing the LM head only at answer positions (fast on 262k vocab)."""
-    batch = batch.to(lm.device)
-    keep = torch.nonzero(batch.answer_mask.any(0)).flatten()
-    logits = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep).logits
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    targets = batch.answer_targets[:, keep]
-    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (picked * batch.answer_mask[:, keep]).sum(-1)
 
 
 class MemlaEditor(BaseEditor):
@@ -194,11 +184,11 @@ class MemlaEditor(BaseEditor):
         res = TrainResult(steps=0, loss=float("nan"))
         with attach_all(loras), torch.enable_grad():
             for step in range(cfg.max_steps + 1):
-                lp_new = _answer_logprobs(lm, new_batch)
+                lp_new = answer_logprob(lm.model, new_batch)
                 loss_f = -cfg.nll_weight * lp_new
                 p_true_rows: list[float | None] = [None] * len(facts)
                 if true_batch is not None and cfg.true_prob_weight:
-                    p_true = _answer_logprobs(lm, true_batch).exp()
+                    p_true = answer_logprob(lm.model, true_batch).exp()
                     loss_f = loss_f.index_add(0, torch.tensor(with_true, device=loss_f.device),
                                               cfg.true_prob_weight * p_true)
                     for j, i in enumerate(with_true):
