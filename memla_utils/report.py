@@ -610,15 +610,18 @@ def suppression_effect(table: pd.DataFrame, boot: BootstrapConfig = BootstrapCon
                        ) -> tuple[CellStat | None, str]:
     """Random-neuron minus knowledge-neuron change in P(true) under suppression (positive = neurons matter).
 
-    Accepts a tidy table with ``neurons`` (knowledge / random), ``intervention`` (suppress / ...) and
-    ``value`` (change in P(true)), optionally ``record``; or one row per (record, language) with
-    ``knowledge`` and ``random`` columns.
+    Reads notebook 02's tidy effects (:func:`memla_utils.suppression.sanity_effects`: ``example_id, language,
+    factor, neurons, effect``; suppression = factor 0), or ``intervention``/``value`` columns, or one row per
+    fact with ``knowledge`` and ``random`` columns. Paired per (fact, language), averaged per fact; n = facts.
     """
-    t = table.copy()
+    t = table.rename(columns={"example_id": "record", "effect": "value"}).copy()
+    if "factor" in t.columns:
+        t = t[pd.to_numeric(t["factor"], errors="coerce") == 0]
     if "intervention" in t.columns:
         t = t[t["intervention"].astype(str).str.startswith("suppress")]
     if {"knowledge", "random"} <= set(t.columns):
-        diff = pd.to_numeric(t["random"], errors="coerce") - pd.to_numeric(t["knowledge"], errors="coerce")
+        t["diff"] = pd.to_numeric(t["random"], errors="coerce") - pd.to_numeric(t["knowledge"], errors="coerce")
+        diff = t.groupby("record")["diff"].mean() if "record" in t.columns else t["diff"]
     elif {"neurons", "value"} <= set(t.columns):
         keys = [c for c in ("record", "language") if c in t.columns]
         if not keys:
@@ -626,11 +629,13 @@ def suppression_effect(table: pd.DataFrame, boot: BootstrapConfig = BootstrapCon
         piv = t.pivot_table(index=keys, columns="neurons", values="value", aggfunc="mean")
         if not {"knowledge", "random"} <= set(piv.columns):
             return None, f"suppression table has neuron sets {sorted(piv.columns)}, expected knowledge and random"
-        diff = piv["random"] - piv["knowledge"]
+        paired = (piv["random"] - piv["knowledge"]).rename("diff").reset_index()
+        diff = paired.groupby(keys[0])["diff"].mean()
     else:
         return None, f"suppression table columns {sorted(table.columns)} not understood"
     stat = bootstrap_ci(diff.dropna().to_numpy(), boot)
-    return stat, "Δ P(true) with random neurons suppressed − with knowledge neurons suppressed"
+    return stat, ("relative change in P(true) with random neurons suppressed − with the fact's knowledge neurons "
+                  "suppressed (same counts per layer), per fact")
 
 
 def format_claims(claims: pd.DataFrame) -> pd.DataFrame:
@@ -810,6 +815,8 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
           "Sequential editing: general ability after N accumulated edits (mean over languages; n = languages)")
 
     suppression = find_table(run_dir, "suppression")
+    if suppression is None:  # notebook 02 writes its per-fact sanity effects as a table
+        suppression = find_table(tables_dir, "kn_sanity_effects")
     masks = load_mask_stats(run_dir)
     claims = claims_table(results if not results.empty else None, general if not general.empty else None,
                           suppression, masks, boot=boot)

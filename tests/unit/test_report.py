@@ -252,3 +252,17 @@ def test_general_stats_report_relative_perplexity_and_accuracy_points():
     st = report.general_stats(g, FAST).set_index("metric")
     assert st.loc["perplexity_rel", "mean"] == pytest.approx(0.1) and st.loc["perplexity_rel", "after"] == 22.0
     assert st.loc["fact_accuracy", "mean"] == pytest.approx(-0.25) and st.loc["fact_accuracy", "n"] == 3
+
+
+def test_suppression_reads_notebook_02_sanity_effects_layout():
+    rows = []
+    for i in range(5):
+        for lang in ("en", "zh"):
+            for factor, kn, rnd in ((0.0, -0.6, -0.05), (2.0, 0.8, 0.0)):
+                rows.append({"example_id": f"r{i}", "language": lang, "factor": factor, "neurons": "knowledge",
+                             "n_neurons": 4, "effect": kn + 0.01 * i})
+                rows.append({"example_id": f"r{i}", "language": lang, "factor": factor, "neurons": "random",
+                             "n_neurons": 4, "effect": rnd})
+    stat, how = report.suppression_effect(pd.DataFrame(rows), FAST)
+    assert stat.n == 5 and stat.mean == pytest.approx(0.55 - 0.02)  # enhancement rows (factor 2) are ignored
+    assert "suppressed" in how
