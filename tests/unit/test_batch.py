@@ -103,3 +103,20 @@ def test_only_selects_notebooks_and_missing_notebooks_are_an_error(tmp_path):
     assert [p.name for p in batch.notebooks(tmp_path, ["06", "07"])] == ["06_b.ipynb", "07_c.ipynb"]
     with pytest.raises(BatchError, match="no notebooks"):
         batch.notebooks(tmp_path, ["99"])
+
+
+def test_every_committed_notebook_takes_the_shared_parameters():
+    """The batch passes the shared parameters to every notebook: each must declare them in its parameters cell."""
+    import ast
+
+    paths = batch.notebooks()
+    assert paths, "no notebooks found"
+    for path in paths:
+        nb = nbformat.read(str(path), as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code and "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell not tagged"
+        names = {t.id for node in ast.parse(code[0].source).body if isinstance(node, ast.Assign)
+                 for t in node.targets if isinstance(t, ast.Name)}
+        missing = set(batch.SHARED_PARAMETERS) - names
+        assert not missing, f"{path.name}: parameters cell lacks {sorted(missing)}"
+        assert nb.metadata.get("kernelspec", {}).get("name") == "memla", f"{path.name}: kernel is not memla"
