@@ -7,8 +7,9 @@
 
 Executed notebooks go to ``<run_dir>/notebooks/``; a failure stops the chain with a message naming the
 notebook and the cell's error. ``--matrix``/``--models`` run the whole chain once per combination, each in its
-own ``<run_dir>/<slug>`` with its figures under ``<run_dir>/<slug>/figures`` (the committed ``figures/`` are
-only written by the plain default run).
+own ``<run_dir>/<slug>`` with its figures under ``<run_dir>/<slug>/figures``. Only the default configuration
+(``run_dir=runs/small``) writes the committed ``figures/``; any other run dir gets ``<run_dir>/figures`` unless
+``-p figures_dir=...`` says otherwise.
 """
 from __future__ import annotations
 
@@ -141,6 +142,9 @@ def plan_runs(preset: str | None = None, params: dict[str, Any] | None = None,
     defaults["figures_dir"] = "figures"
     defaults["mkeb_path"] = "data/mkeb/mkeb.jsonl"
     full = {**defaults, **base}
+    if "figures_dir" not in base and str(full["run_dir"]) != defaults["run_dir"]:
+        # only the default configuration writes the committed figures/; any other run keeps its own
+        full["figures_dir"] = str(Path(full["run_dir"]) / "figures")
     if not grid:
         _validate(full)
         return [BatchPlan(full)]
@@ -263,7 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("chain %s: run_dir=%s parameters=%s", plan.label, plan.run_dir, plan.parameters)
         if args.dry_run:
             for plan in plans:
-                print(f"{plan.label}: {' '.join(p.name for p in paths)} -> {plan.run_dir / 'notebooks'}")
+                print(f"{plan.label}: {' '.join(p.name for p in paths)}\n  executed notebooks -> "
+                      f"{plan.run_dir / 'notebooks'}\n  figures/tables -> {plan.parameters['figures_dir']}\n"
+                      f"  parameters: {plan.parameters}")
             return 0
         for plan in plans:
             res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output)

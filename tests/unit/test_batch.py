@@ -34,6 +34,9 @@ def test_full_preset_and_overrides():
     (plan,) = plan_runs("full", {"n_records": 20})
     p = plan.parameters
     assert p["n_records"] == 20 and p["device"] == "auto" and p["run_dir"] == "runs/full"
+    assert p["figures_dir"] == "runs/full/figures"  # the committed figures/ belong to the default run only
+    (own,) = plan_runs(None, {"run_dir": "runs/x", "figures_dir": "figs"})
+    assert own.parameters["figures_dir"] == "figs"
     assert p["languages"].split(",") == ["en", "zh", "fr", "de", "it", "es", "pt", "pl", "ru", "ja", "ko", "th"]
     with pytest.raises(BatchError, match="unknown preset"):
         plan_runs("huge")
