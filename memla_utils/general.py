@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,18 +185,33 @@ def _rows(setting: str, method: str, n_edits: int, record: str, edit_lang: str,
     return rows
 
 
-def _editor(method: str, lm: LoadedModel, train_records: Sequence[Record], editors: dict[str, Any] | None):
+#: ``masks(record, edit_language)`` -> precomputed MEMLA masks or None (as the runner takes them)
+MasksProvider = Callable[[Record, str], Any]
+
+
+def _context(record: Record, language: str, base: dict[str, Any] | None, masks: MasksProvider | None,
+             ) -> dict[str, Any]:
+    ctx = dict(base or {})
+    if masks is not None:
+        m = masks(record, language)
+        if m is not None:
+            ctx["masks"] = m
+    return ctx
+
+
+def _editor(method: str, lm: LoadedModel, train_records: Sequence[Record], editors: dict[str, Any] | None,
+            overrides: dict[str, dict[str, Any]] | None = None):
     if editors and method in editors:
         return editors[method]
     from .editors import make_editor
 
-    return make_editor(method).fit(lm, train_records)
+    return make_editor(method, **(overrides or {}).get(method, {})).fit(lm, train_records)
 
 
 def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeSet, methods: Sequence[str],
                         edit_language: str, *, train_records: Sequence[Record] = (),
                         editors: dict[str, Any] | None = None, config: GeneralConfig = GeneralConfig(),
-                        edit_context: dict[str, Any] | None = None,
+                        edit_context: dict[str, Any] | None = None, masks: MasksProvider | None = None,
                         reference: dict[tuple[str, str], tuple[float, int]] | None = None) -> list[dict[str, Any]]:
     """For each method and record: edit → measure general ability → revert. Failed edits are logged, skipped.
 
@@ -213,7 +228,7 @@ def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: Probe
         editor = _editor(method, lm, train_records, editors)
         for rec in tqdm(records, desc=f"general/{method}", leave=False):
             try:
-                edit = editor.edit(lm, rec, edit_language, **(edit_context or {}))
+                edit = editor.edit(lm, rec, edit_language, **_context(rec, edit_language, edit_context, masks))
             except Exception as err:  # noqa: BLE001 - one failed edit must not end the sweep
                 log.warning("%s could not edit %s (%s): %s", method, rec.example_id, edit_language, err)
                 continue
@@ -239,7 +254,7 @@ def sequential_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeS
                        edit_language: str, *, steps: Sequence[int] | None = None,
                        train_records: Sequence[Record] = (), editors: dict[str, Any] | None = None,
                        config: GeneralConfig = GeneralConfig(), edit_context: dict[str, Any] | None = None,
-                       reference: dict[tuple[str, str], tuple[float, int]] | None = None) -> list[dict[str, Any]]:
+                       masks: MasksProvider | None = None, reference: dict[tuple[str, str], tuple[float, int]] | None = None) -> list[dict[str, Any]]:
     """Accumulate edits without revert; at each checkpoint in ``steps`` measure general ability and retention.
 
     Afterwards every edit is reverted (newest first), so the model leaves as it came. Checkpoints beyond the
@@ -266,7 +281,8 @@ def sequential_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeS
         try:
             for i, rec in enumerate(tqdm(records[:usable[-1]], desc=f"sequential/{method}", leave=False), 1):
                 try:
-                    applied.append(editor.edit(lm, rec, edit_language, **(edit_context or {})))
+                    applied.append(editor.edit(lm, rec, edit_language,
+                                               **_context(rec, edit_language, edit_context, masks)))
                     edited.append(rec)
                 except Exception as err:  # noqa: BLE001
                     log.warning("%s could not edit %s (%s) in sequence: %s", method, rec.example_id,
@@ -321,11 +337,15 @@ def split_records(records: Sequence[Record], *, n_edit: int, n_probe: int, n_tra
 
 def general_study(lm: LoadedModel, records: Sequence[Record], methods: Sequence[str], languages: Sequence[str],
                   edit_language: str, *, n_single: int, steps: Sequence[int], config: GeneralConfig = GeneralConfig(),
-                  n_train: int = 8) -> tuple[list[dict[str, Any]], list[str]]:
+                  n_train: int = 8, editor_overrides: dict[str, dict[str, Any]] | None = None,
+                  masks: MasksProvider | None = None, edit_context: dict[str, Any] | None = None,
+                  ) -> tuple[list[dict[str, Any]], list[str]]:
     """Single edits on the first ``n_single`` records and the sequential curve up to ``max(steps)``, one reference.
 
     ``records`` must hold at least ``max(n_single, max(steps)) + config.max_probe_records`` records; the
-    probe set is built from those that are not edited. Returns the rows and the methods without an editor.
+    probe set is built from those that are not edited. ``editor_overrides`` (method -> ``make_editor`` kwargs)
+    and ``masks`` are those the runner gets, so edits here are configured as in notebooks 04/05. Returns the
+    rows and the methods without an editor.
     """
     usable, missing = available_methods(methods)
     n_edit = max(n_single, max(steps) if steps else 0)
@@ -333,17 +353,29 @@ def general_study(lm: LoadedModel, records: Sequence[Record], methods: Sequence[
                                               n_train=n_train)
     probe = build_probe_set(probe_pool, languages, max_records=config.max_probe_records)
     reference = measure(lm, probe, batch_size=config.batch_size)
-    editors = {m: _editor(m, lm, train, None) for m in usable}
+    editors = {m: _editor(m, lm, train, None, editor_overrides) for m in usable}
     rows = single_edit_general(lm, edited[:n_single], probe, usable, edit_language, editors=editors,
-                               config=config, reference=reference)
+                               config=config, reference=reference, masks=masks, edit_context=edit_context)
     if steps:
         rows += sequential_general(lm, edited, probe, usable, edit_language, steps=steps, editors=editors,
-                                   config=config, reference=reference)
+                                   config=config, reference=reference, masks=masks, edit_context=edit_context)
     return rows, missing
 
 
 #: Below this many records a run counts as a small (CPU) run for the ``auto`` general-ability settings.
 FULL_SCALE_RECORDS = 100
+
+
+def saved_masks(directory: Any) -> MasksProvider:
+    """A masks provider reading notebook 03's record-mask files (None where a record has none)."""
+    from pathlib import Path
+
+    from .masks import load_record_masks, mask_path
+
+    def provider(record: Record, language: str) -> Any:
+        path = mask_path(Path(directory), record.example_id, language)
+        return load_record_masks(path) if path.is_file() else None
+    return provider
 
 
 def parse_methods(value: str, run_methods: Sequence[str], n_records: int = 0) -> list[str]:
@@ -377,5 +409,5 @@ def parse_steps(value: str | Sequence[int], n_records: int = 0) -> tuple[int, ..
 
 
 __all__ = ["FULL_SEQUENTIAL_STEPS", "GeneralConfig", "ProbeSet", "available_methods", "build_probe_set",
-           "FULL_SCALE_RECORDS", "general_study", "parse_methods", "parse_steps", "split_records", "measure", "save_rows",
+           "FULL_SCALE_RECORDS", "general_study", "parse_methods", "saved_masks", "parse_steps", "split_records", "measure", "save_rows",
            "score_sentences", "sentence_nll", "sequential_general", "single_edit_general"]

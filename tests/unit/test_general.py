@@ -192,3 +192,24 @@ def test_general_study_runs_single_and_sequential_and_reports_missing_methods(lm
     run = ["memla", "memla-lse", "ft"]
     assert parse_methods("auto", run, 3) == ["memla"] and parse_methods("auto", run, 1000) == run
     assert parse_methods("ft,rome", run) == ["ft"] and parse_methods("all", run) == run
+
+
+def test_saved_masks_reach_the_editor(lm, tmp_path):
+    from memla_utils.general import saved_masks
+    from memla_utils.masks import NeuronMasks, RecordMasks, save_record_masks
+
+    recs = records()
+    save_record_masks(RecordMasks("r0", "en", NeuronMasks.from_sets({0: [1]}, 64), NeuronMasks.from_sets({1: [2]}, 64)),
+                      tmp_path)
+    seen = {}
+
+    class Spy(Perturb):
+        def edit(self, lm, record, language, **context):
+            seen[record.example_id] = (context.get("masks"), context.get("flag"))
+            return super().edit(lm, record, language)
+
+    probe = build_probe_set(recs, ["en"], exclude=["r0", "r1"])
+    single_edit_general(lm, recs[:2], probe, ["spy"], "en", editors={"spy": Spy(0.0, "spy")},
+                        masks=saved_masks(tmp_path), edit_context={"flag": 1})
+    assert seen["r0"][0].independent.to_sets() == {1: {2}} and seen["r0"][1] == 1
+    assert seen["r1"] == (None, 1)  # no mask file: the editor computes its own
