@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..cache import content_hash
 from ..masks import NeuronMasks, RecordMasks
 from ..mkeb.record import Record, RecordError
 from ..models import LoadedModel
@@ -126,7 +127,8 @@ class MemlaEditor(BaseEditor):
         if self.config.masking == "random":
             from ..attribution import random_masks_like
 
-            chosen = {k: random_masks_like(v, seed=self.config.seed + i) for i, (k, v) in enumerate(chosen.items())}
+            base = self.config.seed + int(content_hash([m.example_id for m in masks], 8), 16)  # new draw per fact
+            chosen = {k: random_masks_like(v, seed=base + i) for i, (k, v) in enumerate(chosen.items())}
         return chosen
 
     def build_loras(self, lm: LoadedModel, masks: Sequence[RecordMasks]) -> list[MaskedLoRA]:

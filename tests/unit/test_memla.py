@@ -134,6 +134,9 @@ def test_random_masks_keep_per_layer_counts(llama):
     edit = quick("memla-random").edit(llama, record(), "en", masks=masks_for(llama))
     assert edit.info["layers"] == [0, 1, 2]
     assert edit.info["neurons"] == {"specific": 4, "independent": 3}
+    name = "model.layers.0.mlp.down_proj.weight"
+    changed = set(torch.nonzero((edit.edited[name] != edit.originals[name]).any(0)).flatten().tolist())
+    assert len(changed) == 3 and changed != set(SPEC[0])  # same count, other neurons
     edit.revert()
 
 
