@@ -98,7 +98,7 @@ class FineTuneEditor(BaseEditor):
                 restore_requires_grad(lm.model, state)
                 for n in names:
                     params[n].grad = None
-        edit.info.update({"layer": layer, "nll": history, "config": dataclasses.asdict(cfg)})
+        edit.info.update({"layer": layer, "nll": history, "steps": len(history), "config": dataclasses.asdict(cfg)})
         return edit
 
 

@@ -326,7 +326,8 @@ class LocateThenEdit(BaseEditor):
         with torch.random.fork_rng(devices=[]), recording_edit(lm.model, names, self.name) as edit:
             torch.manual_seed(cfg.seed)
             info = self.update(lm, [Request(record, language)], layers, prefixes)
-        edit.info.update({"layers": layers, "config": dataclasses.asdict(cfg), **info})
+        steps = sum(len(r["target_nll"]) for r in info.get("requests", []))
+        edit.info.update({"layers": layers, "steps": steps, "config": dataclasses.asdict(cfg), **info})
         return edit
 
 

@@ -89,5 +89,5 @@ class LoraEditor(BaseEditor):
                     for attr in ("peft_config", "_hf_peft_config_loaded"):
                         if attr in vars(lm.model):
                             delattr(lm.model, attr)
-        edit.info.update({"layers": layers, "nll": history, "config": dataclasses.asdict(cfg)})
+        edit.info.update({"layers": layers, "nll": history, "steps": len(history), "config": dataclasses.asdict(cfg)})
         return edit
