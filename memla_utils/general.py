@@ -393,9 +393,11 @@ def parse_methods(value: str, run_methods: Sequence[str], n_records: int = 0) ->
     return [m for m in wanted if m in run_methods]
 
 
-def parse_steps(value: str | Sequence[int], n_records: int = 0) -> tuple[int, ...]:
+def parse_steps(value: str | int | Sequence[int], n_records: int = 0) -> tuple[int, ...]:
     """``"1,3,5"`` -> (1, 3, 5); ``"full"`` -> (10, 50, 100); ``"auto"`` -> full when ``n_records`` >= 100, else
     the CPU default (1, 3, 5); ``""`` -> no sequential run."""
+    if isinstance(value, int):  # papermill passes "-p sequential_steps 5" as an int
+        return (value,) if value > 0 else ()
     if isinstance(value, str):
         if value.strip() == "auto":
             value = "full" if n_records >= FULL_SCALE_RECORDS else ",".join(map(str, GeneralConfig.sequential_steps))
