@@ -320,7 +320,8 @@ def _prepare(lm: LoadedModel, prompt: str, answer: str, language: str, config: A
     h = captured["h"][0, pos]
     logp, _ = _logprob_and_grad(h, tgt, weight, bias, softcap, config.vocab_chunk, config.head_dtype(lm.dtype))
     ref = torch.log_softmax(out.logits[0, pos].float(), -1).gather(-1, tgt[:, None])[:, 0]
-    tol = 1e-3 if lm.dtype == torch.float32 and config.head_dtype(lm.dtype) == torch.float32 else 5e-2
+    # a structural mismatch (logit scaling, soft-capping) is off by whole nats; bfloat16 rounding by ~0.1
+    tol = 1e-3 if lm.dtype == torch.float32 and config.head_dtype(lm.dtype) == torch.float32 else 0.3
     if not torch.allclose(logp, ref, atol=tol, rtol=tol):
         raise RuntimeError(f"{lm.name}: the model's logits are not lm_head(final hidden state) "
                            f"(max |diff| of log p = {float((logp - ref).abs().max()):.3g}); logit scaling of this "
@@ -538,7 +539,7 @@ def attribute_batch(lm: LoadedModel, items: Sequence[tuple[str, str, str]], conf
         # self-check: alpha = 1 rows are the clean forward, whatever layer they scale
         clean = pr.clean_value.cpu()[:, None].expand_as(val[:, :, -1])
         exact = lm.dtype == torch.float32 and config.head_dtype(lm.dtype) == torch.float32
-        tol = 1e-3 * max(1.0, float(clean.abs().max())) if exact else 5e-2
+        tol = (1e-3 if exact else 0.1) * max(1.0, float(clean.abs().max()))
         if not torch.allclose(val[:, :, -1], clean, atol=tol, rtol=1e-3):
             raise RuntimeError(f"{lm.name}: the cached one-token continuation does not reproduce the clean forward "
                                f"(max |diff| = {float((val[:, :, -1] - clean).abs().max()):.3g}); this architecture's "

@@ -249,3 +249,14 @@ def test_loop_reference_equals_batched(lm):
     cfg = AttributionConfig(steps=5)
     assert_close(attribute_prompt_loop(lm, PROMPT, ANSWER, "en", cfg, batch_size=2),
                  attribute_prompt(lm, PROMPT, ANSWER, "en", cfg))
+
+
+def test_unsupported_logit_scaling_is_a_clear_error():
+    """A model whose logits are not lm_head(hidden) is refused, not silently mis-attributed."""
+    lm = tiny_model("llama")
+    handle = lm.model.get_output_embeddings().register_forward_hook(lambda m, a, out: out * 2.0)
+    try:
+        with pytest.raises(RuntimeError, match="logits are not lm_head"):
+            attribute_prompt(lm, PROMPT, ANSWER, "en", AttributionConfig(steps=2))
+    finally:
+        handle.remove()
