@@ -348,13 +348,25 @@ def heatmap_figure(df: pd.DataFrame, method: str, metrics: Sequence[str] = SCORE
 
 def ablation_figure(stats: pd.DataFrame) -> Any:
     """Grouped bars (method per metric) with 95% intervals, one panel per scope (same / cross language)."""
-    plt, sns = _pyplot()
     if stats.empty:
         raise ValueError("no ablation results (run memla and its ablations first)")
+    return method_bars(stats, ABLATION_METHODS)
+
+
+def method_bars(stats: pd.DataFrame, order: Sequence[str] | None = None) -> Any:
+    """Bars of every method per metric (percent, 95% interval), panels: same language / cross-lingual.
+
+    ``stats`` has ``method, scope, metric, mean, ci_low, ci_high`` (edit languages pooled).
+    """
+    plt, sns = _pyplot()
+    if stats.empty:
+        raise ValueError("no results to plot")
     scopes = [s for s in ("same", "cross") if s in set(stats["scope"])]
-    methods = [m for m in ABLATION_METHODS if m in set(stats["method"])]
-    fig, axes = plt.subplots(1, len(scopes), figsize=(5.2 * len(scopes), 3.4), squeeze=False, sharey=True)
-    palette = dict(zip(ABLATION_METHODS, sns.color_palette("colorblind", len(ABLATION_METHODS))))
+    order = list(order) if order is not None else method_order(stats["method"])
+    methods = [m for m in order if m in set(stats["method"])]
+    fig, axes = plt.subplots(1, len(scopes), figsize=(max(5.2, 0.12 * len(methods) * 4 + 2.0) * len(scopes), 3.4),
+                             squeeze=False, sharey=True)
+    palette = dict(zip(order, sns.color_palette("colorblind" if len(order) <= 10 else "tab20", len(order))))
     width = 0.8 / max(1, len(methods))
     for ax, scope in zip(axes[0], scopes):
         s = stats[stats["scope"] == scope]
@@ -371,7 +383,7 @@ def ablation_figure(stats: pd.DataFrame) -> Any:
         ax.set_title("edit language = evaluation language" if scope == "same" else "cross-lingual")
         ax.set_ylim(0, 105)
         ax.set_ylabel("score (%)")
-    axes[0][-1].legend(fontsize=8, loc="upper right", frameon=True)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
@@ -828,11 +840,13 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
         except ValueError as err:
             missing[f"heatmap_{method}"] = str(err)
     for name, make in (("ablation_bars", lambda: ablation_figure(ablation_stats(results, boot))),
+                       ("methods_bars", lambda: method_bars(cell_stats(scores(results), ["method", "scope", "metric"],
+                                                                       boot))),
                        ("sequential_editing", lambda: sequential_figure(general)),
                        ("neurons_per_layer", lambda: neuron_figure(
                            neuron_layer_frame(masks) if masks is not None else find_table(run_dir, "neurons_per_layer")))):
         try:
-            if results.empty and name == "ablation_bars":
+            if results.empty and name in ("ablation_bars", "methods_bars"):
                 raise ValueError("no results")
             files.extend(save_figure(make(), name, figures_dir))
         except (ValueError, KeyError) as err:
@@ -863,6 +877,6 @@ __all__ = ["ABLATION_METHODS", "BootstrapConfig", "CellStat", "ClaimConfig", "MI
            "ReportOutputs", "SCORE_METRICS", "ablation_figure", "ablation_stats", "baseline_methods", "bootstrap_ci",
            "cell_stats", "claims_table", "find_table", "format_cell", "format_claims", "general_stats",
            "heatmap_figure", "load_general_table", "load_mask_stats", "load_results_table", "main_stats",
-           "method_order", "multihop_stats", "neuron_figure", "neuron_layer_frame", "paired_difference",
+           "method_bars", "method_order", "multihop_stats", "neuron_figure", "neuron_layer_frame", "paired_difference",
            "per_language_stats", "save_figure", "scores", "sequential_figure", "suppression_effect", "table_digest",
            "tidy", "to_latex", "to_markdown", "verdict", "wide", "write_report", "write_table"]

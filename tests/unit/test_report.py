@@ -201,7 +201,7 @@ def test_write_report_writes_every_artifact_with_manifest_and_is_bit_reproducibl
     names = {p.name for p in out.files}
     for stem in ("main_comparison", "ablation", "multihop", "per_language_ES", "general_single", "claims"):
         assert {f"{stem}.csv", f"{stem}.md", f"{stem}.tex"} <= names
-    assert {"heatmap_memla.png", "heatmap_memla.pdf", "heatmap_ft.png", "ablation_bars.png"} <= names
+    assert {"heatmap_memla.png", "heatmap_memla.pdf", "heatmap_ft.png", "ablation_bars.png", "methods_bars.pdf"} <= names
     assert "sequential_editing" in out.missing  # no general-ability rows in this run
     assert "missing" in (tmp_path / "fig" / "tables" / "main_comparison.md").read_text()  # memla-lse row
     manifest = json.loads((tmp_path / "fig" / "MANIFEST.json").read_text())
