@@ -42,6 +42,7 @@ class GeneralConfig:
     max_probe_records: int = 8
     sequential_steps: tuple[int, ...] = (1, 3, 5)
     batch_size: int = 16
+    seed: int = 0   # torch is seeded before every edit from this, the method and the record (as the runner does)
 
 
 FULL_SEQUENTIAL_STEPS: tuple[int, ...] = (10, 50, 100)
@@ -189,6 +190,13 @@ def _rows(setting: str, method: str, n_edits: int, record: str, edit_lang: str,
 MasksProvider = Callable[[Record, str], Any]
 
 
+def _seed(config: GeneralConfig, *parts: str) -> None:
+    """Seed torch for one edit so that the same configuration gives the same numbers twice."""
+    from .cache import content_hash
+
+    torch.manual_seed(config.seed + int(content_hash(list(parts), 8), 16))
+
+
 def _context(record: Record, language: str, base: dict[str, Any] | None, masks: MasksProvider | None,
              ) -> dict[str, Any]:
     ctx = dict(base or {})
@@ -227,6 +235,7 @@ def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: Probe
     for method in methods:
         editor = _editor(method, lm, train_records, editors)
         for rec in tqdm(records, desc=f"general/{method}", leave=False):
+            _seed(config, "single", method, rec.example_id, edit_language)
             try:
                 edit = editor.edit(lm, rec, edit_language, **_context(rec, edit_language, edit_context, masks))
             except Exception as err:  # noqa: BLE001 - one failed edit must not end the sweep
@@ -280,6 +289,7 @@ def sequential_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeS
         edited: list[Record] = []
         try:
             for i, rec in enumerate(tqdm(records[:usable[-1]], desc=f"sequential/{method}", leave=False), 1):
+                _seed(config, "sequential", method, rec.example_id, edit_language)
                 try:
                     applied.append(editor.edit(lm, rec, edit_language,
                                                **_context(rec, edit_language, edit_context, masks)))

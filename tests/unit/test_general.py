@@ -213,3 +213,25 @@ def test_saved_masks_reach_the_editor(lm, tmp_path):
                         masks=saved_masks(tmp_path), edit_context={"flag": 1})
     assert seen["r0"][0].independent.to_sets() == {1: {2}} and seen["r0"][1] == 1
     assert seen["r1"] == (None, 1)  # no mask file: the editor computes its own
+
+
+def test_random_editors_give_the_same_numbers_twice(lm):
+    """Edits are seeded per (method, record): a randomised editor reproduces its general-ability rows exactly."""
+
+    class Noisy(BaseEditor):
+        name = "noisy"
+
+        def edit(self, lm, record, language, **context):
+            pname = lm.adapter.down_proj_name(1) + ".weight"
+            with recording_edit(lm.model, [pname], self.name) as e:
+                w = dict(lm.model.named_parameters())[pname]
+                w.data.add_(0.3 * torch.randn(w.shape))  # global RNG: seeded by the study
+            return e
+
+    recs = records()
+    probe = build_probe_set(recs, ["en"], exclude=["r0", "r1"])
+    torch.manual_seed(123)
+    a = single_edit_general(lm, recs[:2], probe, ["noisy"], "en", editors={"noisy": Noisy()})
+    torch.manual_seed(456)
+    b = single_edit_general(lm, recs[:2], probe, ["noisy"], "en", editors={"noisy": Noisy()})
+    assert a == b and any(r["delta"] != 0 for r in a)
