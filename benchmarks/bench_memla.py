@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +27,16 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("bench_memla")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def parse_args() -> argparse.Namespace:
@@ -92,13 +102,14 @@ def main() -> None:
             "edits_per_s_with_eval": float(len(g) / (g["seconds"] + g["eval_seconds"]).sum()),
         }
     preedit_s = max(0.0, total_s - float((edits["seconds"] + edits["eval_seconds"]).sum()))
-    device = torch.cuda.get_device_name(0) if lm.device.type == "cuda" else (platform.processor() or "cpu")
+    device = torch.cuda.get_device_name(0) if lm.device.type == "cuda" else cpu_name()
     result = {
         "benchmark": "memla", "model": lm.name, "device": str(lm.device), "device_name": device,
         "dtype": str(lm.dtype), "threads": torch.get_num_threads(), "records": len(records),
         "edit_languages": edit_langs, "eval_languages": eval_langs, "n_edits": n_edits, "errors": errors,
         "masks_s": masks_s, "preedit_s": preedit_s, "total_s": total_s, "methods": per_method,
-        "target_cpu_s_per_edit": 15.0, "torch": torch.__version__,
+        "target_cpu_s_per_edit": 15.0, "torch": torch.__version__, "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],  # the machine may be shared: read timings with it
     }
     print(f"\nMEMLA on {lm.name} ({lm.device}, {lm.dtype}, {torch.get_num_threads()} threads): {n_edits} edits, "
           f"{errors} errors; masks {masks_s:.1f} s, pre-edit evaluation {preedit_s:.1f} s")
