@@ -405,12 +405,17 @@ def parse_methods(value: str, run_methods: Sequence[str], n_records: int = 0) ->
 
 def parse_steps(value: str | int | Sequence[int], n_records: int = 0) -> tuple[int, ...]:
     """``"1,3,5"`` -> (1, 3, 5); ``"full"`` -> (10, 50, 100); ``"auto"`` -> full when ``n_records`` >= 100, else
-    the CPU default (1, 3, 5); ``""`` -> no sequential run."""
+    the CPU default (1, 3, 5) kept to at most ``n_records`` edits, so the sequence edits the records notebooks
+    02-05 already located (a further record costs a new attribution, minutes on CPU); ``""`` -> none."""
     if isinstance(value, int):  # papermill passes "-p sequential_steps 5" as an int
         return (value,) if value > 0 else ()
     if isinstance(value, str):
         if value.strip() == "auto":
-            value = "full" if n_records >= FULL_SCALE_RECORDS else ",".join(map(str, GeneralConfig.sequential_steps))
+            if n_records >= FULL_SCALE_RECORDS:
+                value = "full"
+            else:
+                small = [s for s in GeneralConfig.sequential_steps if s <= max(1, n_records)]
+                value = ",".join(map(str, small))
         if value.strip() == "full":
             return FULL_SEQUENTIAL_STEPS
         try:

@@ -184,7 +184,7 @@ def test_general_study_runs_single_and_sequential_and_reports_missing_methods(lm
     with pytest.raises(ValueError, match="only 6 were loaded"):
         split_records(recs, n_edit=5, n_probe=3)
     assert parse_steps("1,3,5") == (1, 3, 5) and parse_steps("full") == (10, 50, 100) and parse_steps("") == ()
-    assert parse_steps(4) == (4,) and parse_steps("auto", 3) == (1, 3, 5) and parse_steps("auto", 1000) == (10, 50, 100)
+    assert parse_steps(4) == (4,) and parse_steps("auto", 5) == (1, 3, 5) and parse_steps("auto", 3) == (1, 3) and parse_steps("auto", 1000) == (10, 50, 100)
     with pytest.raises(ValueError, match="sequential_steps"):
         parse_steps("1,x")
     from memla_utils.general import parse_methods
