@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import zip_longest
 from pathlib import Path
 
 from ..cache import PROJECT_ROOT
@@ -249,9 +250,10 @@ def build_records(config: BuildConfig = BuildConfig(), *, stats: BuildStats | No
     stats = stats if stats is not None else BuildStats()
     tables = load_facts(langs)
     templates = {lang: load_templates(lang) for lang in langs}
-    records: list[Record] = []
-    for name in config.relations:
-        records += _RelationBuilder(RELATIONS[name], tables, templates, config, stats).build(tables.facts[name])
+    per_relation = [_RelationBuilder(RELATIONS[name], tables, templates, config, stats).build(tables.facts[name])
+                     for name in config.relations]
+    # interleave relations so that the first n records (the small default runs) cover every relation
+    records = [r for group in zip_longest(*per_relation) for r in group if r is not None]
     stats.seconds = time.perf_counter() - t0
     log.info("built %d MKEB records in %.1f s: %s", len(records), stats.seconds, stats.records)
     return records
