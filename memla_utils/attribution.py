@@ -38,8 +38,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .cache import ArtifactCache, cache_key
-from .models import LoadedModel
 from .mkeb.record import Record, RecordError
+from .models import LoadedModel
 from .text import encode_answer, encode_prompt
 
 if TYPE_CHECKING:  # masks.py imports this module; the types are only needed for annotations here

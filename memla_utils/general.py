@@ -216,6 +216,15 @@ def _editor(method: str, lm: LoadedModel, train_records: Sequence[Record], edito
     return make_editor(method, **(overrides or {}).get(method, {})).fit(lm, train_records)
 
 
+def _reference(lm: LoadedModel, probe: ProbeSet, records: Sequence[Record],
+               reference: dict[tuple[str, str], tuple[float, int]] | None, config: GeneralConfig):
+    """The unedited model's scores on a probe set that must not contain any record about to be edited."""
+    overlap = set(probe.record_ids) & {r.example_id for r in records}
+    if overlap:
+        raise ValueError(f"probe set contains edited record(s) {sorted(overlap)[:3]}: build it with exclude=")
+    return reference if reference is not None else measure(lm, probe, batch_size=config.batch_size)
+
+
 def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeSet, methods: Sequence[str],
                         edit_language: str, *, train_records: Sequence[Record] = (),
                         editors: dict[str, Any] | None = None, config: GeneralConfig = GeneralConfig(),
@@ -227,10 +236,7 @@ def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: Probe
     other methods are built with :func:`memla_utils.editors.make_editor`. ``reference``: the unedited model's
     :func:`measure` (computed here when not given; pass it to share one between single and sequential runs).
     """
-    overlap = set(probe.record_ids) & {r.example_id for r in records}
-    if overlap:
-        raise ValueError(f"probe set contains edited record(s) {sorted(overlap)[:3]}: build it with exclude=")
-    before = reference if reference is not None else measure(lm, probe, batch_size=config.batch_size)
+    before = _reference(lm, probe, records, reference, config)
     rows: list[dict[str, Any]] = []
     for method in methods:
         editor = _editor(method, lm, train_records, editors)
@@ -278,10 +284,7 @@ def sequential_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeS
                     [s for s in steps if s > len(records)])
     if not usable:
         return []
-    overlap = set(probe.record_ids) & {r.example_id for r in records}
-    if overlap:
-        raise ValueError(f"probe set contains edited record(s) {sorted(overlap)[:3]}: build it with exclude=")
-    before = reference if reference is not None else measure(lm, probe, batch_size=config.batch_size)
+    before = _reference(lm, probe, records, reference, config)
     rows: list[dict[str, Any]] = []
     for method in methods:
         editor = _editor(method, lm, train_records, editors)

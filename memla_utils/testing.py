@@ -83,7 +83,7 @@ def tiny_model(arch: str = "llama", *, seed: int = 0, dtype: torch.dtype = torch
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         if arch in ("llama", "qwen2", "gemma3_text"):
             # random init of gated MLPs is tiny; scale up so the neurons actually matter in tests
-            for name, p in model.named_parameters():
+            for p in model.parameters():
                 if p.dim() == 2:
                     p.data.normal_(0.0, 0.2)
     return wrap_model(model, tiny_tokenizer(), name=f"tiny-{arch}-seed{seed}")

@@ -31,3 +31,15 @@ def tmp_cache(tmp_path, monkeypatch):
     from memla_utils.cache import ArtifactCache
 
     return ArtifactCache(tmp_path / "cache")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread per test process: the suite runs as 2 xdist workers on 2 cores, and tiny-model ops
+    are far faster without OpenMP oversubscription (observed 30x on a shared machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -305,12 +305,7 @@ class LocateThenEdit(BaseEditor):
             lm.adapter.n_layers)
         if not layers:
             raise ValueError(f"{self.name}: no layers to edit")
-        for l in layers:
-            try:
-                lm.adapter.check_layer(l)
-            except IndexError as err:
-                raise IndexError(f"{self.name}: {err}") from None
-        return sorted(set(layers))
+        return lm.adapter.check_layers(layers, self.name)
 
     def update(self, lm: LoadedModel, requests: Sequence[Request], layers: Sequence[int],
                prefixes: Sequence[str]) -> dict[str, Any]:  # pragma: no cover - overridden

@@ -49,12 +49,7 @@ class LoraEditor(BaseEditor):
 
     def layers_for(self, lm: LoadedModel) -> list[int]:
         layers = list(range(lm.adapter.n_layers)) if self.config.layers is None else list(self.config.layers)
-        for l in layers:
-            try:
-                lm.adapter.check_layer(l)
-            except IndexError as err:
-                raise IndexError(f"{self.name}: {err}") from None
-        return sorted(set(layers))
+        return lm.adapter.check_layers(layers, self.name)
 
     def edit(self, lm: LoadedModel, record: Record, language: str, **context: Any) -> Edit:
         from peft import LoraConfig, get_peft_model

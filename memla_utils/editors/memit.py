@@ -10,8 +10,19 @@ import torch
 from ..covariance import second_moments
 from ..models import LoadedModel
 from .base import register_editor
-from .locate import (LocateConfig, LocateThenEdit, Request, add_to_down_proj, compute_keys, default_center_layer,
-                     layer_window, least_squares_update, optimize_target, read_outputs, regularized)
+from .locate import (
+    LocateConfig,
+    LocateThenEdit,
+    Request,
+    add_to_down_proj,
+    compute_keys,
+    default_center_layer,
+    layer_window,
+    least_squares_update,
+    optimize_target,
+    read_outputs,
+    regularized,
+)
 
 
 @dataclass

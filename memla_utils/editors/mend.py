@@ -136,12 +136,7 @@ class MendEditor(BaseEditor):
     def layers_for(self, lm: LoadedModel) -> list[int]:
         n = lm.adapter.n_layers
         layers = list(range(max(0, n - 3), n)) if self.config.layers is None else list(self.config.layers)
-        for l in layers:
-            try:
-                lm.adapter.check_layer(l)
-            except IndexError as err:
-                raise IndexError(f"{self.name}: {err}") from None
-        return sorted(set(layers))
+        return lm.adapter.check_layers(layers, self.name)
 
     # ------------------------------------------------------------------ training
     def _examples(self, records: Sequence[Record]) -> list[tuple[Record, str]]:

@@ -8,8 +8,18 @@ from typing import Any
 from ..covariance import second_moments
 from ..models import LoadedModel
 from .base import register_editor
-from .locate import (LocateConfig, LocateThenEdit, Request, add_to_down_proj, compute_keys, default_center_layer,
-                     optimize_target, rank_one_update, read_outputs, regularized)
+from .locate import (
+    LocateConfig,
+    LocateThenEdit,
+    Request,
+    add_to_down_proj,
+    compute_keys,
+    default_center_layer,
+    optimize_target,
+    rank_one_update,
+    read_outputs,
+    regularized,
+)
 
 
 @dataclass

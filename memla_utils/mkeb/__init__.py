@@ -2,9 +2,18 @@
 
 The model-based ``known_only`` filter lives in :mod:`memla_utils.mkeb.known` (imported on demand: it needs a model).
 """
-from .builder import BuildConfig, BuildResult, BuildStats, RELATIONS, build_mkeb, build_records, load_templates
-from .importers import (DATASETS, import_all, import_bizsre, import_bmike53, import_mlake, import_mlike,
-                        import_mzsre, read_test_ids, resolve_shared_dir)
+from .builder import RELATIONS, BuildConfig, BuildResult, BuildStats, build_mkeb, build_records, load_templates
+from .importers import (
+                        DATASETS,
+                        import_all,
+                        import_bizsre,
+                        import_bmike53,
+                        import_mlake,
+                        import_mlike,
+                        import_mzsre,
+                        read_test_ids,
+                        resolve_shared_dir,
+)
 from .io import LoadReport, load_records, read_records, restrict_languages, save_records, validate_record
 from .quality import quality_problems
 from .record import EditTarget, LanguageView, Record, RecordError

@@ -17,7 +17,7 @@ import logging
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 from ..languages import MKEB_LANGUAGES
 
@@ -69,7 +69,7 @@ class FactTables:
         return self._index.get((relation, subject_id))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _locale(code: str):
     from babel import Locale
 

@@ -309,7 +309,7 @@ def import_mlake(path: str | Path, languages: str | Sequence[str] | None = None,
     for l in langs:
         f = path / "multi_hop" / f"new_{l}_qa.json"
         groups: dict[str, list[tuple[str, str]]] = {}
-        for j, row in enumerate(_read_list(f) if f.exists() else []):
+        for row in (_read_list(f) if f.exists() else []):
             if isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("question", "e_prompt", "e_answer")):
                 groups.setdefault(row["e_prompt"].strip(), []).append((row["question"].strip(), row["e_answer"].strip()))
         multi[l] = groups
@@ -372,7 +372,9 @@ def import_mlike(path: str | Path, test_ids: str | Path | Iterable[str | int] | 
 
         def build(i: int = i, row: Any = row) -> Record:
             rec = record_from_json(row, where=f"{path}: record {i}")
-            strip = lambda d: {l: [s.strip() for s in v] for l, v in d.items() if want is None or l in want}
+            def strip(d: dict[str, list[str]]) -> dict[str, list[str]]:
+                return {l: [s.strip() for s in v] for l, v in d.items() if want is None or l in want}
+
             return Record(
                 rec.example_id, rec.relation_description,
                 {l: EditTarget(e.prompt, e.subject.strip(), e.target_new.strip(),

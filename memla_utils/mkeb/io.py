@@ -15,7 +15,7 @@ from typing import Any
 
 from ..cache import PROJECT_ROOT, atomic_path
 from ..languages import KNOWN_LANGUAGES, MKEB_LANGUAGES, normalize_language, validate_languages
-from .record import EditTarget, Record, RecordError
+from .record import Record, RecordError
 
 log = logging.getLogger(__name__)
 

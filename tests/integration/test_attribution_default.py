@@ -13,14 +13,6 @@ pytestmark = pytest.mark.integration
 PROMPT, ANSWER = "The capital of France is", "Paris"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a busy shared 2-core machine one thread is several times faster (no OpenMP barrier stalls)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def direct_scores(lm, layer: int, base: torch.Tensor, steps: int = 2) -> torch.Tensor:
     """IG of one layer with full forwards of the model (its own lm_head, all logits), no shortcut."""

@@ -4,9 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memla_utils.attribution import (AttributionConfig, attribute_batch, attribute_prompt, knowledge_neurons,
-                                     neurons_from_attributions, record_attributions, record_items,
-                                     threshold_scores)
+from memla_utils.attribution import (
+    AttributionConfig,
+    attribute_batch,
+    attribute_prompt,
+    knowledge_neurons,
+    neurons_from_attributions,
+    record_attributions,
+    record_items,
+    threshold_scores,
+)
 from memla_utils.cache import ArtifactCache
 from memla_utils.mkeb.record import EditTarget, Record, RecordError
 from memla_utils.models import wrap_model
@@ -15,14 +22,6 @@ from memla_utils.text import encode_answer, encode_prompt
 
 PROMPT, ANSWER = "The capital of Japan is", "Tokyo"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops on a shared 2-core machine are far faster single-threaded (no OpenMP barrier stalls)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module", params=TINY_ARCHITECTURES)

@@ -9,12 +9,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memla_utils.covariance import (CorpusConfig, CovarianceConfig, CovarianceCorpusError, clear_memory,
-                                    second_moments)
+from memla_utils.covariance import CorpusConfig, CovarianceConfig, CovarianceCorpusError, clear_memory, second_moments
 from memla_utils.editors import EditError, make_editor
 from memla_utils.editors.ft import mlp_parameter_names
-from memla_utils.editors.locate import (Request, least_squares_update, rank_one_update, read_outputs,
-                                        subject_last_position)
+from memla_utils.editors.locate import (
+    Request,
+    least_squares_update,
+    rank_one_update,
+    read_outputs,
+    subject_last_position,
+)
 from memla_utils.editors.objective import new_vs_old
 from memla_utils.mkeb.record import Record
 from memla_utils.testing import tiny_model

@@ -2,25 +2,22 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import memla_utils.evaluate as ev
 from memla_utils.cache import ArtifactCache
-from memla_utils.evaluate import (EvalConfig, PreEditCache, evaluate_language, greedy_continuations, set_f1, text_f1,
-                                  text_tokens)
+from memla_utils.evaluate import (
+    EvalConfig,
+    PreEditCache,
+    evaluate_language,
+    greedy_continuations,
+    set_f1,
+    text_f1,
+    text_tokens,
+)
 from memla_utils.mkeb.record import EditTarget, Record
 from memla_utils.scoring import score_answers
 from memla_utils.testing import tiny_model
 from memla_utils.text import encode_answer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription (30x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from memla_utils.editors import BaseEditor, EditError, recording_edit
-from memla_utils.general import (GeneralConfig, build_probe_set, measure, sentence_nll, sequential_general,
-                                 single_edit_general)
+from memla_utils.general import (
+    GeneralConfig,
+    build_probe_set,
+    measure,
+    sentence_nll,
+    sequential_general,
+    single_edit_general,
+)
 from memla_utils.mkeb.record import EditTarget, Record
 from memla_utils.testing import tiny_model
 from memla_utils.text import encode_answer, encode_prompt

@@ -3,26 +3,33 @@ and the suppression check on tiny models."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from memla_utils.attribution import AttributionConfig
 from memla_utils.cache import ArtifactCache
-from memla_utils.masks import (MaskConfig, NeuronMasks, RecordMasks, compute_record_masks, counts_frame,
-                               independent_share_frame, intersection, jaccard, jaccard_matrix, language_neurons,
-                               load_record_masks, masks_from_sets, random_masks_like, save_record_masks,
-                               steps_sweep, threshold_sweep, union)
+from memla_utils.masks import (
+    MaskConfig,
+    NeuronMasks,
+    RecordMasks,
+    compute_record_masks,
+    counts_frame,
+    independent_share_frame,
+    intersection,
+    jaccard,
+    jaccard_matrix,
+    language_neurons,
+    load_record_masks,
+    masks_from_sets,
+    random_masks_like,
+    save_record_masks,
+    steps_sweep,
+    threshold_sweep,
+    union,
+)
 from memla_utils.mkeb.record import EditTarget, Record, RecordError
 from memla_utils.testing import tiny_model
 
 N = 16
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def nm(**layers: list[int]) -> NeuronMasks:

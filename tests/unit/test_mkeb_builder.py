@@ -10,8 +10,15 @@ import pytest
 
 from memla_utils.cache import PROJECT_ROOT
 from memla_utils.languages import MKEB_LANGUAGES, NO_SPACE_LANGUAGES
-from memla_utils.mkeb import (RELATIONS, BuildConfig, build_mkeb, build_records, load_records, load_templates,
-                              quality_problems)
+from memla_utils.mkeb import (
+    RELATIONS,
+    BuildConfig,
+    build_mkeb,
+    build_records,
+    load_records,
+    load_templates,
+    quality_problems,
+)
 from memla_utils.mkeb.facts import load_facts
 
 

@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from memla_utils.mkeb import (RecordError, coverage, import_all, import_bizsre, import_bmike53, import_mlake,
-                              import_mlike, import_mzsre, resolve_shared_dir)
+from memla_utils.mkeb import (
+    RecordError,
+    coverage,
+    import_all,
+    import_bizsre,
+    import_bmike53,
+    import_mlake,
+    import_mlike,
+    import_mzsre,
+    resolve_shared_dir,
+)
 
 SHARED = resolve_shared_dir("../shared/data")
 

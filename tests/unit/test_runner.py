@@ -5,17 +5,23 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 import memla_utils.runner as runner
-from memla_utils.masks import NeuronMasks, RecordMasks
-from memla_utils.mkeb.record import EditTarget, Record
-from memla_utils.runner import (COLUMNS, RunnerConfig, finished_units, language_matrix, load_results, merge_results,
-                                parse_shard, run_experiment, shard_units, summarize, work_units)
+from memla_utils.runner import (
+    COLUMNS,
+    finished_units,
+    language_matrix,
+    load_results,
+    merge_results,
+    parse_shard,
+    run_experiment,
+    shard_units,
+    summarize,
+    work_units,
+)
 from memla_utils.testing import tiny_model
 
 HELPERS = '''
@@ -49,14 +55,6 @@ exec(HELPERS, ns)
 records, masks, CONFIG = ns["records"], ns["masks"], ns["CONFIG"]
 METHODS = ["memla", "memla-lie"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription (30x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
