@@ -9,7 +9,7 @@ STAMP := $(VENV)/.memla-setup
 PRESET ?= small
 ARGS ?=
 
-.PHONY: setup paper paper-full test test-unit test-notebooks bench clean-runs
+.PHONY: setup kernel paper paper-full test test-unit test-notebooks bench clean-runs
 
 setup: $(STAMP)
 
@@ -18,12 +18,16 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	@$(PY) -m pip install -q -e ".[dev]"
-	@$(PY) -m ipykernel install --user --name memla --display-name "Python (memla)" >/dev/null
 	@touch $(STAMP)
-	@echo "environment ready: $(VENV) (kernel 'memla')"
+	@echo "environment ready: $(VENV)"
+
+# The notebooks run on the Jupyter kernel "memla"; (re)point it at this checkout's venv every time (under a
+# second), so another clone that registered the same name cannot silently run these notebooks.
+kernel: $(STAMP)
+	@$(PY) -m ipykernel install --user --name memla --display-name "Python (memla)" >/dev/null
 
 ## Regenerate every figure and table of the companion (notebooks 00-07 through papermill).
-paper: setup
+paper: setup kernel
 	$(PY) -m memla_utils.batch --preset $(PRESET) $(ARGS)
 
 ## The paper's scale (12 languages, >= 1,000 records, all methods): meant for a GPU.
@@ -36,7 +40,7 @@ test: setup test-unit test-notebooks
 test-unit: setup
 	$(PY) -m pytest tests -n 2 -q -p no:cacheprovider
 
-test-notebooks: setup
+test-notebooks: setup kernel
 	$(PY) -m pytest notebooks --nbval-lax --nbval-kernel-name memla --nbval-cell-timeout 3000 -q -p no:cacheprovider
 
 bench: setup
