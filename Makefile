@@ -37,7 +37,7 @@ paper-full:
 ## The whole test suite: unit + integration tests (2 processes), then every notebook through nbval, in order.
 test: setup test-unit test-notebooks
 
-test-unit: setup
+test-unit: setup kernel
 	$(PY) -m pytest tests -n 2 -q -p no:cacheprovider
 
 test-notebooks: setup kernel
