@@ -1,0 +1,146 @@
+"""One call that writes every table, figure and the claims of a run, plus a manifest tying them to their inputs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .claims import claims_table, format_claims
+from .figures import ablation_figure, heatmap_figure, method_bars, neuron_figure, save_figure, sequential_figure
+from .inputs import find_table, load_general_table, load_mask_stats, load_results_table, neuron_layer_frame
+from .names import ABLATION_METHODS, MISSING, SCORE_METRICS, method_order
+from .stats import (
+    BootstrapConfig,
+    ablation_stats,
+    cell_stats,
+    general_stats,
+    main_stats,
+    multihop_stats,
+    per_language_stats,
+    scores,
+)
+from .tables import format_cell, wide, write_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportOutputs:
+    """What :func:`write_report` produced: formatted tables by name, the claims, and every file written."""
+
+    tables: dict[str, pd.DataFrame]
+    claims: pd.DataFrame
+    files: list[Path]
+    missing: dict[str, str]
+
+
+def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Sequence[str] | None = None,
+                 sources: Sequence[str] = ("en", "zh"), cfg: Any = None,
+                 boot: BootstrapConfig = BootstrapConfig()) -> ReportOutputs:  # noqa: B008 - frozen dataclass, immutable
+    """Every table (``figures_dir/tables``) and figure (``figures_dir``), the claims table and a manifest.
+
+    Works with whatever exists in ``run_dir``: requested methods without results appear as "missing" rows,
+    figures whose inputs are absent are skipped and listed in ``missing``.
+    """
+    from ..manifest import build_manifest
+
+    run_dir, figures_dir = Path(run_dir), Path(figures_dir)
+    tables_dir = figures_dir / "tables"
+    results = load_results_table(run_dir)
+    general = load_general_table(run_dir)
+    t = scores(results) if not results.empty else results
+    have = set(t["method"]) if not t.empty else set()
+    rows = method_order(set(methods or ()) | have)
+    out: dict[str, pd.DataFrame] = {}
+    files: list[Path] = []
+    missing: dict[str, str] = {}
+
+    def table(name: str, stats: pd.DataFrame, formatted: pd.DataFrame, caption: str) -> None:
+        out[name] = formatted
+        files.extend(write_table(name, stats, formatted, tables_dir, caption=caption))
+
+    st = main_stats(results, sources=sources, boot=boot) if not t.empty else cell_stats(t, [])
+    table("main_comparison", st, wide(st, ["method"], ["edit_lang", "scope", "metric"], rows=rows),
+          "Main comparison: score (%) [95% bootstrap CI] n=records, by source language and same/cross language")
+    st = ablation_stats(results, boot) if not t.empty else cell_stats(t, [])
+    table("ablation", st, wide(st, ["method"], ["scope", "metric"], rows=list(ABLATION_METHODS)),
+          "LSE/LIE ablation: MEMLA, LSE only, LIE only, unmasked LoRA, random neurons")
+    per_lang = per_language_stats(results, boot) if not t.empty else pd.DataFrame()
+    for metric in SCORE_METRICS:
+        st = per_lang[per_lang["metric"] == metric] if not per_lang.empty else cell_stats(t, [])
+        table(f"per_language_{metric}", st, wide(st, ["method"], ["edit_lang", "eval_lang"], metric=metric, rows=rows),
+              f"{metric} per edit language and evaluation language")
+    st = multihop_stats(results, sources=sources, boot=boot) if not t.empty else cell_stats(t, [])
+    table("multihop", st, wide(st, ["method"], ["edit_lang", "eval_lang"], metric="QS", rows=rows),
+          "Multi-hop (QS, %) by edit language and evaluation language")
+    gst = general_stats(general, boot)
+    single = gst[gst["setting"] == "single"] if not gst.empty else gst
+    grows = method_order({"memla", *(general["method"] if not general.empty else [])})
+    table("general_single", single, wide(single, ["method"], ["metric", "eval_lang"], rows=grows),
+          "General ability after one edit: change vs the unedited model (perplexity: relative, %; accuracy: points)")
+    seq = general[general["setting"] == "sequential"] if not general.empty else general
+    if not seq.empty:
+        seq_st = seq.groupby(["method", "n_edits", "metric"])[["before", "after"]].mean().reset_index()
+        seq_st["n"] = seq.groupby(["method", "n_edits", "metric"]).size().to_numpy()
+        fmt = seq_st.assign(cell=[format_cell(a, math.nan, math.nan, n, m)
+                                  for a, n, m in zip(seq_st["after"], seq_st["n"], seq_st["metric"])])
+        seq_wide = fmt.pivot_table(index="method", columns=["metric", "n_edits"], values="cell",
+                                   aggfunc="first").fillna(MISSING)
+    else:
+        seq_st, seq_wide = pd.DataFrame(columns=["method", "n_edits", "metric", "before", "after", "n"]), \
+            pd.DataFrame(index=pd.Index(grows, name="method"))
+    table("general_sequential", seq_st, seq_wide,
+          "Sequential editing: general ability after N accumulated edits (mean over languages; n = languages)")
+
+    suppression = find_table(run_dir, "suppression")
+    if suppression is None:  # notebook 02 writes its per-fact sanity effects as a table
+        suppression = find_table(tables_dir, "kn_sanity_effects")
+    masks = load_mask_stats(run_dir)
+    claims = claims_table(results if not results.empty else None, general if not general.empty else None,
+                          suppression, masks, boot=boot)
+    table("claims", claims, format_claims(claims), "The paper's claims checked on this run")
+
+    for method in [m for m in rows if m in have]:
+        try:
+            files.extend(save_figure(heatmap_figure(results, method), f"heatmap_{method}", figures_dir))
+        except ValueError as err:
+            missing[f"heatmap_{method}"] = str(err)
+    for name, make in (("ablation_bars", lambda: ablation_figure(ablation_stats(results, boot))),
+                       ("methods_bars", lambda: method_bars(cell_stats(scores(results), ["method", "scope", "metric"],
+                                                                       boot))),
+                       ("sequential_editing", lambda: sequential_figure(general)),
+                       ("neurons_per_layer", lambda: neuron_figure(
+                           neuron_layer_frame(masks) if masks is not None else find_table(run_dir, "neurons_per_layer")))):
+        try:
+            if results.empty and name in ("ablation_bars", "methods_bars"):
+                raise ValueError("no results")
+            files.extend(save_figure(make(), name, figures_dir))
+        except (ValueError, KeyError) as err:
+            missing[name] = str(err)
+            log.info("figure %s skipped: %s", name, err)
+
+    params: dict[str, Any] = {"bootstrap": dict(boot.__dict__)}
+    if cfg is None:
+        params["run_dir"] = str(run_dir)
+    run_manifest = run_dir / "manifest.json"  # the runner's: which model produced the results
+    model = json.loads(run_manifest.read_text(encoding="utf-8")) if run_manifest.is_file() else {}
+    manifest = build_manifest("report", cfg=cfg, parameters=params, model_name=model.get("model"),
+                              model_fingerprint=model.get("model_fingerprint"),
+                              inputs={"results_rows": int(len(results)), "results_digest": table_digest(results),
+                                      "general_rows": int(len(general)), "missing": missing})
+    for f in files:
+        manifest.add(f, root=figures_dir)
+    files.append(manifest.write(figures_dir / "MANIFEST.json"))
+    return ReportOutputs(out, claims, files, missing)
+
+
+def table_digest(frame: pd.DataFrame) -> str:
+    """sha256 of a table's CSV text: lets a test check that the same input gives the same table."""
+    return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16]

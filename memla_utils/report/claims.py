@@ -1,0 +1,245 @@
+"""The paper's claims checked on a run: each a measured effect, its 95% interval, n and a verdict.
+
+A claim whose inputs are absent reads "not measured (reason)", never an error.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .names import baseline_methods, method_order
+from .stats import BootstrapConfig, CellStat, bootstrap_ci, paired_difference, per_record, scores
+
+#: What the paper reports for each claim (quoted beside the measured effect).
+PAPER_FIGURES: dict[str, str] = {
+    "cross_lingual": "+7.14% average over the baselines (cross-lingual)",
+    "zh_ru": "+13.95% for zh→ru",
+    "lse_lie": "removing either editor lowers the scores (ablation)",
+    "multihop": "MEMLA has the best multi-hop (QS) scores",
+    "general": "general ability barely affected by editing",
+    "neurons_exist": "language-independent neurons exist (shared by all languages)",
+    "neurons_matter": "masking to the located neurons beats editing other neurons",
+    "suppression": "not reported in the paper (the companion's check that located neurons carry the fact)",
+}
+
+
+@dataclass(frozen=True)
+class ClaimConfig:
+    """Verdict rules. ``general_tolerance``: a relative change within ±5% counts as "barely affected"
+    (the paper gives no number; 5% is this companion's choice, stated in the claims table)."""
+
+    main_metrics: tuple[str, ...] = ("ES", "PS", "NS")
+    general_tolerance: float = 0.05
+
+
+def verdict(stat: CellStat, *, tolerance: float | None = None) -> str:
+    """supported / not supported / inconclusive at this n, from the interval (two-sided 95%)."""
+    if stat.n == 0 or math.isnan(stat.mean):
+        return "not measured"
+    if math.isnan(stat.ci_low) or math.isnan(stat.ci_high):
+        return f"inconclusive at n={stat.n}"
+    if tolerance is None:
+        if stat.ci_low > 0:
+            return "supported"
+        if stat.ci_high < 0:
+            return "not supported"
+        return f"inconclusive at n={stat.n}"
+    if -tolerance <= stat.ci_low and stat.ci_high <= tolerance:
+        return "supported"
+    if stat.ci_low > tolerance or stat.ci_high < -tolerance:
+        return "not supported"
+    return f"inconclusive at n={stat.n}"
+
+
+def _claim(key: str, claim: str, measure: str, stat: CellStat | None, note: str = "", *,
+           reason: str | None = None, tolerance: float | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {"claim": claim, "measured as": measure, "paper": PAPER_FIGURES.get(key, ""), "key": key}
+    if reason is not None or stat is None:
+        row.update(effect=math.nan, ci_low=math.nan, ci_high=math.nan, n=0,
+                   verdict=f"not measured ({reason or 'no input'})", note=note)
+        return row
+    row.update(effect=stat.mean, ci_low=stat.ci_low, ci_high=stat.ci_high, n=stat.n,
+               verdict=verdict(stat, tolerance=tolerance), note=note)
+    if row["verdict"] == "not measured":
+        row["verdict"] = "not measured (no shared records)"
+    return row
+
+
+def _score_per_record(t: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """One score per (method, record): mean over the chosen metrics of the record's cell means."""
+    t = t[t["metric"].isin(metrics)]
+    cell = t.groupby(["method", "record", "metric"])["value"].mean().reset_index()
+    return cell.groupby(["method", "record"])["value"].mean().reset_index()
+
+
+def _vs_baselines(t: pd.DataFrame, metrics: Sequence[str], boot: BootstrapConfig) -> tuple[CellStat | None, str]:
+    methods = set(t["method"])
+    if "memla" not in methods:
+        return None, "no memla results"
+    base = baseline_methods(method_order(methods))
+    if not base:
+        return None, "no baseline results"
+    stat, best = paired_difference(_score_per_record(t, metrics), "memla", base, boot)
+    if best is None:
+        return None, "memla and the baselines share no record"
+    return stat, f"memla − strongest baseline ({best}) on {', '.join(m for m in metrics if m in set(t['metric']))}"
+
+
+def claims_table(results: pd.DataFrame | None, general: pd.DataFrame | None = None,
+                 suppression: pd.DataFrame | None = None, masks: pd.DataFrame | None = None, *,
+                 boot: BootstrapConfig = BootstrapConfig(), config: ClaimConfig = ClaimConfig()) -> pd.DataFrame:  # noqa: B008 - frozen dataclass, immutable
+    """Each paper claim with the measured effect, its 95% interval, n (records) and a verdict.
+
+    Effects are record-paired differences in score fractions (0.07 = 7 points). Missing inputs give
+    "not measured (reason)".
+    """
+    rows: list[dict[str, Any]] = []
+    t = scores(results) if results is not None and not results.empty else None
+    main = list(config.main_metrics)
+    main_txt = "/".join(main)
+
+    # 1. cross-lingual editing, average
+    claim = "MEMLA beats the baselines on cross-lingual editing"
+    if t is None:
+        rows.append(_claim("cross_lingual", claim, "", None, reason="no editing results"))
+    else:
+        stat, how = _vs_baselines(t[t["scope"] == "cross"], main, boot)
+        rows.append(_claim("cross_lingual", claim, f"{how}, edit ≠ eval language" if stat else "", stat,
+                           reason=None if stat else how))
+    # 2. zh -> ru
+    claim = "MEMLA beats the baselines for zh→ru"
+    if t is None:
+        rows.append(_claim("zh_ru", claim, "", None, reason="no editing results"))
+    else:
+        sub = t[(t["edit_lang"] == "zh") & (t["eval_lang"] == "ru")]
+        if sub.empty:
+            rows.append(_claim("zh_ru", claim, "", None, reason="no zh→ru results: needs edit language zh and "
+                                                               "evaluation language ru"))
+        else:
+            stat, how = _vs_baselines(sub, main, boot)
+            rows.append(_claim("zh_ru", claim, how if stat else "", stat, reason=None if stat else how))
+    # 3. LSE + LIE together
+    claim = "LSE and LIE together beat either alone"
+    if t is None:
+        rows.append(_claim("lse_lie", claim, "", None, reason="no editing results"))
+    else:
+        per = _score_per_record(t, main)
+        have = [m for m in ("memla-lse", "memla-lie") if m in set(per["method"])]
+        if "memla" not in set(per["method"]) or not have:
+            rows.append(_claim("lse_lie", claim, "", None, reason="needs memla and memla-lse/memla-lie results"))
+        else:
+            stat, best = paired_difference(per, "memla", have, boot)
+            rows.append(_claim("lse_lie", claim, f"memla − better single editor ({best}) on {main_txt}, all "
+                                                 f"language pairs", stat,
+                               note="" if len(have) == 2 else f"only {have[0]} available",
+                               reason=None if best else "no shared records"))
+    # 4. multi-hop
+    claim = "MEMLA improves multi-hop reasoning (QS)"
+    if t is None or t[t["metric"] == "QS"].empty:
+        rows.append(_claim("multihop", claim, "", None, reason="no QS results (records without multi-hop "
+                                                               "questions?)"))
+    else:
+        stat, how = _vs_baselines(t, ("QS",), boot)
+        rows.append(_claim("multihop", claim, how + ", all language pairs" if stat else "", stat,
+                           reason=None if stat else how))
+    # 5. general ability
+    claim = "General ability is barely affected"
+    g = general[(general["method"] == "memla") & (general["setting"] == "single")] \
+        if general is not None and not general.empty else None
+    if g is None or g.empty:
+        rows.append(_claim("general", claim, "", None, reason="no general-ability results for memla"))
+    else:
+        ppl = g[g["metric"] == "perplexity"].copy()
+        if ppl.empty:
+            rows.append(_claim("general", claim, "", None, reason="no perplexity results for memla"))
+        else:
+            ppl["value"] = ppl["after"] / ppl["before"] - 1.0
+            stat = bootstrap_ci(per_record(ppl, [])["value"].to_numpy(), boot)
+            rows.append(_claim("general", claim, "relative perplexity change after one memla edit "
+                                                 f"(supported if the 95% interval lies within "
+                                                 f"±{config.general_tolerance:.0%})", stat,
+                               tolerance=config.general_tolerance))
+        acc = g[g["metric"] == "fact_accuracy"].copy()
+        if not acc.empty:
+            acc["value"] = acc["delta"]
+            stat = bootstrap_ci(per_record(acc, [])["value"].to_numpy(), boot)
+            rows.append(_claim("general", claim + " (unrelated facts)",
+                               f"change in unrelated-fact accuracy after one memla edit (within "
+                               f"±{config.general_tolerance:.0%} points)", stat, tolerance=config.general_tolerance))
+    # 6. language-independent neurons exist
+    claim = "Language-independent neurons exist"
+    if masks is None or masks.empty or "independent" not in masks.columns:
+        rows.append(_claim("neurons_exist", claim, "", None, reason="no mask statistics in run_dir "
+                                                                    "(notebook 03)"))
+    else:
+        per = masks.groupby("record")["independent"].sum() if "record" in masks.columns else masks["independent"]
+        stat = bootstrap_ci((per.to_numpy(dtype=float) > 0).astype(float), boot)
+        rows.append(_claim("neurons_exist", claim, "share of facts with ≥1 language-independent neuron",
+                           stat, note=f"mean {float(per.mean()):.1f} independent neurons per fact"))
+    # 7. ... and matter: suppression check, and masked vs random-neuron editing
+    claim = "Knowledge neurons matter (suppression lowers P(true) more than random neurons)"
+    if suppression is None or suppression.empty:
+        rows.append(_claim("suppression", claim, "", None, reason="no suppression-check table in run_dir "
+                                                                  "(notebook 02)"))
+    else:
+        stat, how = suppression_effect(suppression, boot)
+        rows.append(_claim("suppression", claim, how, stat, reason=None if stat else how))
+    claim = "Editing the located neurons beats editing random neurons"
+    if t is None or not {"memla", "memla-random"} <= set(t["method"]):
+        rows.append(_claim("neurons_matter", claim, "", None, reason="needs memla and memla-random results"))
+    else:
+        stat, best = paired_difference(_score_per_record(t[t["scope"] == "cross"], main), "memla",
+                                       ["memla-random"], boot)
+        rows.append(_claim("neurons_matter", claim, f"memla − memla-random on {main_txt}, cross-lingual", stat,
+                           reason=None if best else "no shared records"))
+    return pd.DataFrame(rows)
+
+
+def suppression_effect(table: pd.DataFrame, boot: BootstrapConfig = BootstrapConfig(),  # noqa: B008 - frozen dataclass, immutable
+                       ) -> tuple[CellStat | None, str]:
+    """Random-neuron minus knowledge-neuron change in P(true) under suppression (positive = neurons matter).
+
+    Reads notebook 02's tidy effects (:func:`memla_utils.suppression.sanity_effects`: ``example_id, language,
+    factor, neurons, effect``; suppression = factor 0), or ``intervention``/``value`` columns, or one row per
+    fact with ``knowledge`` and ``random`` columns. Paired per (fact, language), averaged per fact; n = facts.
+    """
+    t = table.rename(columns={"example_id": "record", "effect": "value"}).copy()
+    if "factor" in t.columns:
+        t = t[pd.to_numeric(t["factor"], errors="coerce") == 0]
+    if "intervention" in t.columns:
+        t = t[t["intervention"].astype(str).str.startswith("suppress")]
+    if {"knowledge", "random"} <= set(t.columns):
+        t["diff"] = pd.to_numeric(t["random"], errors="coerce") - pd.to_numeric(t["knowledge"], errors="coerce")
+        diff = t.groupby("record")["diff"].mean() if "record" in t.columns else t["diff"]
+    elif {"neurons", "value"} <= set(t.columns):
+        keys = [c for c in ("record", "language") if c in t.columns]
+        if not keys:
+            return None, "suppression table has no record/language column to pair on"
+        piv = t.pivot_table(index=keys, columns="neurons", values="value", aggfunc="mean")
+        if not {"knowledge", "random"} <= set(piv.columns):
+            return None, f"suppression table has neuron sets {sorted(piv.columns)}, expected knowledge and random"
+        paired = (piv["random"] - piv["knowledge"]).rename("diff").reset_index()
+        diff = paired.groupby(keys[0])["diff"].mean()
+    else:
+        return None, f"suppression table columns {sorted(table.columns)} not understood"
+    stat = bootstrap_ci(diff.dropna().to_numpy(), boot)
+    return stat, ("relative change in P(true) with random neurons suppressed − with the fact's knowledge neurons "
+                  "suppressed (same counts per layer), per fact")
+
+
+def format_claims(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims table as shown to readers: effect and interval in points (×100)."""
+    def fmt(r: pd.Series) -> str:
+        if r["n"] == 0 or math.isnan(r["effect"]):
+            return "—"
+        k = 100.0
+        ci = "" if math.isnan(r["ci_low"]) else f" [{r['ci_low'] * k:+.1f}, {r['ci_high'] * k:+.1f}]"
+        return f"{r['effect'] * k:+.1f}{ci}"
+    out = pd.DataFrame({"claim": claims["claim"], "measured effect ×100 [95% CI]": claims.apply(fmt, axis=1),
+                        "n": claims["n"].astype(int), "verdict": claims["verdict"], "paper": claims["paper"],
+                        "measured as": claims["measured as"]})
+    return out.set_index("claim")

@@ -1,0 +1,28 @@
+"""Metric and method names, and their reading order: one vocabulary for the statistics, tables, figures and claims."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..config import ALL_METHODS
+
+#: The paper's four editing metrics (reliability, generality, locality, portability/multi-hop).
+SCORE_METRICS: tuple[str, ...] = ("ES", "PS", "NS", "QS")
+#: MEMLA and its ablations (same editor, different masks) -- the rows of the ablation table.
+ABLATION_METHODS: tuple[str, ...] = ("memla", "memla-lse", "memla-lie", "memla-unmasked", "memla-random")
+#: Rows that are not editing methods but references.
+REFERENCE_METHODS: tuple[str, ...] = ("unedited",)
+#: Metrics shown as percentages (values in [0, 1]); everything else is shown as is.
+PERCENT_METRICS: frozenset[str] = frozenset(SCORE_METRICS) | {"fact_accuracy", "fact_token_accuracy",
+                                                              "edit_retention", "perplexity_rel"}
+MISSING = "missing"
+
+
+def baseline_methods(methods: Iterable[str]) -> list[str]:
+    """Methods that are neither MEMLA (or an ablation) nor a reference row."""
+    return [m for m in methods if not m.startswith("memla") and m not in REFERENCE_METHODS]
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    """``ALL_METHODS`` order first (MEMLA, ablations, baselines), then references, then the rest by name."""
+    rank = {m: i for i, m in enumerate((*ALL_METHODS, *REFERENCE_METHODS))}
+    return sorted(set(methods), key=lambda m: (rank.get(m, len(rank)), m))

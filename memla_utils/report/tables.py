@@ -1,0 +1,112 @@
+"""Tidy statistics shaped into the paper's wide tables, formatted as CSV, Markdown and LaTeX.
+
+Cells that have no results stay visible as "missing" rather than disappearing from the table.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .names import MISSING, PERCENT_METRICS, SCORE_METRICS
+
+log = logging.getLogger(__name__)
+
+
+def format_cell(mean: float, lo: float, hi: float, n: int, metric: str | None = None) -> str:
+    """``57.1 [50.0, 64.3] n=3`` (percent for score metrics); ``missing`` for an empty cell."""
+    if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return MISSING
+    k = 100.0 if metric in PERCENT_METRICS else 1.0
+    digits = 1 if k == 100.0 or abs(mean) >= 10 else 3
+    text = f"{mean * k:.{digits}f}"
+    if not (math.isnan(lo) or math.isnan(hi)):
+        text += f" [{lo * k:.{digits}f}, {hi * k:.{digits}f}]"
+    return f"{text} n={int(n)}"
+
+
+def wide(stats: pd.DataFrame, index: Sequence[str], columns: Sequence[str], *, metric: str | None = None,
+         rows: Sequence[Any] | None = None) -> pd.DataFrame:
+    """Formatted wide table; ``rows`` (e.g. the requested methods) are kept even when they have no results."""
+    index, columns = list(index), list(columns)
+    if stats.empty:
+        frame = pd.DataFrame(index=pd.Index(rows or [], name=index[0] if len(index) == 1 else None))
+        return frame
+    s = stats.copy()
+    s["cell"] = [format_cell(r["mean"], r["ci_low"], r["ci_high"], r["n"],
+                             metric if metric is not None else r.get("metric")) for _, r in s.iterrows()]
+    table = s.pivot_table(index=index, columns=columns, values="cell", aggfunc="first")
+    table = table[sorted(table.columns, key=_column_key)]
+    if rows is not None and len(index) == 1:
+        table = table.reindex(list(rows))
+    return table.fillna(MISSING)
+
+
+_LEVEL_ORDER = {v: i for i, v in enumerate((*SCORE_METRICS, "same", "cross", "perplexity", "perplexity_rel",
+                                             "fact_accuracy",
+                                             "fact_token_accuracy", "edit_retention"))}
+
+
+def _column_key(col: Any) -> tuple:
+    """Columns in reading order: metrics ES/PS/NS/QS, same before cross, languages in MKEB order."""
+    from ..languages import MKEB_LANGUAGES
+
+    lang_rank = {c: i for i, c in enumerate(MKEB_LANGUAGES)}
+    parts = col if isinstance(col, tuple) else (col,)
+    return tuple((_LEVEL_ORDER.get(p, lang_rank.get(p, 100)), str(p)) if not isinstance(p, (int, float))
+                 else (p, "") for p in parts)
+
+
+def _flat_columns(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    idx_names = [str(n) if n is not None else "" for n in frame.index.names]
+    cols = [" ".join(str(c) for c in (col if isinstance(col, tuple) else (col,))) for col in frame.columns]
+    body = [[*(k if isinstance(k, tuple) else (k,)), *vals] for k, vals in zip(frame.index, frame.to_numpy().tolist())]
+    return [*idx_names, *cols], [[str(x) for x in row] for row in body]
+
+
+def to_markdown(frame: pd.DataFrame, caption: str = "") -> str:
+    header, body = _flat_columns(frame)
+    esc = [[c.replace("|", "\\|") for c in row] for row in [header, *body]]
+    lines = ([f"**{caption}**", ""] if caption else []) + ["| " + " | ".join(esc[0]) + " |",
+                                                            "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in esc[1:]]
+    return "\n".join(lines) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "→": r"$\rightarrow$", "−": "-"}
+
+
+def _tex(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in s)
+
+
+def to_latex(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    header, body = _flat_columns(frame)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * len(header) + "}",
+             r"\toprule", " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(_tex(c) for c in row) + r" \\" for row in body]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + _tex(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(name: str, stats: pd.DataFrame, formatted: pd.DataFrame, out_dir: str | Path, *,
+                caption: str = "") -> list[Path]:
+    """``<name>.csv`` (numeric, long), ``<name>.md`` and ``<name>.tex`` (formatted) under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path, tex_path = out / f"{name}.csv", out / f"{name}.md", out / f"{name}.tex"
+    stats.to_csv(csv_path, index=False, float_format="%.6g", lineterminator="\n")
+    md_path.write_text(to_markdown(formatted, caption), encoding="utf-8")
+    tex_path.write_text(to_latex(formatted, caption, label=f"tab:{name}"), encoding="utf-8")
+    log.info("wrote table %s (%d cells)", name, len(stats))
+    return [csv_path, md_path, tex_path]
