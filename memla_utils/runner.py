@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .cache import ArtifactCache, content_hash, write_json_atomic
-from .editors import make_editor
+from .editors import Edit, make_editor
 from .evaluate import PAPER_METRICS, EvalConfig, LanguageEvaluation, MetricValue, PreEditCache, evaluate_language
 from .languages import ordered
 from .masks import RecordMasks
@@ -62,6 +63,13 @@ class RunnerConfig:
     editor_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> make_editor kwargs
     progress: bool = True                     # tqdm bar over the shard's units
     cache_preedit: bool = True                # keep unedited evaluations on disk (ArtifactCache)
+    parallel_edits: int = 1                   # >1: editors with ``edit_parallel`` (MEMLA) train this many
+    #                                           independent facts per batch; each is still applied, evaluated
+    #                                           and reverted alone (the paper's protocol, same numbers)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.parallel_edits, int) or self.parallel_edits < 1:
+            raise ValueError(f"RunnerConfig.parallel_edits must be a positive integer, got {self.parallel_edits!r}")
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -170,8 +178,8 @@ def _metric_rows(base: dict[str, Any], eval_lang: str, metrics: dict[str, Metric
             for k, v in metrics.items()]
 
 
-def _run_unit(lm: LoadedModel, unit: Unit, record: Record, editor: Any, eval_languages: Sequence[str],
-              refs: dict[str, LanguageEvaluation], config: RunnerConfig, context: dict[str, Any]) -> list[dict]:
+def _run_unit(lm: LoadedModel, unit: Unit, record: Record, make_edit: Callable[[], Edit],
+              eval_languages: Sequence[str], refs: dict[str, LanguageEvaluation], config: RunnerConfig) -> list[dict]:
     base = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang}
     if unit.method == UNEDITED:
         rows: list[dict] = []
@@ -183,12 +191,15 @@ def _run_unit(lm: LoadedModel, unit: Unit, record: Record, editor: Any, eval_lan
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     try:
-        edit = editor.edit(lm, record, unit.edit_lang, **context)
+        edit = make_edit()
     except Exception as err:  # a failed edit is a result, not the end of the run
         log.warning("%s failed on record %r (%s): %s", unit.method, unit.record, unit.edit_lang, err)
         return [{**base, "eval_lang": None, "metric": "error", "value": None, "n": 0, "kind": "error",
                  "message": f"{type(err).__name__}: {err}"}]
-    edit_seconds = time.perf_counter() - start
+    eval_start = time.perf_counter()
+    edit_seconds = eval_start - start
+    if "parallel_edits" in edit.info:  # trained in a batch: add this unit's share of the batch's training time
+        edit_seconds += float(edit.info["seconds"])
     rows = []
     try:
         for lang in eval_languages:
@@ -197,10 +208,11 @@ def _run_unit(lm: LoadedModel, unit: Unit, record: Record, editor: Any, eval_lan
             rows += _metric_rows(base, lang, res.metrics)
     finally:
         edit.revert()
-    stats = {"seconds": edit_seconds, "eval_seconds": time.perf_counter() - start - edit_seconds,
+    stats = {"seconds": edit_seconds, "eval_seconds": time.perf_counter() - eval_start,
              **_peak_memory_rows()}
-    if "steps" in edit.info:
-        stats["steps"] = float(edit.info["steps"])
+    for key in ("steps", "parallel_edits"):
+        if key in edit.info:
+            stats[key] = float(edit.info[key])
     rows += [{**base, "eval_lang": None, "metric": k, "value": float(v), "n": 1, "kind": "edit"}
              for k, v in stats.items()]
     return rows
@@ -242,19 +254,53 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
         editors[method] = make_editor(method, **config.editor_overrides.get(method, {}))
         if train_records:
             editors[method].fit(lm, list(train_records))
-    for unit in tqdm(todo, desc=f"run {shard}", disable=not config.progress):
-        record = by_id[unit.record]
-        refs = {lang: preedit.get(lm, record, lang, config.eval_config) for lang in eval_languages}
+    def context_of(unit: Unit) -> dict[str, Any]:
         context: dict[str, Any] = {"cache": cache}
         if masks is not None and unit.method != UNEDITED:
-            m = masks(record, unit.edit_lang)
+            m = masks(by_id[unit.record], unit.edit_lang)
             if m is not None:
                 context["masks"] = m
-        rows = _run_unit(lm, unit, record, editors.get(unit.method), eval_languages, refs, config, context)
+        return context
+
+    pending: dict[Unit, Any] = {}
+    for i, unit in enumerate(tqdm(todo, desc=f"run {shard}", disable=not config.progress)):
+        record = by_id[unit.record]
+        refs = {lang: preedit.get(lm, record, lang, config.eval_config) for lang in eval_languages}
+        editor = editors.get(unit.method)
+        if (config.parallel_edits > 1 and unit not in pending and unit.method != UNEDITED
+                and hasattr(editor, "edit_parallel")):
+            pending.update(_train_parallel(lm, editor, [u for u in todo[i:] if (u.method, u.edit_lang) ==
+                                                        (unit.method, unit.edit_lang)][: config.parallel_edits],
+                                           by_id, context_of))
+        if unit in pending:
+            ready = pending.pop(unit)
+            make_edit = partial(_raise, ready) if isinstance(ready, Exception) else partial(ready.apply, lm)
+        else:
+            make_edit = partial(editor.edit, lm, record, unit.edit_lang, **context_of(unit)) if editor else None
+        rows = _run_unit(lm, unit, record, make_edit, eval_languages, refs, config)
         attempt = uuid.uuid4().hex[:12]
         marker = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang, "kind": "done"}
         _append(out, [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
     return out
+
+
+def _raise(err: Exception) -> Edit:
+    raise err
+
+
+def _train_parallel(lm: LoadedModel, editor: Any, units: list[Unit], by_id: dict[str, Record],
+                    context_of: Callable[[Unit], dict[str, Any]]) -> dict[Unit, Any]:
+    """Independent edits of ``units`` (one method and edit language) trained in one batch: unit -> edit or error."""
+    contexts = [context_of(u) for u in units]
+    has_masks = all("masks" in c for c in contexts)
+    try:
+        out = editor.edit_parallel(lm, [by_id[u.record] for u in units], units[0].edit_lang,
+                                   masks=[c["masks"] for c in contexts] if has_masks else None,
+                                   cache=contexts[0]["cache"])
+    except Exception as err:  # the batch failed as a whole: every unit records the error
+        log.warning("%s: parallel edit of %d records failed: %s", units[0].method, len(units), err)
+        out = [err] * len(units)
+    return dict(zip(units, out))
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -20,6 +20,27 @@ from ..models import ModelAdapter
 
 
 @dataclass
+class ColumnUpdate:
+    """A merged change of one down projection: ``delta`` added to the columns ``index`` (``None``: all)."""
+
+    layer: int
+    index: torch.Tensor | None   # long [n_selected] neuron ids, or None for all neurons
+    delta: torch.Tensor          # [hidden, n_selected] (nn.Linear layout)
+
+
+@torch.no_grad()
+def apply_column_updates(adapter: ModelAdapter, updates: Sequence[ColumnUpdate]) -> None:
+    """Add each update to its layer's down projection; columns outside ``index`` stay bit-identical."""
+    for u in updates:
+        w = adapter.down_weight_as_linear(u.layer)  # [hidden, n_neurons] view
+        upd = u.delta.detach().to(w.device, w.dtype)
+        if u.index is None:
+            w.add_(upd)
+        else:
+            w.index_add_(1, u.index.to(w.device), upd)
+
+
+@dataclass
 class LoraPair:
     """One low-rank pair ``delta[:, index] = B @ A`` (``index=None``: every neuron, i.e. plain LoRA)."""
 
@@ -85,15 +106,13 @@ class MaskedLoRA:
         return f"{self.adapter.down_proj_name(self.layer)}.weight"
 
     @torch.no_grad()
+    def updates(self, scale: float) -> list[ColumnUpdate]:
+        """``scale * B @ A`` of every pair, as column updates of this layer."""
+        return [ColumnUpdate(self.layer, p.index, scale * p.delta().detach()) for p in self.pairs]
+
     def merge(self, scale: float) -> None:
         """Add ``scale * B @ A`` to the selected columns of the down projection (others stay bit-identical)."""
-        w = self.adapter.down_weight_as_linear(self.layer)  # [hidden, n_neurons] view
-        for p in self.pairs:
-            upd = (scale * p.delta().detach()).to(w.dtype)
-            if p.index is None:
-                w.add_(upd)
-            else:
-                w.index_add_(1, p.index.to(w.device), upd.to(w.device))
+        apply_column_updates(self.adapter, self.updates(scale))
 
 
 @contextmanager

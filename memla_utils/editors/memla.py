@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -28,9 +28,10 @@ from ..masks import NeuronMasks, RecordMasks
 from ..mkeb.record import Record, RecordError
 from ..models import LoadedModel
 from ..scoring import answer_logprob
-from ..text import build_batch
+from ..text import PromptAnswerBatch, build_batch
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
-from .masked_lora import MaskedLoRA, attach_all, make_pair
+from .masked_lora import ColumnUpdate, MaskedLoRA, apply_column_updates, attach_all, make_pair
+from .routed_lora import RoutedLoRA, Routing, attach_routed, updates_from_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,32 @@ class _Fact:
     target_new: str
     target_true: str | None
     language: str
+
+
+@dataclass
+class _Batches:
+    """The teacher-forced batches of a training step: ``new`` for every fact, ``true`` for those with one."""
+
+    new: PromptAnswerBatch
+    true: PromptAnswerBatch | None
+    with_true: list[int]
+
+
+@dataclass
+class PendingEdit:
+    """A trained MEMLA edit not yet applied, kept compact (its merged column updates; see ``edit_parallel``)."""
+
+    method: str
+    updates: list[ColumnUpdate]
+    info: dict[str, Any]
+
+    def apply(self, lm: LoadedModel) -> Edit:
+        """Write the updates into ``lm`` and return the (revertible, bit-exact) :class:`Edit`."""
+        names = [f"{lm.adapter.down_proj_name(layer)}.weight" for layer in sorted({u.layer for u in self.updates})]
+        with recording_edit(lm.model, names, self.method) as edit:
+            apply_column_updates(lm.adapter, self.updates)
+        edit.info.update(self.info)
+        return edit
 
 
 @dataclass
@@ -169,8 +196,7 @@ class MemlaEditor(BaseEditor):
             facts.append(_Fact(r.example_id, view.prompt, view.target_new, tt, language))
         return facts
 
-    def _train(self, lm: LoadedModel, loras: Sequence[MaskedLoRA], facts: Sequence[_Fact]) -> TrainResult:
-        cfg = self.config
+    def _batches(self, lm: LoadedModel, facts: Sequence[_Fact]) -> _Batches:
         ids = ", ".join(repr(f.example_id) for f in facts)
         try:
             new_batch = build_batch(lm.tokenizer, [f.prompt for f in facts], [f.target_new for f in facts],
@@ -181,22 +207,42 @@ class MemlaEditor(BaseEditor):
                                      [facts[i].language for i in with_true]) if with_true else None
         except ValueError as err:
             raise EditError(f"{self.name}: record(s) {ids}: {err}") from err
+        return _Batches(new_batch, true_batch, with_true)
+
+    def _losses(self, lm: LoadedModel, batches: _Batches, n_facts: int,
+                route: Callable[[list[int]], None] | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                           list[float | None]]:
+        """Per-fact loss ``2.5 NLL(new) + 2 P(true)`` (memla4mke), P(new) and P(true) of every fact.
+
+        ``route(facts_of_rows)`` is told which fact each row of the next forward belongs to (parallel editing).
+        """
+        cfg = self.config
+        if route is not None:
+            route(list(range(n_facts)))
+        lp_new = answer_logprob(lm.model, batches.new)
+        loss_f = -cfg.nll_weight * lp_new
+        p_true_rows: list[float | None] = [None] * n_facts
+        if batches.true is not None and cfg.true_prob_weight:
+            if route is not None:
+                route(batches.with_true)
+            p_true = answer_logprob(lm.model, batches.true).exp()
+            loss_f = loss_f.index_add(0, torch.tensor(batches.with_true, device=loss_f.device),
+                                      cfg.true_prob_weight * p_true)
+            for j, i in enumerate(batches.with_true):
+                p_true_rows[i] = float(p_true[j].detach())
+        return loss_f, lp_new.detach().exp(), p_true_rows
+
+    def _train(self, lm: LoadedModel, loras: Sequence[MaskedLoRA], facts: Sequence[_Fact]) -> TrainResult:
+        cfg = self.config
+        ids = ", ".join(repr(f.example_id) for f in facts)
+        batches = self._batches(lm, facts)
         params = [p for lora in loras for p in lora.parameters()]
         opt = torch.optim.Adam(params, lr=cfg.learning_rate) if params else None
         res = TrainResult(steps=0, loss=float("nan"))
         with attach_all(loras), torch.enable_grad():
             for step in range(cfg.max_steps + 1):
-                lp_new = answer_logprob(lm.model, new_batch)
-                loss_f = -cfg.nll_weight * lp_new
-                p_true_rows: list[float | None] = [None] * len(facts)
-                if true_batch is not None and cfg.true_prob_weight:
-                    p_true = answer_logprob(lm.model, true_batch).exp()
-                    loss_f = loss_f.index_add(0, torch.tensor(with_true, device=loss_f.device),
-                                              cfg.true_prob_weight * p_true)
-                    for j, i in enumerate(with_true):
-                        p_true_rows[i] = float(p_true[j].detach())
+                loss_f, p_new, p_true_rows = self._losses(lm, batches, len(facts))
                 loss = loss_f.mean()
-                p_new = lp_new.detach().exp()
                 res.loss, res.p_new, res.p_true = float(loss.detach()), p_new.tolist(), p_true_rows
                 if not math.isfinite(res.loss):
                     raise EditError(f"{self.name}: non-finite loss ({res.loss}) at step {step} for record(s) {ids}")
@@ -210,6 +256,52 @@ class MemlaEditor(BaseEditor):
                 opt.step()
                 res.steps += 1
         return res
+
+    def _train_parallel(self, lm: LoadedModel, routed: Sequence[RoutedLoRA], routing: Routing,
+                        facts: Sequence[_Fact]) -> list[tuple[TrainResult, list[ColumnUpdate]] | EditError]:
+        """Train every fact's own pairs in one batch; a fact leaves the batch when it stops (see routed_lora)."""
+        cfg = self.config
+        out: list[tuple[TrainResult, list[ColumnUpdate]] | EditError | None] = [None] * len(facts)
+        results = [TrainResult(steps=0, loss=float("nan")) for _ in facts]
+        active = list(range(len(facts)))
+        opt = torch.optim.Adam([p for r in routed for p in r.parameters()], lr=cfg.learning_rate)
+
+        def freeze(f: int, early: bool) -> None:
+            results[f].stopped_early = early
+            updates = [u for r in routed for u in updates_from_snapshot(r.layer, r.snapshot(f), cfg.merge_scale)]
+            out[f] = (results[f], updates)
+
+        with attach_routed(routed), torch.enable_grad():
+            for step in range(cfg.max_steps + 1):
+                def route(rows: list[int], act: list[int] = active) -> None:
+                    routing.row_fact = torch.tensor([act[r] for r in rows], device=lm.device)
+
+                loss_f, p_new, p_true = self._losses(lm, self._batches(lm, [facts[f] for f in active]),
+                                                     len(active), route)
+                keep, finite = [], []
+                for j, f in enumerate(active):
+                    res = results[f]
+                    res.loss, res.p_new, res.p_true = float(loss_f[j].detach()), [float(p_new[j])], [p_true[j]]
+                    if not math.isfinite(res.loss):
+                        out[f] = EditError(f"{self.name}: non-finite loss ({res.loss}) at step {step} for record "
+                                           f"{facts[f].example_id!r}")
+                    elif res.loss < cfg.stop_loss or res.p_new[0] > cfg.stop_prob:
+                        freeze(f, early=True)
+                    elif step == cfg.max_steps:
+                        freeze(f, early=False)
+                    else:
+                        keep.append(f)
+                        finite.append(j)
+                if not keep:
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss_f[torch.tensor(finite, device=loss_f.device)].sum().backward()
+                opt.step()
+                for f in keep:
+                    results[f].steps += 1
+                active = keep
+        assert all(o is not None for o in out), "every fact is frozen or failed by the last step"
+        return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ public API
     def edit(self, lm: LoadedModel, record: Record, language: str, **context: Any) -> Edit:
@@ -229,7 +321,71 @@ class MemlaEditor(BaseEditor):
         if mode == "sequential":
             return [self._edit(lm, [r], language, [masks[i]] if masks is not None else None, context)
                     for i, r in enumerate(records)]
-        raise ValueError(f"edit_batch mode must be 'batch' or 'sequential', got {mode!r}")
+        if mode == "parallel":
+            edits = []
+            for pending in self.edit_parallel(lm, records, language, masks=masks, **context):
+                if isinstance(pending, Exception):
+                    raise pending
+                edit = pending.apply(lm)
+                edit.revert()
+                edits.append(edit)
+            return edits
+        raise ValueError(f"edit_batch mode must be 'batch', 'sequential' or 'parallel', got {mode!r}")
+
+    def edit_parallel(self, lm: LoadedModel, records: Sequence[Record], language: str, *,
+                      masks: Sequence[RecordMasks] | None = None,
+                      **context: Any) -> list[PendingEdit | EditError]:
+        """Train one *independent* edit per record, all in one batch (per-fact adapters, see ``routed_lora``).
+
+        Nothing is applied: each :class:`PendingEdit` is applied (and reverted) on its own, which is what the
+        paper's protocol does with single edits; a record that cannot be edited gets its ``EditError`` in its
+        place. Each fact gets the masks, ranks and initialisation a single edit would give it.
+        """
+        if masks is not None and len(masks) != len(records):
+            raise EditError(f"{self.name}: {len(records)} records but {len(masks)} masks")
+        start = time.perf_counter()
+        out: list[PendingEdit | EditError | None] = [None] * len(records)
+        ready: list[tuple[int, _Fact, list[MaskedLoRA]]] = []
+        for i, r in enumerate(records):
+            try:
+                fact = self._facts([r], language)[0]
+                m = self._record_masks(lm, r, language, {"masks": masks[i]} if masks is not None else context)
+                loras = self.build_loras(lm, [m])
+                self._require_loras(loras, [r.example_id], language)
+                ready.append((i, fact, loras))
+            except EditError as err:
+                out[i] = err
+        if ready:
+            routing = Routing()
+            layers = sorted({lora.layer for _, _, loras in ready for lora in loras})
+            routed = [RoutedLoRA(lm.adapter, layer,
+                                 [next((lo for lo in loras if lo.layer == layer), None) for _, _, loras in ready],
+                                 routing) for layer in layers]
+            trained = self._train_parallel(lm, routed, routing, [fact for _, fact, _ in ready])
+            seconds = (time.perf_counter() - start) / len(ready)
+            for (i, _, loras), result in zip(ready, trained):
+                if isinstance(result, EditError):
+                    out[i] = result
+                    continue
+                res, updates = result
+                info = self._info([records[i]], language, res, loras, lm.adapter.n_neurons)
+                info.update(seconds=seconds, parallel_edits=len(ready))
+                out[i] = PendingEdit(self.name, updates, info)
+        return [o for o in out if o is not None]
+
+    def _require_loras(self, loras: Sequence[MaskedLoRA], ids: list[str], language: str) -> None:
+        if not loras:
+            raise EditError(f"{self.name}: record(s) {ids} ({language}): no selected neurons in any layer "
+                            f"for this configuration (use_specific={self.config.use_specific}, "
+                            f"use_independent={self.config.use_independent}); nothing to edit")
+
+    def _info(self, records: Sequence[Record], language: str, result: TrainResult, loras: Sequence[MaskedLoRA],
+              n_neurons: int) -> dict[str, Any]:
+        return {"records": [r.example_id for r in records], "language": language, "steps": result.steps,
+                "loss": result.loss, "p_new": result.p_new, "p_true": result.p_true,
+                "stopped_early": result.stopped_early, "layers": [lora.layer for lora in loras],
+                "ranks": [lora.rank for lora in loras], "neurons": _neuron_counts(loras, n_neurons),
+                "config": {k: v for k, v in asdict(self.config).items() if k != "mask_config"}}
 
     def _edit(self, lm: LoadedModel, records: list[Record], language: str, masks: Sequence[RecordMasks] | None,
               context: dict[str, Any]) -> Edit:
@@ -241,23 +397,14 @@ class MemlaEditor(BaseEditor):
             masks = [self._record_masks(lm, r, language, {"masks": m}) for r, m in zip(records, masks)]
         loras = self.build_loras(lm, masks)
         ids = [r.example_id for r in records]
-        if not loras:
-            raise EditError(f"{self.name}: record(s) {ids} ({language}): no selected neurons in any layer "
-                            f"for this configuration (use_specific={self.config.use_specific}, "
-                            f"use_independent={self.config.use_independent}); nothing to edit")
+        self._require_loras(loras, ids, language)
         names = [lora.param_name() for lora in loras]
         with recording_edit(lm.model, names, self.name) as edit:
             result = self._train(lm, loras, facts)
             for lora in loras:
                 lora.merge(self.config.merge_scale)
-        edit.info.update({
-            "records": ids, "language": language, "steps": result.steps, "loss": result.loss,
-            "p_new": result.p_new, "p_true": result.p_true, "stopped_early": result.stopped_early,
-            "layers": [lora.layer for lora in loras], "ranks": [lora.rank for lora in loras],
-            "neurons": _neuron_counts(loras, lm.adapter.n_neurons),
-            "seconds": time.perf_counter() - start, "config": {k: v for k, v in asdict(self.config).items()
-                                                               if k != "mask_config"},
-        })
+        edit.info.update(self._info(records, language, result, loras, lm.adapter.n_neurons),
+                         seconds=time.perf_counter() - start)
         log.debug("%s edited %s in %s: %d steps, loss %.4f", self.name, ids, language, result.steps, result.loss)
         return edit
 
@@ -288,4 +435,4 @@ def _factory(name: str, variant: dict[str, Any], config: MemlaConfig | None = No
 for _name, _variant in VARIANTS.items():
     register_editor(_name)(partial(_factory, _name, _variant))
 
-__all__ = ["MemlaConfig", "MemlaEditor", "TrainResult", "VARIANTS"]
+__all__ = ["MemlaConfig", "MemlaEditor", "PendingEdit", "TrainResult", "VARIANTS"]

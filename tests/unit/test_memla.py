@@ -149,7 +149,7 @@ def test_batch_mode_is_one_joint_edit_and_sequential_accumulates(llama):
         e.revert()
     assert all(torch.equal(v, before[k]) for k, v in state(llama).items())
     with pytest.raises(ValueError, match="mode"):
-        editor.edit_batch(llama, [record()], "en", masks=[m1], mode="parallel")
+        editor.edit_batch(llama, [record()], "en", masks=[m1], mode="nope")
 
 
 def test_without_target_true_the_old_answer_term_is_dropped(llama):

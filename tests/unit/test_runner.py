@@ -200,3 +200,26 @@ def test_summarize_mono_vs_cross_and_matrix():
 def test_load_results_of_an_empty_dir_is_an_empty_table(tmp_path):
     df = load_results(tmp_path)
     assert df.empty and list(df.columns[:7]) == COLUMNS
+
+
+def test_parallel_edits_give_the_single_edit_results(lm, tmp_path):
+    """MEMLA facts trained in parallel batches, each evaluated alone: the same rows as one edit at a time."""
+    from dataclasses import replace
+
+    recs = records(bad=True)  # r1 has an empty zh target: its error stays its own
+    run_experiment(lm, recs, METHODS, ["en", "zh"], ["en", "zh"], tmp_path / "one", masks=masks, config=CONFIG)
+    run_experiment(lm, recs, METHODS, ["en", "zh"], ["en", "zh"], tmp_path / "par", masks=masks,
+                   config=replace(CONFIG, parallel_edits=3))
+    one, par = load_results(tmp_path / "one"), load_results(tmp_path / "par")
+    key = ["record", "method", "edit_lang", "eval_lang", "metric"]
+    m1 = one[one["kind"] == "metric"].set_index(key)["value"].sort_index()
+    m2 = par[par["kind"] == "metric"].set_index(key)["value"].sort_index()
+    assert m1.index.equals(m2.index) and len(m1) > 0
+    pd.testing.assert_series_equal(m1, m2, rtol=1e-3, atol=1e-3)
+    errors = par[par["kind"] == "error"]
+    assert set(zip(errors["record"], errors["edit_lang"])) == {("r1", "zh")}
+    assert errors["message"].str.contains("r1").all()
+    batched = par[(par["metric"] == "parallel_edits")]
+    assert set(batched["value"]) == {2.0, 3.0}  # en: 3 facts per batch; zh: 2 (r1 failed before training)
+    with pytest.raises(ValueError, match="parallel_edits"):
+        replace(CONFIG, parallel_edits=0)
