@@ -65,10 +65,9 @@ class RunConfig:
         """Build from notebook parameters; ``preset`` picks a named preset that the other values override."""
         preset = params.pop("preset", None)
         base = dict(PRESETS[preset]) if preset else {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in params if k not in names]
-        extra = {k: params.pop(k) for k in unknown}
         base.update({k: v for k, v in params.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = {k: base.pop(k) for k in [k for k in base if k not in names]}  # notebook-specific parameters
         for key in ("languages", "edit_languages"):
             if isinstance(base.get(key), str):
                 base[key] = list(MKEB_LANGUAGES) if base[key] == "all" else _split(base[key])
@@ -97,5 +96,6 @@ class RunConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {},
     "full": {"device": "auto", "dtype": "auto", "languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"],
-             "n_records": 1000, "methods": list(ALL_METHODS), "run_dir": "runs/full"},
+             "n_records": 1000, "methods": list(ALL_METHODS), "run_dir": "runs/full",
+             "attribution_prompts": "all"},  # neurons of the edit prompt and its paraphrases (memla4mke)
 }

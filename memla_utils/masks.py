@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -118,11 +119,33 @@ class MaskConfig:
             raise ValueError(f"MaskConfig.attribution must be an AttributionConfig, got "
                              f"{type(self.attribution).__name__}")
 
+    def params(self) -> dict[str, Any]:
+        """Everything that determines a record's masks (for cache keys and saved-mask provenance)."""
+        a = self.attribution
+        return {"independent_languages": self.independent_languages, "scores": a.score_params(),
+                "threshold": a.threshold, "use_paraphrases": a.use_paraphrases, "answer": a.answer}
+
     def languages_for(self, record: Record) -> list[str]:
         """The independence languages present in ``record`` (in the configured order)."""
         if self.independent_languages == "all":
             return list(record.languages)
         return [l for l in self.independent_languages if l in record.edit]
+
+
+def notebook_mask_config(independent_languages: str = "en,zh,fr", steps: int = 20, baseline: str = "eos_mean",
+                         threshold: float = 0.3, attribution_prompts: str = "edit") -> MaskConfig:
+    """The MaskConfig that the notebooks' papermill parameters describe (03, 04 and 06 build it the same way).
+
+    ``attribution_prompts``: ``"edit"`` (edit prompt only: the small CPU default) or ``"all"`` (edit prompt and
+    paraphrases, as memla4mke).
+    """
+    if attribution_prompts not in ("edit", "all"):
+        raise ValueError(f"attribution_prompts must be 'edit' or 'all', got {attribution_prompts!r}")
+    langs: tuple[str, ...] | str = "all" if independent_languages.strip() == "all" else tuple(
+        s.strip() for s in independent_languages.split(",") if s.strip())
+    return MaskConfig(independent_languages=langs,
+                      attribution=AttributionConfig(steps=int(steps), baseline=baseline, threshold=float(threshold),
+                                                    use_paraphrases=attribution_prompts == "all"))
 
 
 def intersection(masks: Sequence[NeuronMasks]) -> NeuronMasks:
@@ -206,14 +229,49 @@ def mask_path(directory: str | Path, example_id: str, edit_language: str) -> Pat
     return Path(directory) / f"{safe}-{content_hash(example_id, 8)}_{edit_language}.safetensors"
 
 
-def save_record_masks(masks: RecordMasks, directory: str | Path) -> Path:
-    """Both masks of one (record, edit language) in one safetensors file, atomically."""
+def mask_source(lm: Any, config: MaskConfig) -> str:
+    """Provenance of saved masks: the model fingerprint and every parameter that shaped them."""
+    return content_hash({"model": lm.fingerprint, "dtype": str(lm.dtype), "masks": config.params()}, 16)
+
+
+def save_record_masks(masks: RecordMasks, directory: str | Path, source: str = "") -> Path:
+    """Both masks of one (record, edit language) in one safetensors file, atomically (``source``: mask_source)."""
     path = mask_path(directory, masks.example_id, masks.edit_language)
     tensors = {**masks.specific.to_tensors("specific."), **masks.independent.to_tensors("independent.")}
     write_tensors_atomic(path, tensors, metadata={"example_id": masks.example_id,
                                                   "edit_language": masks.edit_language,
-                                                  "n_neurons": str(masks.specific.n_neurons)})
+                                                  "n_neurons": str(masks.specific.n_neurons), "source": source})
     return path
+
+
+def saved_source(path: str | Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("source", "")
+
+
+def run_masks(lm: Any, records: Sequence[Record], edit_languages: Sequence[str], directory: str | Path,
+              config: MaskConfig | None = None, cache: ArtifactCache | None = None) -> dict[tuple[str, str], RecordMasks]:
+    """The masks of a run, ``{(example_id, edit_language): RecordMasks}``, shared by notebooks 03, 04 and 06.
+
+    A file notebook 03 saved under ``directory`` is reused when it was made from the same model and parameters;
+    anything missing or made otherwise is computed (attribution is cached) and saved, so every notebook of a run
+    edits with the same masks.
+    """
+    config = config or MaskConfig()
+    source = mask_source(lm, config)
+    out: dict[tuple[str, str], RecordMasks] = {}
+    for record in records:
+        for lang in edit_languages:
+            path = mask_path(directory, record.example_id, lang)
+            if path.is_file() and saved_source(path) == source:
+                out[(record.example_id, lang)] = load_record_masks(path)
+                continue
+            masks = compute_record_masks(lm, record, lang, config, cache)
+            save_record_masks(masks, directory, source)
+            out[(record.example_id, lang)] = masks
+    return out
 
 
 def load_record_masks(path: str | Path) -> RecordMasks:
@@ -319,5 +377,5 @@ def steps_sweep(lm, record: Record, language: str, steps: Sequence[int], config:
 
 __all__ = ["MaskConfig", "NeuronMasks", "RecordMasks", "compute_record_masks", "counts_frame", "independent_share_frame",
            "intersection", "jaccard", "jaccard_matrix", "language_neurons", "load_record_masks", "mask_path",
-           "masks_from_sets", "random_masks_like", "save_record_masks", "steps_sweep", "threshold_scores",
+           "mask_source", "masks_from_sets", "notebook_mask_config", "random_masks_like", "run_masks", "save_record_masks", "saved_source", "steps_sweep", "threshold_scores",
            "threshold_sweep", "union"]

@@ -428,6 +428,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def mask_overrides(mask_config: Any) -> dict[str, dict[str, Any]]:
+    """``editor_overrides`` giving every MEMLA variant the same MaskConfig (for masks it computes itself)."""
+    return {name: {"mask_config": mask_config} for name in VARIANTS}
+
+
 def _factory(name: str, variant: dict[str, Any], config: MemlaConfig | None = None, **overrides: Any) -> MemlaEditor:
     return MemlaEditor(config, name=name, **{**variant, **overrides})
 
@@ -435,4 +440,4 @@ def _factory(name: str, variant: dict[str, Any], config: MemlaConfig | None = No
 for _name, _variant in VARIANTS.items():
     register_editor(_name)(partial(_factory, _name, _variant))
 
-__all__ = ["MemlaConfig", "MemlaEditor", "PendingEdit", "TrainResult", "VARIANTS"]
+__all__ = ["MemlaConfig", "MemlaEditor", "PendingEdit", "TrainResult", "VARIANTS", "mask_overrides"]

@@ -18,8 +18,11 @@ from memla_utils.masks import (
     jaccard_matrix,
     language_neurons,
     load_record_masks,
+    mask_path,
     masks_from_sets,
+    notebook_mask_config,
     random_masks_like,
+    run_masks,
     save_record_masks,
     steps_sweep,
     threshold_sweep,
@@ -170,3 +173,26 @@ def test_suppression_effect_and_sanity_table(tmp_path):
     assert set(summary["neurons"]) == {"knowledge", "random", "difference"}
     ok = summary.dropna()
     assert ((ok["ci_low"] <= ok["mean"] + 1e-12) & (ok["mean"] <= ok["ci_high"] + 1e-12)).all()
+
+
+def test_run_masks_reuses_saved_masks_only_when_made_the_same_way(tmp_path, monkeypatch):
+    import memla_utils.masks as masks_mod
+
+    lm = tiny_model("llama")
+    cache = ArtifactCache(tmp_path / "cache")
+    record = make_record()
+    cfg = notebook_mask_config("en,zh,fr", steps=3, attribution_prompts="edit")
+    first = run_masks(lm, [record], ["en", "zh"], tmp_path / "masks", cfg, cache)
+    assert mask_path(tmp_path / "masks", "jp", "zh").is_file()
+    calls = []
+    real = masks_mod.compute_record_masks
+    monkeypatch.setattr(masks_mod, "compute_record_masks", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    again = run_masks(lm, [record], ["en", "zh"], tmp_path / "masks", cfg, cache)
+    assert calls == [] and again[("jp", "en")].specific.to_sets() == first[("jp", "en")].specific.to_sets()
+    other = notebook_mask_config("en,zh,fr", steps=3, attribution_prompts="all")  # + paraphrases: other masks
+    run_masks(lm, [record], ["en"], tmp_path / "masks", other, cache)
+    assert calls == ["en"]
+    assert cfg.attribution.use_paraphrases is False and other.attribution.use_paraphrases is True
+    assert notebook_mask_config("all").independent_languages == "all"
+    with pytest.raises(ValueError, match="attribution_prompts"):
+        notebook_mask_config(attribution_prompts="some")
