@@ -293,6 +293,17 @@ def load_record_masks(path: str | Path) -> RecordMasks:
 
 
 # ---------------------------------------------------------------------------- tables for the notebooks
+def masks_summary(masks: Mapping[tuple[str, str], RecordMasks], records: Sequence[Record]):
+    """One row per (record, edit language): neurons and layers of each mask, and the edit prompt."""
+    import pandas as pd
+
+    prompts = {(r.example_id, lang): r.for_language(lang).prompt for r in records for lang in r.edit}
+    return pd.DataFrame([{"record": rid, "edit language": lang, "specific neurons": m.specific.total,
+                          "specific layers": len(m.specific.layers), "independent neurons": m.independent.total,
+                          "independent layers": len(m.independent.layers), "prompt": prompts.get((rid, lang))}
+                         for (rid, lang), m in masks.items()])
+
+
 def counts_frame(sets: dict[tuple[str, str], NeuronMasks], n_layers: int):
     """Tidy ``example_id, language, layer, n`` (zeros included) from ``{(example_id, language): set}``."""
     import pandas as pd
@@ -376,6 +387,6 @@ def steps_sweep(lm, record: Record, language: str, steps: Sequence[int], config:
 
 
 __all__ = ["MaskConfig", "NeuronMasks", "RecordMasks", "compute_record_masks", "counts_frame", "independent_share_frame",
-           "intersection", "jaccard", "jaccard_matrix", "language_neurons", "load_record_masks", "mask_path",
+           "intersection", "jaccard", "jaccard_matrix", "language_neurons", "load_record_masks", "mask_path", "masks_summary",
            "mask_source", "masks_from_sets", "notebook_mask_config", "random_masks_like", "run_masks", "save_record_masks", "saved_source", "steps_sweep", "threshold_scores",
            "threshold_sweep", "union"]

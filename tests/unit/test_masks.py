@@ -19,6 +19,7 @@ from memla_utils.masks import (
     language_neurons,
     load_record_masks,
     mask_path,
+    masks_summary,
     masks_from_sets,
     notebook_mask_config,
     random_masks_like,
@@ -189,6 +190,9 @@ def test_run_masks_reuses_saved_masks_only_when_made_the_same_way(tmp_path, monk
     monkeypatch.setattr(masks_mod, "compute_record_masks", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     again = run_masks(lm, [record], ["en", "zh"], tmp_path / "masks", cfg, cache)
     assert calls == [] and again[("jp", "en")].specific.to_sets() == first[("jp", "en")].specific.to_sets()
+    summary = masks_summary(again, [record])
+    assert list(summary["edit language"]) == ["en", "zh"] and summary["prompt"][1] == "日本的首都是"
+    assert summary["specific neurons"][0] == again[("jp", "en")].specific.total
     other = notebook_mask_config("en,zh,fr", steps=3, attribution_prompts="all")  # + paraphrases: other masks
     run_masks(lm, [record], ["en"], tmp_path / "masks", other, cache)
     assert calls == ["en"]
