@@ -96,6 +96,5 @@ class RunConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {},
     "full": {"device": "auto", "dtype": "auto", "languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"],
-             "n_records": 1000, "methods": list(ALL_METHODS), "run_dir": "runs/full",
-             "attribution_prompts": "all"},  # neurons of the edit prompt and its paraphrases (memla4mke)
+             "n_records": 1000, "methods": list(ALL_METHODS), "run_dir": "runs/full"},
 }
