@@ -9,9 +9,10 @@ layer width. ``index=None`` gives the unmasked LoRA of the same rank (the ablati
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -94,13 +95,8 @@ class MaskedLoRA:
             extra = d if extra is None else extra + d
         return out if extra is None else out + extra.to(out.dtype)
 
-    @contextmanager
-    def attached(self) -> Iterator[MaskedLoRA]:
-        handle = self.adapter.down_proj(self.layer).register_forward_hook(self._hook)
-        try:
-            yield self
-        finally:
-            handle.remove()
+    def attached(self) -> AbstractContextManager[None]:
+        return hooked_down_proj(self.adapter, self.layer, self._hook)
 
     def param_name(self) -> str:
         return f"{self.adapter.down_proj_name(self.layer)}.weight"
@@ -116,8 +112,18 @@ class MaskedLoRA:
 
 
 @contextmanager
-def attach_all(loras: Sequence[MaskedLoRA]) -> Iterator[None]:
-    """Hook every layer's LoRA into the model for the duration of the block."""
+def hooked_down_proj(adapter: ModelAdapter, layer: int, hook: Callable[..., torch.Tensor]) -> Iterator[None]:
+    """``hook(module, args, out)`` adds to the output of ``layer``'s down projection for the block."""
+    handle = adapter.down_proj(layer).register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def attach_all(loras: Sequence[Any]) -> Iterator[None]:
+    """Hook every layer's LoRA (anything with ``attached()``: MaskedLoRA, RoutedLoRA) in for the block."""
     with ExitStack() as stack:
         for lora in loras:
             stack.enter_context(lora.attached())

@@ -31,7 +31,7 @@ from ..scoring import answer_logprob
 from ..text import PromptAnswerBatch, build_batch
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
 from .masked_lora import ColumnUpdate, MaskedLoRA, apply_column_updates, attach_all, make_pair
-from .routed_lora import RoutedLoRA, Routing, attach_routed, updates_from_snapshot
+from .routed_lora import RoutedLoRA, Routing, updates_from_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class MemlaEditor(BaseEditor):
             updates = [u for r in routed for u in updates_from_snapshot(r.layer, r.snapshot(f), cfg.merge_scale)]
             out[f] = (results[f], updates)
 
-        with attach_routed(routed), torch.enable_grad():
+        with attach_all(routed), torch.enable_grad():
             for step in range(cfg.max_steps + 1):
                 def route(rows: list[int], act: list[int] = active) -> None:
                     routing.row_fact = torch.tensor([act[r] for r in rows], device=lm.device)

@@ -14,14 +14,14 @@ both ``A`` and ``B``, so their gradients, Adam moments and values stay exactly z
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..models import ModelAdapter
-from .masked_lora import ColumnUpdate, MaskedLoRA
+from .masked_lora import ColumnUpdate, MaskedLoRA, hooked_down_proj
 
 
 class Routing:
@@ -99,13 +99,8 @@ class RoutedLoRA:
         h = torch.einsum("btpn,bprn->btpr", xs, self.a[sl])
         return out + torch.einsum("btpr,bphr->bth", h, self.b[sl]).to(out.dtype)
 
-    @contextmanager
-    def attached(self) -> Iterator[RoutedLoRA]:
-        handle = self.adapter.down_proj(self.layer).register_forward_hook(self._hook)
-        try:
-            yield self
-        finally:
-            handle.remove()
+    def attached(self) -> AbstractContextManager[None]:
+        return hooked_down_proj(self.adapter, self.layer, self._hook)
 
     @torch.no_grad()
     def snapshot(self, fact: int) -> list[tuple[_Slot, torch.Tensor, torch.Tensor]]:
@@ -118,11 +113,3 @@ def updates_from_snapshot(layer: int, snap: Sequence[tuple[_Slot, torch.Tensor, 
                           scale: float) -> list[ColumnUpdate]:
     """The merged updates (``scale * B @ A`` into the pair's columns) of one fact on one layer."""
     return [ColumnUpdate(layer, s.index, scale * (b @ a)) for s, a, b in snap]
-
-
-@contextmanager
-def attach_routed(loras: Sequence[RoutedLoRA]) -> Iterator[None]:
-    with ExitStack() as stack:
-        for lora in loras:
-            stack.enter_context(lora.attached())
-        yield
