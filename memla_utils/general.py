@@ -406,6 +406,35 @@ def parse_methods(value: str, run_methods: Sequence[str], n_records: int = 0) ->
     return [m for m in wanted if m in run_methods]
 
 
+@dataclass
+class StudyPlan:
+    """What notebook 06's general-ability parameters resolve to for a run of ``n_records`` records."""
+
+    methods: list[str]
+    n_single: int             # records edited one at a time (edit, measure, revert)
+    steps: tuple[int, ...]    # sequential-editing checkpoints
+
+    @property
+    def n_edit(self) -> int:
+        """Records the study edits (the probe records come after them in file order)."""
+        return max(self.n_single, max(self.steps) if self.steps else 0)
+
+
+def plan_study(general_methods: str, general_records: str | int, sequential_steps: str | int | Sequence[int],
+               run_methods: Sequence[str], n_records: int) -> StudyPlan:
+    """Resolve the ``auto`` values: small runs measure MEMLA on 2 single edits and 1,3,5 sequential edits (kept
+    to the run's records, already located), full-scale runs every method on 100 and 10,50,100."""
+    if str(general_records).strip() == "auto":
+        n_single = min(2, n_records) if n_records < FULL_SCALE_RECORDS else 100
+    else:
+        try:
+            n_single = int(general_records)
+        except ValueError:
+            raise ValueError(f"general_records must be an integer or 'auto', got {general_records!r}") from None
+    return StudyPlan(parse_methods(general_methods, run_methods, n_records), n_single,
+                     parse_steps(sequential_steps, n_records))
+
+
 def parse_steps(value: str | int | Sequence[int], n_records: int = 0) -> tuple[int, ...]:
     """``"1,3,5"`` -> (1, 3, 5); ``"full"`` -> (10, 50, 100); ``"auto"`` -> full when ``n_records`` >= 100, else
     the CPU default (1, 3, 5) kept to at most ``n_records`` edits, so the sequence edits the records notebooks
@@ -429,5 +458,5 @@ def parse_steps(value: str | int | Sequence[int], n_records: int = 0) -> tuple[i
 
 
 __all__ = ["FULL_SEQUENTIAL_STEPS", "GeneralConfig", "ProbeSet", "available_methods", "build_probe_set",
-           "FULL_SCALE_RECORDS", "general_study", "parse_methods", "saved_masks", "parse_steps", "split_records", "measure", "save_rows",
+           "FULL_SCALE_RECORDS", "StudyPlan", "general_study", "plan_study", "parse_methods", "saved_masks", "parse_steps", "split_records", "measure", "save_rows",
            "score_sentences", "sentence_nll", "sequential_general", "single_edit_general"]

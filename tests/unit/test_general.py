@@ -241,3 +241,16 @@ def test_random_editors_give_the_same_numbers_twice(lm):
     torch.manual_seed(456)
     b = single_edit_general(lm, recs[:2], probe, ["noisy"], "en", editors={"noisy": Noisy()})
     assert a == b and any(r["delta"] != 0 for r in a)
+
+
+def test_plan_study_resolves_auto_for_small_and_full_runs():
+    from memla_utils.general import plan_study
+
+    small = plan_study("auto", "auto", "auto", ["memla", "ft"], 3)
+    assert small.methods == ["memla"] and small.n_single == 2 and small.steps == (1, 3) and small.n_edit == 3
+    full = plan_study("auto", "auto", "auto", ["memla", "ft"], 1000)
+    assert full.methods == ["memla", "ft"] and full.n_single == 100 and full.n_edit == 100
+    explicit = plan_study("ft", 4, "", ["memla", "ft"], 3)
+    assert explicit.methods == ["ft"] and explicit.n_single == 4 and explicit.steps == () and explicit.n_edit == 4
+    with pytest.raises(ValueError, match="general_records"):
+        plan_study("auto", "many", "auto", ["memla"], 3)
