@@ -251,6 +251,34 @@ def saved_source(path: str | Path) -> str:
         return (f.metadata() or {}).get("source", "")
 
 
+@dataclass
+class RunMaskSets:
+    """Notebook 03's result: every record's per-language neuron sets and its masks per edit language."""
+
+    sets: dict[str, dict[str, NeuronMasks]]   # example_id -> language -> knowledge neurons
+    masks: list[RecordMasks]                  # one per (record, edit language), in record order
+    paths: list[Path]                         # where each was saved
+
+
+def compute_run_mask_sets(lm: Any, records: Sequence[Record], edit_languages: Sequence[str],
+                          languages: Sequence[str], config: MaskConfig, directory: str | Path,
+                          cache: ArtifactCache | None = None, *, progress: bool = False) -> RunMaskSets:
+    """Neuron sets in every edit and run language (one attribution batch per record), then the two masks of each
+    (record, edit language) by set algebra, saved with their provenance for notebooks 04 and 06."""
+    source = mask_source(lm, config)
+    wanted = list(dict.fromkeys([*edit_languages, *languages]))
+    out = RunMaskSets({}, [], [])
+    for record in records:
+        sets = language_neurons(lm, record, [l for l in wanted if l in record.edit], config.attribution, cache,
+                                progress=progress)
+        out.sets[record.example_id] = sets
+        for lang in edit_languages:
+            masks = masks_from_sets(record.example_id, lang, sets, config.languages_for(record))
+            out.masks.append(masks)
+            out.paths.append(save_record_masks(masks, directory, source))
+    return out
+
+
 def run_masks(lm: Any, records: Sequence[Record], edit_languages: Sequence[str], directory: str | Path,
               config: MaskConfig | None = None, cache: ArtifactCache | None = None) -> dict[tuple[str, str], RecordMasks]:
     """The masks of a run, ``{(example_id, edit_language): RecordMasks}``, shared by notebooks 03, 04 and 06.
@@ -386,7 +414,7 @@ def steps_sweep(lm, record: Record, language: str, steps: Sequence[int], config:
     return pd.DataFrame(rows)
 
 
-__all__ = ["MaskConfig", "NeuronMasks", "RecordMasks", "compute_record_masks", "counts_frame", "independent_share_frame",
+__all__ = ["MaskConfig", "NeuronMasks", "RecordMasks", "RunMaskSets", "compute_record_masks", "compute_run_mask_sets", "counts_frame", "independent_share_frame",
            "intersection", "jaccard", "jaccard_matrix", "language_neurons", "load_record_masks", "mask_path", "masks_summary",
            "mask_source", "masks_from_sets", "notebook_mask_config", "random_masks_like", "run_masks", "save_record_masks", "saved_source", "steps_sweep", "threshold_scores",
            "threshold_sweep", "union"]

@@ -11,6 +11,7 @@ from memla_utils.masks import (
     NeuronMasks,
     RecordMasks,
     compute_record_masks,
+    compute_run_mask_sets,
     counts_frame,
     independent_share_frame,
     intersection,
@@ -200,3 +201,20 @@ def test_run_masks_reuses_saved_masks_only_when_made_the_same_way(tmp_path, monk
     assert notebook_mask_config("all").independent_languages == "all"
     with pytest.raises(ValueError, match="attribution_prompts"):
         notebook_mask_config(attribution_prompts="some")
+
+
+def test_notebook_03_masks_are_the_ones_04_reuses(tmp_path, monkeypatch):
+    import memla_utils.masks as masks_mod
+
+    lm = tiny_model("llama")
+    cache = ArtifactCache(tmp_path / "cache")
+    record = make_record()
+    cfg = notebook_mask_config("en,zh,fr", steps=3)
+    run = compute_run_mask_sets(lm, [record], ["en", "zh"], ["en", "zh", "fr", "es"], cfg, tmp_path / "m", cache)
+    assert set(run.sets["jp"]) == {"en", "zh", "fr", "es"} and len(run.masks) == len(run.paths) == 2
+    direct = compute_record_masks(lm, record, "zh", cfg, cache)
+    assert run.masks[1].independent.to_sets() == direct.independent.to_sets()
+    assert run.masks[1].specific.to_sets() == direct.specific.to_sets()
+    monkeypatch.setattr(masks_mod, "compute_record_masks", lambda *a, **k: pytest.fail("recomputed"))
+    reused = run_masks(lm, [record], ["en", "zh"], tmp_path / "m", cfg, cache)
+    assert reused[("jp", "en")].specific.to_sets() == run.masks[0].specific.to_sets()
