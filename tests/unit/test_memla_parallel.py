@@ -130,3 +130,22 @@ def test_rows_only_see_their_own_fact():
     routing.row_fact = torch.tensor([0])
     with pytest.raises(RuntimeError, match="1 routed rows but the batch has 2"):
         routed._hook(None, (x,), out)
+
+
+def test_parallel_edits_in_bfloat16_move_the_answer():
+    """The dtype path a GPU run takes: bfloat16 weights, float32 adapters; every fact's edit raises P(new)."""
+    from memla_utils.scoring import score_answers
+
+    lm = tiny_model("llama", dtype=torch.bfloat16)
+    recs = records()
+    before = state(lm)
+    pending = make_editor("memla", learning_rate=0.05, max_steps=20).edit_parallel(lm, recs, "en", masks=masks(lm, recs))
+    for rec, p in zip(recs, pending):
+        view = rec.for_language("en")
+        lp0 = float(score_answers(lm.model, lm.tokenizer, [view.prompt], [view.target_new], "en")["logprob"][0])
+        edit = p.apply(lm)
+        assert all(edit.edited[n].dtype == torch.bfloat16 for n in edit.touched)
+        lp1 = float(score_answers(lm.model, lm.tokenizer, [view.prompt], [view.target_new], "en")["logprob"][0])
+        edit.revert()
+        assert lp1 > lp0, (rec.example_id, lp0, lp1)
+    assert all(torch.equal(v, before[k]) for k, v in state(lm).items())
