@@ -8,7 +8,6 @@ MEMLA editors restrict their LoRA updates to the down-projection weights attache
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from .attribution import AttributionConfig, neurons_from_attributions, record_attributions, threshold_scores
-from .cache import ArtifactCache, content_hash, write_tensors_atomic
+from .cache import ArtifactCache, write_tensors_atomic
 from .languages import PAPER_INDEPENDENT_LANGUAGES, validate_languages
 from .mkeb.record import Record, RecordError
 
@@ -222,199 +221,22 @@ def jaccard(a: NeuronMasks, b: NeuronMasks) -> float:
     return inter / uni if uni else 1.0
 
 
-# ---------------------------------------------------------------------------- saving (notebook 04 reuses them)
-def mask_path(directory: str | Path, example_id: str, edit_language: str) -> Path:
-    """``<dir>/<safe id>-<hash>_<lang>.safetensors`` (ids may hold ``:`` or ``/``)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", example_id)[:60]
-    return Path(directory) / f"{safe}-{content_hash(example_id, 8)}_{edit_language}.safetensors"
+_SPLIT = {"mask_files": ("RunMaskSets", "compute_run_mask_sets", "load_record_masks", "mask_path", "mask_source",
+                         "run_masks", "save_record_masks", "saved_source"),
+          "mask_tables": ("counts_frame", "independent_share_frame", "jaccard_matrix", "masks_summary",
+                          "steps_sweep", "threshold_sweep")}
 
 
-def mask_source(lm: Any, config: MaskConfig) -> str:
-    """Provenance of saved masks: the model fingerprint and every parameter that shaped them."""
-    return content_hash({"model": lm.fingerprint, "dtype": str(lm.dtype), "masks": config.params()}, 16)
+def __getattr__(name: str) -> Any:
+    """Re-export the mask files and the notebook tables (their modules import this one)."""
+    import importlib
+
+    for module, names in _SPLIT.items():
+        if name in names:
+            return getattr(importlib.import_module(f".{module}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def save_record_masks(masks: RecordMasks, directory: str | Path, source: str = "") -> Path:
-    """Both masks of one (record, edit language) in one safetensors file, atomically (``source``: mask_source)."""
-    path = mask_path(directory, masks.example_id, masks.edit_language)
-    tensors = {**masks.specific.to_tensors("specific."), **masks.independent.to_tensors("independent.")}
-    write_tensors_atomic(path, tensors, metadata={"example_id": masks.example_id,
-                                                  "edit_language": masks.edit_language,
-                                                  "n_neurons": str(masks.specific.n_neurons), "source": source})
-    return path
-
-
-def saved_source(path: str | Path) -> str:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return (f.metadata() or {}).get("source", "")
-
-
-@dataclass
-class RunMaskSets:
-    """Notebook 03's result: every record's per-language neuron sets and its masks per edit language."""
-
-    sets: dict[str, dict[str, NeuronMasks]]   # example_id -> language -> knowledge neurons
-    masks: list[RecordMasks]                  # one per (record, edit language), in record order
-    paths: list[Path]                         # where each was saved
-
-
-def compute_run_mask_sets(lm: Any, records: Sequence[Record], edit_languages: Sequence[str],
-                          languages: Sequence[str], config: MaskConfig, directory: str | Path,
-                          cache: ArtifactCache | None = None, *, progress: bool = False) -> RunMaskSets:
-    """Neuron sets in every edit and run language (one attribution batch per record), then the two masks of each
-    (record, edit language) by set algebra, saved with their provenance for notebooks 04 and 06."""
-    source = mask_source(lm, config)
-    wanted = list(dict.fromkeys([*edit_languages, *languages]))
-    out = RunMaskSets({}, [], [])
-    for record in records:
-        sets = language_neurons(lm, record, [l for l in wanted if l in record.edit], config.attribution, cache,
-                                progress=progress)
-        out.sets[record.example_id] = sets
-        for lang in edit_languages:
-            masks = masks_from_sets(record.example_id, lang, sets, config.languages_for(record))
-            out.masks.append(masks)
-            out.paths.append(save_record_masks(masks, directory, source))
-    return out
-
-
-def run_masks(lm: Any, records: Sequence[Record], edit_languages: Sequence[str], directory: str | Path,
-              config: MaskConfig | None = None, cache: ArtifactCache | None = None) -> dict[tuple[str, str], RecordMasks]:
-    """The masks of a run, ``{(example_id, edit_language): RecordMasks}``, shared by notebooks 03, 04 and 06.
-
-    A file notebook 03 saved under ``directory`` is reused when it was made from the same model and parameters;
-    anything missing or made otherwise is computed (attribution is cached) and saved, so every notebook of a run
-    edits with the same masks.
-    """
-    config = config or MaskConfig()
-    source = mask_source(lm, config)
-    out: dict[tuple[str, str], RecordMasks] = {}
-    for record in records:
-        for lang in edit_languages:
-            path = mask_path(directory, record.example_id, lang)
-            if path.is_file() and saved_source(path) == source:
-                out[(record.example_id, lang)] = load_record_masks(path)
-                continue
-            masks = compute_record_masks(lm, record, lang, config, cache)
-            save_record_masks(masks, directory, source)
-            out[(record.example_id, lang)] = masks
-    return out
-
-
-def load_record_masks(path: str | Path) -> RecordMasks:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if not {"example_id", "edit_language", "n_neurons"} <= set(meta):
-        raise ValueError(f"{path}: not a record-masks file (metadata lacks example_id/edit_language/n_neurons)")
-    n = int(meta["n_neurons"])
-    t = load_file(str(path))
-
-    def part(prefix: str) -> NeuronMasks:
-        return NeuronMasks(n, {int(k[len(prefix):].removeprefix("layer")): v.bool()
-                               for k, v in t.items() if k.startswith(prefix)})
-
-    return RecordMasks(meta["example_id"], meta["edit_language"], specific=part("specific."),
-                       independent=part("independent."))
-
-
-# ---------------------------------------------------------------------------- tables for the notebooks
-def masks_summary(masks: Mapping[tuple[str, str], RecordMasks], records: Sequence[Record]):
-    """One row per (record, edit language): neurons and layers of each mask, and the edit prompt."""
-    import pandas as pd
-
-    prompts = {(r.example_id, lang): r.for_language(lang).prompt for r in records for lang in r.edit}
-    return pd.DataFrame([{"record": rid, "edit language": lang, "specific neurons": m.specific.total,
-                          "specific layers": len(m.specific.layers), "independent neurons": m.independent.total,
-                          "independent layers": len(m.independent.layers), "prompt": prompts.get((rid, lang))}
-                         for (rid, lang), m in masks.items()])
-
-
-def counts_frame(sets: dict[tuple[str, str], NeuronMasks], n_layers: int):
-    """Tidy ``example_id, language, layer, n`` (zeros included) from ``{(example_id, language): set}``."""
-    import pandas as pd
-
-    rows = [{"example_id": rid, "language": lang, "layer": l, "n": int(m.masks[l].sum()) if l in m.masks else 0}
-            for (rid, lang), m in sets.items() for l in range(n_layers)]
-    return pd.DataFrame(rows, columns=["example_id", "language", "layer", "n"])
-
-
-def jaccard_matrix(sets_by_record: dict[str, dict[str, NeuronMasks]], languages: Sequence[str]):
-    """Mean over records of the Jaccard overlap of each pair of languages' neuron sets."""
-    import pandas as pd
-
-    mat = pd.DataFrame(0.0, index=list(languages), columns=list(languages))
-    for a in languages:
-        for b in languages:
-            vals = [jaccard(s[a], s[b]) for s in sets_by_record.values() if a in s and b in s]
-            mat.loc[a, b] = sum(vals) / len(vals) if vals else float("nan")
-    return mat
-
-
-def independent_share_frame(record_masks: Sequence[RecordMasks], n_layers: int):
-    """Per (edit language, layer): independent / (specific + independent) neurons, pooled over records."""
-    import pandas as pd
-
-    rows = []
-    for rm in record_masks:
-        for l in range(n_layers):
-            ind = int(rm.independent.masks[l].sum()) if l in rm.independent.masks else 0
-            spec = int(rm.specific.masks[l].sum()) if l in rm.specific.masks else 0
-            rows.append({"example_id": rm.example_id, "edit_language": rm.edit_language, "layer": l,
-                         "independent": ind, "specific": spec})
-    df = pd.DataFrame(rows, columns=["example_id", "edit_language", "layer", "independent", "specific"])
-    agg = df.groupby(["edit_language", "layer"], as_index=False)[["independent", "specific"]].sum()
-    total = agg["independent"] + agg["specific"]
-    agg["share_independent"] = (agg["independent"] / total).where(total > 0)
-    return agg
-
-
-def threshold_sweep(attributions, thresholds: Sequence[float], reference: float = 0.3):
-    """Neuron counts and Jaccard vs the ``reference`` threshold, from cached scores (no recomputation).
-
-    ``attributions``: ``{(example_id, language): [PromptAttribution, ...]}``.
-    """
-    import pandas as pd
-
-    rows = []
-    for (rid, lang), atts in attributions.items():
-        n = int(atts[0].scores.shape[1])
-        ref = neurons_from_attributions(atts, reference, n)
-        for t in thresholds:
-            m = neurons_from_attributions(atts, float(t), n)
-            rows.append({"example_id": rid, "language": lang, "threshold": float(t), "n_neurons": m.total,
-                         "jaccard_vs_reference": jaccard(m, ref)})
-    return pd.DataFrame(rows)
-
-
-def steps_sweep(lm, record: Record, language: str, steps: Sequence[int], config: AttributionConfig | None = None,
-                cache: ArtifactCache | None = None):
-    """How the neuron set and the scores change with the number of IG steps (vs the largest count)."""
-    import dataclasses
-
-    import pandas as pd
-    from scipy.stats import spearmanr
-
-    config = config or AttributionConfig()
-    steps = sorted(int(s) for s in steps)
-    atts = {s: record_attributions(lm, record, language, dataclasses.replace(config, steps=s), cache)[language]
-            for s in steps}
-    ref_atts = atts[steps[-1]]
-    ref = neurons_from_attributions(ref_atts, config.threshold, lm.adapter.n_neurons)
-    rows = []
-    for s, a in atts.items():
-        m = neurons_from_attributions(a, config.threshold, lm.adapter.n_neurons)
-        rho = [float(spearmanr(x.scores.flatten().numpy(), y.scores.flatten().numpy()).statistic)
-               for x, y in zip(a, ref_atts)]
-        rows.append({"example_id": record.example_id, "language": language, "steps": s, "n_neurons": m.total,
-                     "jaccard_vs_max_steps": jaccard(m, ref), "spearman_vs_max_steps": sum(rho) / len(rho),
-                     "completeness_error": max(x.completeness_error for x in a)})
-    return pd.DataFrame(rows)
-
-
-__all__ = ["MaskConfig", "NeuronMasks", "RecordMasks", "RunMaskSets", "compute_record_masks", "compute_run_mask_sets", "counts_frame", "independent_share_frame",
-           "intersection", "jaccard", "jaccard_matrix", "language_neurons", "load_record_masks", "mask_path", "masks_summary",
-           "mask_source", "masks_from_sets", "notebook_mask_config", "random_masks_like", "run_masks", "save_record_masks", "saved_source", "steps_sweep", "threshold_scores",
-           "threshold_sweep", "union"]
+__all__ = ["MaskConfig", "NeuronMasks", "RecordMasks", "compute_record_masks", "intersection", "jaccard",
+           "language_neurons", "masks_from_sets", "notebook_mask_config", "random_masks_like", "threshold_scores",
+           "union", *(n for names in _SPLIT.values() for n in names)]

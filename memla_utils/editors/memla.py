@@ -30,8 +30,7 @@ from ..models import LoadedModel
 from ..scoring import answer_logprob
 from ..text import PromptAnswerBatch, build_batch
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
-from .masked_lora import ColumnUpdate, MaskedLoRA, apply_column_updates, attach_all, make_pair
-from .routed_lora import RoutedLoRA, Routing, updates_from_snapshot
+from .masked_lora import MaskedLoRA, attach_all, make_pair
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +86,6 @@ class _Batches:
     new: PromptAnswerBatch
     true: PromptAnswerBatch | None
     with_true: list[int]
-
-
-@dataclass
-class PendingEdit:
-    """A trained MEMLA edit not yet applied, kept compact (its merged column updates; see ``edit_parallel``)."""
-
-    method: str
-    updates: list[ColumnUpdate]
-    info: dict[str, Any]
-
-    def apply(self, lm: LoadedModel) -> Edit:
-        """Write the updates into ``lm`` and return the (revertible, bit-exact) :class:`Edit`."""
-        names = [f"{lm.adapter.down_proj_name(layer)}.weight" for layer in sorted({u.layer for u in self.updates})]
-        with recording_edit(lm.model, names, self.method) as edit:
-            apply_column_updates(lm.adapter, self.updates)
-        edit.info.update(self.info)
-        return edit
 
 
 @dataclass
@@ -257,52 +239,6 @@ class MemlaEditor(BaseEditor):
                 res.steps += 1
         return res
 
-    def _train_parallel(self, lm: LoadedModel, routed: Sequence[RoutedLoRA], routing: Routing,
-                        facts: Sequence[_Fact]) -> list[tuple[TrainResult, list[ColumnUpdate]] | EditError]:
-        """Train every fact's own pairs in one batch; a fact leaves the batch when it stops (see routed_lora)."""
-        cfg = self.config
-        out: list[tuple[TrainResult, list[ColumnUpdate]] | EditError | None] = [None] * len(facts)
-        results = [TrainResult(steps=0, loss=float("nan")) for _ in facts]
-        active = list(range(len(facts)))
-        opt = torch.optim.Adam([p for r in routed for p in r.parameters()], lr=cfg.learning_rate)
-
-        def freeze(f: int, early: bool) -> None:
-            results[f].stopped_early = early
-            updates = [u for r in routed for u in updates_from_snapshot(r.layer, r.snapshot(f), cfg.merge_scale)]
-            out[f] = (results[f], updates)
-
-        with attach_all(routed), torch.enable_grad():
-            for step in range(cfg.max_steps + 1):
-                def route(rows: list[int], act: list[int] = active) -> None:
-                    routing.row_fact = torch.tensor([act[r] for r in rows], device=lm.device)
-
-                loss_f, p_new, p_true = self._losses(lm, self._batches(lm, [facts[f] for f in active]),
-                                                     len(active), route)
-                keep, finite = [], []
-                for j, f in enumerate(active):
-                    res = results[f]
-                    res.loss, res.p_new, res.p_true = float(loss_f[j].detach()), [float(p_new[j])], [p_true[j]]
-                    if not math.isfinite(res.loss):
-                        out[f] = EditError(f"{self.name}: non-finite loss ({res.loss}) at step {step} for record "
-                                           f"{facts[f].example_id!r}")
-                    elif res.loss < cfg.stop_loss or res.p_new[0] > cfg.stop_prob:
-                        freeze(f, early=True)
-                    elif step == cfg.max_steps:
-                        freeze(f, early=False)
-                    else:
-                        keep.append(f)
-                        finite.append(j)
-                if not keep:
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss_f[torch.tensor(finite, device=loss_f.device)].sum().backward()
-                opt.step()
-                for f in keep:
-                    results[f].steps += 1
-                active = keep
-        assert all(o is not None for o in out), "every fact is frozen or failed by the last step"
-        return out  # type: ignore[return-value]
-
     # ------------------------------------------------------------------ public API
     def edit(self, lm: LoadedModel, record: Record, language: str, **context: Any) -> Edit:
         """Write one fact (``context['masks']``: its RecordMasks; else computed by attribution)."""
@@ -333,45 +269,11 @@ class MemlaEditor(BaseEditor):
         raise ValueError(f"edit_batch mode must be 'batch', 'sequential' or 'parallel', got {mode!r}")
 
     def edit_parallel(self, lm: LoadedModel, records: Sequence[Record], language: str, *,
-                      masks: Sequence[RecordMasks] | None = None,
-                      **context: Any) -> list[PendingEdit | EditError]:
-        """Train one *independent* edit per record, all in one batch (per-fact adapters, see ``routed_lora``).
+                      masks: Sequence[RecordMasks] | None = None, **context: Any) -> list[Any]:
+        """One *independent* edit per record, trained in one batch: see :mod:`.memla_parallel`."""
+        from .memla_parallel import edit_parallel
 
-        Nothing is applied: each :class:`PendingEdit` is applied (and reverted) on its own, which is what the
-        paper's protocol does with single edits; a record that cannot be edited gets its ``EditError`` in its
-        place. Each fact gets the masks, ranks and initialisation a single edit would give it.
-        """
-        if masks is not None and len(masks) != len(records):
-            raise EditError(f"{self.name}: {len(records)} records but {len(masks)} masks")
-        start = time.perf_counter()
-        out: list[PendingEdit | EditError | None] = [None] * len(records)
-        ready: list[tuple[int, _Fact, list[MaskedLoRA]]] = []
-        for i, r in enumerate(records):
-            try:
-                fact = self._facts([r], language)[0]
-                m = self._record_masks(lm, r, language, {"masks": masks[i]} if masks is not None else context)
-                loras = self.build_loras(lm, [m])
-                self._require_loras(loras, [r.example_id], language)
-                ready.append((i, fact, loras))
-            except EditError as err:
-                out[i] = err
-        if ready:
-            routing = Routing()
-            layers = sorted({lora.layer for _, _, loras in ready for lora in loras})
-            routed = [RoutedLoRA(lm.adapter, layer,
-                                 [next((lo for lo in loras if lo.layer == layer), None) for _, _, loras in ready],
-                                 routing) for layer in layers]
-            trained = self._train_parallel(lm, routed, routing, [fact for _, fact, _ in ready])
-            seconds = (time.perf_counter() - start) / len(ready)
-            for (i, _, loras), result in zip(ready, trained):
-                if isinstance(result, EditError):
-                    out[i] = result
-                    continue
-                res, updates = result
-                info = self._info([records[i]], language, res, loras, lm.adapter.n_neurons)
-                info.update(seconds=seconds, parallel_edits=len(ready))
-                out[i] = PendingEdit(self.name, updates, info)
-        return [o for o in out if o is not None]
+        return edit_parallel(self, lm, records, language, masks=masks, context=context)
 
     def _require_loras(self, loras: Sequence[MaskedLoRA], ids: list[str], language: str) -> None:
         if not loras:
@@ -440,4 +342,4 @@ def _factory(name: str, variant: dict[str, Any], config: MemlaConfig | None = No
 for _name, _variant in VARIANTS.items():
     register_editor(_name)(partial(_factory, _name, _variant))
 
-__all__ = ["MemlaConfig", "MemlaEditor", "PendingEdit", "TrainResult", "VARIANTS", "mask_overrides"]
+__all__ = ["MemlaConfig", "MemlaEditor", "TrainResult", "VARIANTS", "mask_overrides"]

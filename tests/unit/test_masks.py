@@ -178,7 +178,7 @@ def test_suppression_effect_and_sanity_table(tmp_path):
 
 
 def test_run_masks_reuses_saved_masks_only_when_made_the_same_way(tmp_path, monkeypatch):
-    import memla_utils.masks as masks_mod
+    import memla_utils.mask_files as masks_mod  # where run_masks looks compute_record_masks up
 
     lm = tiny_model("llama")
     cache = ArtifactCache(tmp_path / "cache")
@@ -204,7 +204,7 @@ def test_run_masks_reuses_saved_masks_only_when_made_the_same_way(tmp_path, monk
 
 
 def test_notebook_03_masks_are_the_ones_04_reuses(tmp_path, monkeypatch):
-    import memla_utils.masks as masks_mod
+    import memla_utils.mask_files as masks_mod  # where run_masks looks compute_record_masks up
 
     lm = tiny_model("llama")
     cache = ArtifactCache(tmp_path / "cache")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memla_utils.editors import EditError, make_editor
-from memla_utils.editors.memla import PendingEdit
+from memla_utils.editors.memla_parallel import PendingEdit
 from memla_utils.editors.routed_lora import RoutedLoRA, Routing
 from memla_utils.masks import NeuronMasks, RecordMasks
 from memla_utils.mkeb.record import EditTarget, Record
