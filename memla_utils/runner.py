@@ -26,13 +26,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .cache import ArtifactCache, content_hash, write_json_atomic
+from .cache import ArtifactCache, write_json_atomic
 from .editors import Edit, make_editor
 from .evaluate import PAPER_METRICS, EvalConfig, LanguageEvaluation, MetricValue, PreEditCache, evaluate_language
 from .languages import ordered
 from .masks import RecordMasks
 from .mkeb.record import Record
 from .models import LoadedModel
+from .seeds import unit_seed
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class RunnerConfig:
 
     eval_config: EvalConfig = field(default_factory=EvalConfig)
     include_unedited: bool = True             # reference rows of the model before editing (method "unedited")
-    seed: int = 0                             # torch is seeded per unit from this and the unit
+    seed: int = 0                             # run seed: every editor gets it (its own per-unit draws derive
+    #                                           from it) and torch is seeded per unit from it (seeds.unit_seed)
     editor_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> make_editor kwargs
     progress: bool = True                     # tqdm bar over the shard's units
     cache_preedit: bool = True                # keep unedited evaluations on disk (ArtifactCache)
@@ -186,7 +188,7 @@ def _run_unit(lm: LoadedModel, unit: Unit, record: Record, make_edit: Callable[[
         for lang in eval_languages:
             rows += _metric_rows(base, lang, refs[lang].metrics)
         return rows
-    torch.manual_seed(config.seed + int(content_hash(unit.as_tuple(), 8), 16))
+    torch.manual_seed(unit_seed(config.seed, "unit", *unit.as_tuple()))
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -251,7 +253,7 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     preedit = PreEditCache(cache if config.cache_preedit else None)
     editors: dict[str, Any] = {}
     for method in dict.fromkeys(u.method for u in todo if u.method != UNEDITED):
-        editors[method] = make_editor(method, **config.editor_overrides.get(method, {}))
+        editors[method] = make_editor(method, **editor_kwargs(method, config))
         if train_records:
             editors[method].fit(lm, list(train_records))
     def context_of(unit: Unit) -> dict[str, Any]:
@@ -282,6 +284,11 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
         marker = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang, "kind": "done"}
         _append(out, [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
     return out
+
+
+def editor_kwargs(method: str, config: RunnerConfig) -> dict[str, Any]:
+    """``make_editor`` keyword arguments of ``method`` in a run: the run seed, then the method's overrides."""
+    return {"seed": config.seed, **config.editor_overrides.get(method, {})}
 
 
 def _raise(err: Exception) -> Edit:
