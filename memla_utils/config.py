@@ -18,6 +18,7 @@ from .languages import MKEB_LANGUAGES, validate_languages
 
 #: Every method the companion can run, in table order (MEMLA first, then its ablations, then baselines).
 ALL_METHODS: tuple[str, ...] = ("memla", "memla-lse", "memla-lie", "memla-unmasked", "memla-random",
+                                "memla-zero-hidden",
                                 "ft", "ft-l", "lora", "rome", "memit", "pmet", "mend", "ike")
 
 

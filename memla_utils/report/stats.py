@@ -147,15 +147,17 @@ def general_stats(gdf: pd.DataFrame, boot: BootstrapConfig = BootstrapConfig()) 
     """General ability after editing: change vs the unedited model, by setting, method, edits, language, metric.
 
     ``gdf`` holds :mod:`memla_utils.general` rows; the interval is about the change: ``after − before`` for
-    accuracies, ``after / before − 1`` for perplexity (metric ``perplexity_rel``).
+    accuracies, ``after / before − 1`` for perplexities (metrics ``perplexity_rel`` on the prose,
+    ``relation_spillover_perplexity_rel`` on the edited relation's true facts).
     """
     if gdf is None or gdf.empty:
         return pd.DataFrame(columns=["setting", "method", "n_edits", "eval_lang", "metric", "mean", "ci_low",
                                      "ci_high", "n", "before", "after"])
     g = gdf.copy()
-    ppl = g["metric"] == "perplexity"  # perplexity scales differ by language: report the relative change
+    # perplexity scales differ by language: report the relative change (prose and relation spill-over alike)
+    ppl = g["metric"].astype(str).str.endswith("perplexity")
     g.loc[ppl, "delta"] = pd.to_numeric(g.loc[ppl, "after"]) / pd.to_numeric(g.loc[ppl, "before"]) - 1.0
-    g.loc[ppl, "metric"] = "perplexity_rel"
+    g.loc[ppl, "metric"] = g.loc[ppl, "metric"].astype(str) + "_rel"
     g["value"] = pd.to_numeric(g["delta"], errors="coerce")
     keys = ["setting", "method", "n_edits", "eval_lang", "metric"]
     levels = g.groupby(keys, dropna=False)[["before", "after"]].mean().reset_index()
