@@ -54,7 +54,7 @@ class TextConfig:
     """How the prose is cut and split. Defaults chosen by this companion (the paper gives no general-text set).
 
     ``n_eval_chunks`` chunks of at most ``max_chars`` characters per language form the general-ability text
-    (16 x 300 characters: 60-110 tokens each on Gemma 3, about 1,500 tokens per language); the remaining
+    (16 x <= 300 characters: 23-176 Gemma 3 tokens each, 860-2,440 tokens per language); the remaining
     chunks feed the second-moment statistics. ``min_chars`` drops fragments (captions, short list items).
     """
 
