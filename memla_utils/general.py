@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .corpus import TextConfig, general_text
 from .mkeb.record import Record, RecordError
+from .mkeb.select import relation_of
 from .models import LoadedModel
 from .scoring import score_answers
 from .seeds import unit_seed
@@ -59,10 +60,8 @@ class GeneralConfig:
 FULL_SEQUENTIAL_STEPS: tuple[int, ...] = (10, 50, 100)
 
 
-def record_relation(record: Record) -> str:
-    """The relation a record edits: ``meta['relation']``, else its relation description, else the id prefix."""
-    rel = record.meta.get("relation") if isinstance(record.meta, dict) else None
-    return str(rel or record.relation_description or record.example_id.split(":")[0])
+#: The relation a record edits (unrelated facts exclude it).
+record_relation = relation_of
 
 
 @dataclass
