@@ -309,6 +309,83 @@ def _source_of(sources: Mapping[str, str] | str | None, lang: str, dataset: str)
     return dataset
 
 
+_Key = tuple[int, str]                                  # (record index, language)
+
+
+def _judge_views(records: Sequence[Record], checks: dict[str, LanguageCheck], cands: Sequence[str],
+                 by_script: dict[str, frozenset[str]], cfg: LangCheckConfig
+                 ) -> tuple[dict[_Key, str], dict[_Key, str]]:
+    """Verdict per view ("ok" | "wrong" | "undecided") and, for wrong ones, the language it looks like.
+    Pass 1: scripts (counting the views); pass 2: lingua, one batch per set of candidates."""
+    verdicts: dict[_Key, str] = {}
+    guesses: dict[_Key, str] = {}
+    texts: dict[_Key, list[str]] = {}
+    ask: dict[frozenset[str], list[_Key]] = {}
+    latin_group = by_script.get("Latin", frozenset())
+    for i, rec in enumerate(records):
+        for lang in rec.edit:
+            checks[lang].n_views += 1
+            if lang not in LANGUAGE_SCRIPT:
+                continue
+            key = (i, lang)
+            lines = view_lines(rec, lang)
+            counts = script_counts(" ".join(lines))
+            if counts["letters"] < cfg.min_letters:
+                verdicts[key] = "undecided"
+                continue
+            texts[key] = lines
+            if not _script_verdict(counts, lang, cfg):
+                verdicts[key] = "wrong"
+                guess = _script_guess(counts, cands, cfg)
+                if guess is None and len(latin_group) > 1:
+                    ask.setdefault(latin_group, []).append(key)   # only to name the language it looks like
+                else:
+                    guesses[key] = guess or next(iter(latin_group), "Latin script")
+                continue
+            group = by_script.get(LANGUAGE_SCRIPT[lang], frozenset())
+            if len(group) >= 2 and lang in group:
+                ask.setdefault(group, []).append(key)
+            else:
+                verdicts[key] = "ok"
+
+    def flagged(key: _Key, conf: dict[str, float]) -> bool:
+        return max(conf, key=conf.get) != key[1] and conf.get(key[1], 0.0) < cfg.min_confidence
+
+    for group, keys in ask.items():
+        confs = _confidences(group, [texts[k] for k in keys], cfg.min_letters, cfg.lingua_mode != "high")
+        if cfg.lingua_mode == "screen":                     # re-judge the screen's flags at high accuracy
+            again = [j for j, (k, c) in enumerate(zip(keys, confs)) if k not in verdicts and c and flagged(k, c)]
+            if again:
+                for j, conf in zip(again, _confidences(group, [texts[keys[j]] for j in again], cfg.min_letters)):
+                    confs[j] = conf
+        for key, conf in zip(keys, confs):
+            if key in verdicts:                              # already wrong by script: name the language
+                if conf:
+                    guesses[key] = max(conf, key=conf.get)
+            elif not conf:
+                verdicts[key] = "undecided"
+            elif flagged(key, conf):
+                verdicts[key] = "wrong"
+                guesses[key] = max(conf, key=conf.get)
+            else:
+                verdicts[key] = "ok"
+    return verdicts, guesses
+
+
+def _drop_views(records: Sequence[Record], wrong: set[_Key], report: LanguageReport) -> list[Record]:
+    """The records without their wrong views; records left with no language are dropped (both counted)."""
+    out = []
+    for i, rec in enumerate(records):
+        for lang in [l for l in rec.edit if (i, l) in wrong]:
+            rec = _without(rec, lang)
+            report.n_skipped_views += 1
+        if rec.edit:
+            out.append(rec)
+        else:
+            report.n_dropped_records += 1
+    return out
+
+
 def check_languages(records: Sequence[Record], *, dataset: str, sources: Mapping[str, str] | str | None = None,
                     candidates: Iterable[str] | None = None, skip_bad: bool = False,
                     config: LangCheckConfig | None = None) -> CheckedRecords:
@@ -316,8 +393,9 @@ def check_languages(records: Sequence[Record], *, dataset: str, sources: Mapping
 
     ``sources`` names where each language came from (a file, or a mapping language → file) for the messages;
     ``candidates`` are the languages a view may be taken for (default: every language of ``records`` plus
-    ``en``). Returns the records (without the wrong views when ``skip_bad``; a record left with no language is
-    dropped) with a :class:`LanguageReport` attached, also logged.
+    ``en``; importers pass their benchmark's whole language list). Returns the records (without the wrong views
+    when ``skip_bad``; a record left with no language is dropped) with a :class:`LanguageReport` attached (as
+    ``.language_report``), also logged: a warning per language with wrong views, else one info line.
 
     Raises:
         LanguageMismatchError: a language with more than ``config.max_wrong_fraction`` of its decided views
@@ -327,124 +405,39 @@ def check_languages(records: Sequence[Record], *, dataset: str, sources: Mapping
     start = time.perf_counter()
     present = ordered({l for r in records for l in r.edit})
     cands = ordered(set(candidates) if candidates is not None else {*present, "en"})
-    lingua_cands = [c for c in cands if c in LANGUAGE_SCRIPT and lingua_supports(c)]
     by_script: dict[str, frozenset[str]] = {}
-    for c in lingua_cands:
-        by_script.setdefault(LANGUAGE_SCRIPT[c], frozenset())
-        by_script[LANGUAGE_SCRIPT[c]] |= {c}
-
+    for c in cands:
+        if c in LANGUAGE_SCRIPT and lingua_supports(c):
+            by_script[LANGUAGE_SCRIPT[c]] = by_script.get(LANGUAGE_SCRIPT[c], frozenset()) | {c}
     checks: dict[str, LanguageCheck] = {}
     for lang in present:
         group = by_script.get(LANGUAGE_SCRIPT.get(lang, ""), frozenset())
-        if lang not in LANGUAGE_SCRIPT:
-            method = "not checked (no script rule for this language)"
-        elif len(group) >= 2 and lang in group:
-            method = f"script + lingua ({'/'.join(ordered(group))})"
-        else:
-            method = "script"
+        method = ("not checked (no script rule for this language)" if lang not in LANGUAGE_SCRIPT else
+                  f"script + lingua ({'/'.join(ordered(group))})" if len(group) >= 2 and lang in group else "script")
         checks[lang] = LanguageCheck(lang, _source_of(sources, lang, dataset), method)
 
-    # pass 1: scripts; collect what lingua must look at (grouped by detector)
-    verdicts: dict[tuple[int, str], str] = {}           # (record index, lang) → "ok" | "wrong" | "undecided"
-    guesses: dict[tuple[int, str], str] = {}
-    texts: dict[tuple[int, str], list[str]] = {}
-    ask: dict[frozenset[str], list[tuple[int, str]]] = {}
-    latin_group = by_script.get("Latin", frozenset())
-    for i, rec in enumerate(records):
-        for lang in rec.edit:
-            chk = checks[lang]
-            chk.n_views += 1
-            if lang not in LANGUAGE_SCRIPT:
-                continue
-            lines = view_lines(rec, lang)
-            counts = script_counts(" ".join(lines))
-            key = (i, lang)
-            if counts["letters"] < cfg.min_letters:
-                verdicts[key] = "undecided"
-                continue
-            texts[key] = lines
-            if not _script_verdict(counts, lang, cfg):
-                verdicts[key] = "wrong"
-                guess = _script_guess(counts, cands, cfg)
-                if guess is not None:
-                    guesses[key] = guess
-                elif len(latin_group) == 1:
-                    guesses[key] = next(iter(latin_group))
-                elif latin_group:
-                    ask.setdefault(latin_group, []).append(key)   # only to name the language it looks like
-                else:
-                    guesses[key] = "Latin script"
-                continue
-            group = by_script.get(LANGUAGE_SCRIPT[lang], frozenset())
-            if len(group) >= 2 and lang in group:
-                ask.setdefault(group, []).append(key)
-            else:
-                verdicts[key] = "ok"
-
-    # pass 2: lingua, one batch per set of candidates (screened at low accuracy, flags re-judged at high)
-    def flagged(key: tuple[int, str], conf: dict[str, float]) -> bool:
-        top = max(conf, key=conf.get)
-        return top != key[1] and conf.get(key[1], 0.0) < cfg.min_confidence
-
-    for group, keys in ask.items():
-        confs = _confidences(group, [texts[k] for k in keys], cfg.min_letters, cfg.lingua_mode != "high")
-        if cfg.lingua_mode == "screen":
-            again = [j for j, (k, c) in enumerate(zip(keys, confs)) if k not in verdicts and c and flagged(k, c)]
-            if again:
-                for j, conf in zip(again, _confidences(group, [texts[keys[j]] for j in again], cfg.min_letters)):
-                    confs[j] = conf
-        for key, conf in zip(keys, confs):
-            if key in verdicts:                                   # already wrong by script: name the language
-                if conf:
-                    guesses[key] = max(conf, key=conf.get)
-                continue
-            lang = key[1]
-            if not conf:
-                verdicts[key] = "undecided"
-                continue
-            if flagged(key, conf):
-                verdicts[key] = "wrong"
-                guesses[key] = max(conf, key=conf.get)
-            else:
-                verdicts[key] = "ok"
-
-    # tally
-    wrong_keys: set[tuple[int, str]] = set()
-    for (i, lang), verdict in verdicts.items():
-        chk = checks[lang]
-        if verdict == "undecided":
-            continue
-        chk.n_checked += 1
-        if verdict == "wrong":
+    verdicts, guesses = _judge_views(records, checks, cands, by_script, cfg)
+    wrong = {key for key, v in verdicts.items() if v == "wrong"}
+    for key, verdict in verdicts.items():
+        chk = checks[key[1]]
+        chk.n_checked += verdict != "undecided"
+        if key in wrong:
             chk.n_wrong += 1
-            wrong_keys.add((i, lang))
-            chk.looks_like[guesses.get((i, lang), "?")] += 1
-    for (i, lang) in sorted(wrong_keys):
-        chk = checks[lang]
-        if len(chk.examples) < cfg.n_examples:
-            chk.examples.append(f"record {records[i].example_id!r}: {records[i].for_language(lang).prompt[:100]!r}")
+            chk.looks_like[guesses.get(key, "?")] += 1
+    for i, lang in sorted(wrong):
+        if len(checks[lang].examples) < cfg.n_examples:
+            prompt = records[i].for_language(lang).prompt
+            checks[lang].examples.append(f"record {records[i].example_id!r}: {prompt[:100]!r}")
 
     report = LanguageReport(dataset, checks, tuple(cands))
     failed = [c for c in checks.values() if c.n_checked and c.fraction_wrong > cfg.max_wrong_fraction]
     if failed:
-        report.seconds = time.perf_counter() - start
+        these = "these languages" if len(failed) > 1 else "this language"
         raise LanguageMismatchError(
             "\n".join(c.describe() for c in failed) +
-            f"\n(more than {cfg.max_wrong_fraction:.0%} of the views of {'these languages' if len(failed) > 1 else 'this language'}"
-            " are in another language: the file is mislabelled, or the importer reads the wrong side of its rows)")
-
-    out: list[Record] = []
-    if skip_bad and wrong_keys:
-        for i, rec in enumerate(records):
-            for lang in [l for l in rec.edit if (i, l) in wrong_keys]:
-                rec = _without(rec, lang)
-                report.n_skipped_views += 1
-            if rec.edit:
-                out.append(rec)
-            else:
-                report.n_dropped_records += 1
-    else:
-        out = list(records)
+            f"\n(more than {cfg.max_wrong_fraction:.0%} of the views of {these} are in another language: the file "
+            "is mislabelled, or the importer reads the wrong side of its rows)")
+    out = _drop_views(records, wrong, report) if skip_bad and wrong else list(records)
     report.seconds = time.perf_counter() - start
     if report.n_wrong:
         log.warning("%s", report.summary())
