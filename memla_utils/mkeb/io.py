@@ -15,6 +15,7 @@ from typing import Any
 
 from ..cache import PROJECT_ROOT, atomic_path
 from ..languages import KNOWN_LANGUAGES, MKEB_LANGUAGES, normalize_language, validate_languages
+from .langcheck import CheckedRecords, check_languages
 from .record import Record, RecordError
 
 log = logging.getLogger(__name__)
@@ -145,12 +146,17 @@ def restrict_languages(record: Record, languages: Sequence[str], *, where: str =
 
 def load_records(path: str | Path = PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl",
                  languages: str | Sequence[str] | None = None, n: int | None = None, *,
-                 skip_bad: bool = False) -> list[Record]:
+                 skip_bad: bool = False, language_check: bool = True) -> CheckedRecords:
     """The records other notebooks evaluate: the first ``n`` of the file, restricted to ``languages``.
 
     ``languages`` is a list or a comma-separated string (``"all"`` = the 12 MKEB languages); an unknown code
     raises ``ValueError`` listing the supported ones, a record lacking a requested language raises
     ``RecordError`` (or is skipped with ``skip_bad``).
+
+    ``language_check`` (default on): the returned views are checked to be written in their languages
+    (:func:`memla_utils.mkeb.langcheck.check_languages`, candidates = every language of the file plus ``en``);
+    a language mostly in another one raises ``LanguageMismatchError`` naming the file and language, single
+    wrong views are counted (and dropped with ``skip_bad``); the report is ``result.language_report``.
     """
     if n is not None and int(n) < 1:
         raise ValueError(f"n must be >= 1 or None, got {n}")
@@ -174,7 +180,10 @@ def load_records(path: str | Path = PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl
             skipped += 1
     if skipped:
         log.warning("%s: skipped %d record(s) lacking one of %s", path, skipped, langs)
-    return out
+    if not language_check:
+        return CheckedRecords(out, None)
+    every = {l for r in report.records for l in r.edit} | {"en"}
+    return check_languages(out, dataset=f"MKEB {path}", sources=str(path), candidates=every, skip_bad=skip_bad)
 
 
 def save_records(records: Iterable[Record], path: str | Path) -> Path:
