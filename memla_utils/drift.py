@@ -74,7 +74,9 @@ class Difference:
 
     def __str__(self) -> str:
         where = self.file + (f" [{self.key}]" if self.key else "") + (f" {self.column}" if self.column else "")
-        return f"{where}: {self.old!r} -> {self.new!r}" if (self.old or self.new) else where
+        if self.old and self.new:
+            return f"{where}: {self.old!r} -> {self.new!r}"
+        return f"{where}: {self.new or self.old}" if (self.old or self.new) else where
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,7 @@ def compare_file(path: str, old: bytes, new: bytes, config: DriftConfig = DriftC
 
             try:
                 summary = diff_files(old, new, where=path).summary()
-                return [Difference(path, "bytes", "", "committed", line) for line in summary.splitlines()]
+                return [Difference(path, "records", "", "", line.strip()) for line in summary.splitlines()]
             except ValueError:
                 pass
         return [Difference(path, "bytes", "sha256", hashlib.sha256(old).hexdigest()[:16],
@@ -293,9 +295,9 @@ def check_drift(root: str | Path = PROJECT_ROOT, rev: str = "HEAD",
     diffs: list[Difference] = []
     for path in sorted(before | now):
         if path not in now:
-            diffs.append(Difference(path, "", "", "committed", "missing after the run"))
+            diffs.append(Difference(path, "", "", "", "missing after the run (in the commit)"))
         elif path not in before:
-            diffs.append(Difference(path, "", "", "not in the commit", "new file"))
+            diffs.append(Difference(path, "", "", "", "new file (not in the commit)"))
         else:
             diffs.extend(compare_file(path, committed_bytes(root, rev, path), (root / path).read_bytes(), config))
     return diffs

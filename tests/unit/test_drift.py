@@ -127,9 +127,9 @@ def test_check_drift_against_a_commit(repo):
     found = check_drift(repo)
     text = format_report(found)
     assert "data/mkeb/mkeb.jsonl" in text and "changed a: x: 1 -> 2" in text
-    assert any(d.file == "figures/tables/new_table.csv" and d.new == "new file" for d in found)
+    assert any(d.file == "figures/tables/new_table.csv" and d.new == "new file (not in the commit)" for d in found)
     (repo / "figures" / "tables" / "main.csv").unlink()
-    assert any(d.file == "figures/tables/main.csv" and d.new == "missing after the run" for d in check_drift(repo))
+    assert any(d.file == "figures/tables/main.csv" and d.new == "missing after the run (in the commit)" for d in check_drift(repo))
 
 
 def test_cli_exit_codes(repo, capsys):
