@@ -280,3 +280,32 @@ def test_suppression_reads_notebook_02_sanity_effects_layout():
     stat, how = report.suppression_effect(pd.DataFrame(rows), FAST)
     assert stat.n == 5 and stat.mean == pytest.approx(0.55 - 0.02)  # enhancement rows (factor 2) are ignored
     assert "suppressed" in how
+
+
+def test_tables_name_the_manifest_they_come_from_and_the_digest_follows_the_inputs(tmp_path):
+    """claims.md (every report table) ends with ``source: <manifest> (provenance sha256 ...)``, recomputable from
+    the manifest; the same rows in another order name the same digest, a changed value another one."""
+    from memla_utils.manifest import provenance_digest, read_manifest
+
+    df = synthetic({"memla": 0.8, "ft": 0.5}, n_records=3, langs=("en", "zh"))
+    _write_run(tmp_path / "a", df)
+    report.write_report(tmp_path / "a", tmp_path / "fa", methods=["memla", "ft"], boot=FAST)
+    manifest = read_manifest(tmp_path / "fa")
+    digest = provenance_digest(manifest)
+    assert manifest["provenance"]["sha256"] == digest
+    line = f"source: {tmp_path / 'fa' / 'MANIFEST.json'} (provenance sha256 {digest[:16]})"
+    for name in ("claims", "main_comparison", "general_single"):
+        assert (tmp_path / "fa" / "tables" / f"{name}.md").read_text().splitlines()[-1] == line
+        assert (tmp_path / "fa" / "tables" / f"{name}.tex").read_text().splitlines()[-1] == f"% {line}"
+    assert "source:" not in (tmp_path / "fa" / "tables" / "claims.csv").read_text()
+
+    _write_run(tmp_path / "b", df.sample(frac=1.0, random_state=1))  # same rows, shuffled
+    report.write_report(tmp_path / "b", tmp_path / "fb", methods=["memla", "ft"], boot=FAST)
+    changed = df.copy()
+    changed.loc[0, "value"] = 1.0 - changed.loc[0, "value"]
+    _write_run(tmp_path / "c", changed)
+    report.write_report(tmp_path / "c", tmp_path / "fc", methods=["memla", "ft"], boot=FAST)
+    strip = {k: v for k, v in manifest["parameters"].items() if k != "run_dir"}
+    b, c = read_manifest(tmp_path / "fb"), read_manifest(tmp_path / "fc")
+    assert b["inputs"]["results_digest"] == manifest["inputs"]["results_digest"] != c["inputs"]["results_digest"]
+    assert {k: v for k, v in b["parameters"].items() if k != "run_dir"} == strip
