@@ -229,9 +229,9 @@ def jaccard(a: NeuronMasks, b: NeuronMasks) -> float:
 
 
 _SPLIT = {"mask_files": ("RunMaskSets", "compute_run_mask_sets", "load_record_masks", "mask_path", "mask_source",
-                         "run_masks", "save_record_masks", "saved_source"),
+                         "run_masks", "save_record_masks", "saved_method", "saved_source"),
           "mask_tables": ("counts_frame", "independent_share_frame", "jaccard_matrix", "masks_summary",
-                          "steps_sweep", "threshold_sweep")}
+                          "method_overlap", "steps_sweep", "threshold_sweep")}
 
 
 def __getattr__(name: str) -> Any:
