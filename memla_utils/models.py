@@ -7,7 +7,8 @@ weights as safetensors plus a clean config and the tokenizer, so later loads are
 
 ``ModelAdapter`` gives one view of every supported architecture: decoder layers, the FFN *neurons* (the input
 of the MLP down projection: act(gate)*up for gated MLPs, act(fc) for GPT-2/BLOOM style) and the down
-projection itself, with the axis of its weight that belongs to the neurons.
+projection itself, with the axis of its weight that belongs to the neurons; and the neurons' pre-activation
+point (output of the gate projection, or of the first projection), which memla4mke's attribution reads.
 """
 from __future__ import annotations
 
@@ -77,12 +78,15 @@ class ArchSpec:
     #: axis of the down projection's weight indexed by neurons: 1 for nn.Linear ([out, in]), 0 for GPT-2 Conv1D
     neuron_axis: int = 1
     n_neurons_attr: tuple[str, ...] = ("intermediate_size",)
+    #: gated MLPs (``down(act(gate(x)) * up(x))``): the gate projection; ``None`` for ``down(act(up(x)))``
+    gate_proj: str | None = None
 
 
-_GATED = ArchSpec(layers="model.layers", down_proj="mlp.down_proj", up_proj="mlp.up_proj")
+_GATED = ArchSpec(layers="model.layers", down_proj="mlp.down_proj", up_proj="mlp.up_proj", gate_proj="mlp.gate_proj")
 #: model_type -> where its parts are. Adding an architecture is one line here.
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "gemma3_text": _GATED, "gemma3": ArchSpec("model.language_model.layers", "mlp.down_proj", "mlp.up_proj"),
+    "gemma3_text": _GATED,
+    "gemma3": ArchSpec("model.language_model.layers", "mlp.down_proj", "mlp.up_proj", gate_proj="mlp.gate_proj"),
     "gemma2": _GATED, "gemma": _GATED, "llama": _GATED, "mistral": _GATED, "qwen2": _GATED, "qwen3": _GATED,
     "gpt2": ArchSpec(layers="transformer.h", down_proj="mlp.c_proj", up_proj="mlp.c_fc", neuron_axis=0,
                      n_neurons_attr=("n_inner",)),
@@ -153,6 +157,34 @@ class ModelAdapter:
         return _get_path(self.layers[layer], self.spec.up_proj)
 
     @property
+    def gated(self) -> bool:
+        """True for gated MLPs (``down(act(gate(x)) * up(x))``: Llama, Qwen2, Gemma), False for GPT-2/BLOOM/NeoX."""
+        return self.spec.gate_proj is not None
+
+    def pre_activation_name(self, layer: int) -> str:
+        """Fully qualified name of :meth:`pre_activation_proj` (``model.layers.3.mlp.gate_proj``)."""
+        self.check_layer(layer)
+        return f"{self.spec.layers}.{layer}.{self.spec.gate_proj or self.spec.up_proj}"
+
+    def pre_activation_proj(self, layer: int) -> nn.Module:
+        """The projection whose *output* is the neurons' pre-activation: the gate projection of a gated MLP, else
+        the first projection (``c_fc``, ``dense_h_to_4h``). Its output unit ``n`` feeds neuron ``n`` (the down
+        projection's input column ``n``), so a neuron has the same index at both points.
+
+        This is the point memla4mke attributes (``knowledge_neurons.py``: ``input_ff_attr`` = ``mlp.gate_proj``
+        for llama/qwen, ``mlp.c_fc`` for gpt; ``patch.py``: ``register_hook``/``Patch`` act on that module's
+        output).
+        """
+        self.check_layer(layer)
+        path = self.spec.gate_proj or self.spec.up_proj
+        try:
+            return _get_path(self.layers[layer], path)
+        except AttributeError as err:
+            raise UnsupportedModelError(f"{type(self.model).__name__}: expected {self.spec.layers}[{layer}].{path} "
+                                        f"(the pre-activation projection) for model_type={self.model_type!r} but "
+                                        f"it is missing ({err})") from err
+
+    @property
     def neuron_axis(self) -> int:
         """Axis of ``down_proj(l).weight`` indexed by neuron (1 for nn.Linear, 0 for GPT-2's Conv1D)."""
         return self.spec.neuron_axis
@@ -199,6 +231,28 @@ class ModelAdapter:
             return (acts, *args[1:]) if fn is not None else None
 
         handle = self.down_proj(layer).register_forward_pre_hook(pre_hook)
+        try:
+            yield probe
+        finally:
+            handle.remove()
+
+    @contextmanager
+    def pre_activation_hook(self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                            *, capture: bool = False) -> Iterator[NeuronProbe]:
+        """Like :meth:`neuron_hook`, at the output of :meth:`pre_activation_proj` (before the activation).
+
+        Values are ``[batch, seq, n_neurons]``; ``fn`` returns the tensor the rest of the MLP receives instead.
+        """
+        probe = NeuronProbe(layer)
+
+        def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor | None:
+            if fn is not None:
+                out = fn(out)
+            if capture:
+                probe.activations = out
+            return out if fn is not None else None
+
+        handle = self.pre_activation_proj(layer).register_forward_hook(hook)
         try:
             yield probe
         finally:
