@@ -31,6 +31,11 @@ $(STAMP): $(LOCK) $(PINS) pyproject.toml Makefile
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV) (from $(LOCK))"
 
+# The notebooks run on the Jupyter kernel "memla"; (re)point it at this checkout's venv every time (under a
+# second), so another clone that registered the same name cannot silently run these notebooks.
+kernel: $(STAMP)
+	@$(PY) -m ipykernel install --user --name memla --display-name "Python (memla)" >/dev/null
+
 ## Not reproducible: the dependency ranges of pyproject.toml (a GPU machine, another platform or Python).
 ## Runs record it: their manifest lists every package whose version differs from the lock.
 setup-unpinned:
