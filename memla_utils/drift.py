@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .cache import PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # not from .cache: the check needs no torch
 
 log = logging.getLogger(__name__)
 
