@@ -141,8 +141,10 @@ def _fragment_exists(html: str, fragment: str) -> bool:
     return fragment in parser.ids
 
 
-def check_page(driver: object, base: str, page: str, fetched: dict[str, tuple[int, str]]) -> PageReport:
-    """Load one page and return what is wrong with it (see the module docstring)."""
+def check_page(driver: object, base: str, page: str, fetched: dict[str, tuple[int, str]],
+               root: Path | None = None) -> PageReport:
+    """Load one page and return what is wrong with it (see the module docstring). ``root``: the served folder,
+    to tell a link to a folder (which http.server would answer with a listing) from a link to a page."""
     report = PageReport(page)
     driver.get_log("performance")  # drop what earlier pages left
     driver.get(base + page)
@@ -159,7 +161,10 @@ def check_page(driver: object, base: str, page: str, fetched: dict[str, tuple[in
         report.links += 1
         url, fragment = urldefrag(href)
         status, body = _fetch(url, fetched)
-        if status != 200:
+        local = Path(root) / urlparse(url).path.lstrip("/") if root is not None else None
+        if local is not None and local.is_dir() and not (local / "index.html").is_file():
+            report.problems.append(f"link {href} -> a folder, not a page")
+        elif status != 200:
             report.problems.append(f"link {href} -> HTTP {status}")
         elif fragment and body and not _fragment_exists(body, fragment):
             report.problems.append(f"link {href}: no id {fragment!r} on the target page")
@@ -188,7 +193,7 @@ def check_site(html_dir: Path, *, screenshots: Mapping[str, Path] | None = None,
     fetched: dict[str, tuple[int, str]] = {}
     with serve(html_dir) as base, chromium(paths) as driver:
         for page in pages:
-            report = check_page(driver, base, page, fetched)
+            report = check_page(driver, base, page, fetched, html_dir)
             log.info("%s: %d images, %d internal links, %d problems", page, report.images, report.links,
                      len(report.problems))
             out.pages.append(report)

@@ -44,7 +44,7 @@ def sphinx_settings(preset: str, roots: Mapping[str, Path]) -> dict[str, Any]:
         "html_context": {"default_mode": "light"},
         "html_static_path": ["_static"],
         "html_css_files": ["book.css"],
-        "html_copy_source": False,
+        "html_copy_source": True,  # the theme's download button links each page's .md / .ipynb
         "html_show_sphinx": False,
         "html_last_updated_fmt": None,
         "suppress_warnings": ["mystnb.unknown_mime_type"],
