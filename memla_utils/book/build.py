@@ -25,7 +25,7 @@ from ..batch import NOTEBOOKS_DIR, BatchError, notebooks, plan_runs
 from ..cache import PROJECT_ROOT
 from .config import BOOK_CSS, conf_py
 from .evidence import CLAIM_EVIDENCE, cell_label, evidence_for, find_cell
-from .pages import RUN_FILES, PageNotebook, claims_rows, figures_page, landing_page, tables_page
+from .pages import RUN_FILES, PageNotebook, claims_rows, figures_page, landing_page, shown_path, tables_page
 from .values import check_html
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def stage_notebooks(cfg: BookConfig, run_dir: Path, dest: Path) -> list[PageNote
             nb.cells.insert(index, nbformat.v4.new_markdown_cell(f"({cell_label(src.stem, marker)})="))
         if not executed:
             note = ("```{note}\nThis page shows the notebook's source without outputs: the run has no executed "
-                    f"copy of it in `{executed_dir.relative_to(PROJECT_ROOT) if executed_dir.is_relative_to(PROJECT_ROOT) else executed_dir}`"
+                    f"copy of it in `{shown_path(executed_dir)}`"
                     f" (`make paper PRESET={cfg.preset}` writes one).\n```")
             nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0,
                             nbformat.v4.new_markdown_cell(note))
@@ -178,7 +178,7 @@ def build_book(cfg: BookConfig | None = None) -> BookResult:
     figures_dir, run_dir, out_dir = cfg.resolved()
     start = time.perf_counter()
     source, html, doctrees = out_dir / "source", out_dir / "html", out_dir / "_doctrees"
-    for d in (source, html, doctrees):
+    for d in (source, html, doctrees, out_dir / "jupyter_execute"):  # the last: myst-nb's output files
         if d.exists():
             shutil.rmtree(d)
     source.mkdir(parents=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cache import PROJECT_ROOT
 from .evidence import cell_label, evidence_for
 
 CLAIMS_TABLE = "tables/claims.csv"
@@ -34,6 +35,12 @@ class PageNotebook:
 def glue(ref: str) -> str:
     """The MyST role that pastes the value ``ref`` names (e.g. ``figures:tables/claims.csv#0/verdict``)."""
     return f"{{run-value}}`{ref}`"
+
+
+def shown_path(path: Path) -> str:
+    """A path as the reader knows it: relative to the project when inside it."""
+    path = Path(path)
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -111,8 +118,8 @@ def _manifest_lines(root: str, name: str, data: Mapping[str, Any]) -> list[str]:
 def _run_section(preset: str, figures_dir: Path, run_dir: Path, report: Mapping[str, Any],
                  notebooks: Sequence[PageNotebook]) -> list[str]:
     out = ["## The run", "",
-           f"Preset `{preset}`: figures and tables from `{figures_dir}`, executed notebooks from "
-           f"`{run_dir / 'notebooks'}`.", ""]
+           f"Preset `{preset}`: figures and tables from `{shown_path(figures_dir)}`, executed notebooks from "
+           f"`{shown_path(run_dir / 'notebooks')}`.", ""]
     if report:
         out += ["### Report manifest (`MANIFEST.json` of the figures)", "",
                 *_manifest_lines("figures", REPORT_MANIFEST, report), ""]
@@ -125,7 +132,7 @@ def _run_section(preset: str, figures_dir: Path, run_dir: Path, report: Mapping[
         out += [f"The figures folder has no `{REPORT_MANIFEST}`.", ""]
     batch = _json(run_dir / BATCH_MANIFEST)
     if batch:
-        out += [f"### Batch manifest (`{run_dir.name}/{BATCH_MANIFEST}`)", "",
+        out += [f"### Batch manifest (`{shown_path(run_dir / BATCH_MANIFEST)}`)", "",
                 *_manifest_lines("run", BATCH_MANIFEST, batch), ""]
         timings = batch.get("timings") or {}
         if timings:
@@ -133,7 +140,7 @@ def _run_section(preset: str, figures_dir: Path, run_dir: Path, report: Mapping[
             out += [f"| `{name}` | {glue(f'run:{BATCH_MANIFEST}#timings.{name}@seconds')} |" for name in timings]
             out.append("")
     else:
-        out += [f"No batch manifest `{run_dir / BATCH_MANIFEST}` (the notebooks were not run by `make paper` "
+        out += [f"No batch manifest `{shown_path(run_dir / BATCH_MANIFEST)}` (the notebooks were not run by `make paper` "
                 "for this preset).", ""]
     executed = [nb for nb in notebooks if nb.executed]
     sources = [nb for nb in notebooks if not nb.executed]

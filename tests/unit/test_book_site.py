@@ -88,7 +88,7 @@ def test_the_glue_check_catches_a_drifted_value(book, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     shutil.copy2(Path(book["html"]) / "index.html", site / "index.html")
-    roots = {"figures": figures, "run": tmp_path}
+    roots = {"figures": figures, "run": PROJECT_ROOT / "runs" / "small"}  # a local run's batch manifest, if any
     assert check_html(site, roots)[1] == []
     rows = _claims()
     rows[2]["n"] = "4"
@@ -144,7 +144,8 @@ def test_every_internal_link_resolves_to_a_page_and_anchor(book):
             target = html / unquote(url) if url else html / page
             assert target.is_file(), f"{page}: link {href} -> missing {target}"
             if fragment and target.suffix == ".html":
-                ids.setdefault(target, _parse(target).ids)
+                if target not in ids:
+                    ids[target] = _parse(target).ids
                 assert fragment in ids[target], f"{page}: link {href}: no id {fragment!r}"
             checked += 1
     assert checked > 100
