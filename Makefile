@@ -18,7 +18,7 @@ FIND_LINKS ?= /opt/wheels
 # e.g. TORCH_SPEC="torch" (CUDA).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup setup-unpinned lock lock-upgrade drift kernel paper paper-full test test-unit test-notebooks bench clean-runs
+.PHONY: setup setup-unpinned lock lock-upgrade drift kernel paper paper-full test test-unit test-notebooks bench clean-runs book
 
 ## Install the locked environment (re-runs when the lock, pyproject.toml or this file change).
 setup: $(STAMP)
@@ -66,6 +66,13 @@ paper: setup kernel
 ## The paper's scale (12 languages, >= 1,000 records, all methods): meant for a GPU.
 paper-full:
 	$(MAKE) paper PRESET=full
+
+## The companion as a static website from the last `make paper` of PRESET (no re-execution): runs/$(PRESET)/book/html,
+## checked in headless Chromium when installed (screenshots in runs/$(PRESET)/book/screenshots). BOOK_ARGS=--notebooks auto
+## shows the source of notebooks the run has no executed copy of.
+BOOK_ARGS ?=
+book: setup
+	$(PY) -m memla_utils.book --preset $(PRESET) $(BOOK_ARGS)
 
 ## The whole test suite: unit + integration tests (2 processes), then every notebook through nbval, in order.
 test: setup test-unit test-notebooks
