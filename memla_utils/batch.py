@@ -26,7 +26,7 @@ from typing import Any
 
 from .cache import PROJECT_ROOT
 from .config import PRESETS, RunConfig
-from .manifest import build_manifest
+from .manifest import build_manifest, skipped_in
 
 log = logging.getLogger("memla_utils.batch")
 
@@ -231,6 +231,7 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
         seconds = time.perf_counter() - start
         manifest.time(nb.name, seconds)
         manifest.add(target, root=plan.run_dir)
+        manifest.add_skipped(skipped_in(plan.run_dir))
         result.executed.append(target)
         result.seconds[nb.name] = seconds
         log.info("[%s] %s done in %.1f s", plan.label, nb.name, seconds)
