@@ -15,10 +15,11 @@ import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a tensor is checked: the report reads numbers without it
+    import torch
+    from torch import nn
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +49,8 @@ def require_finite(value: Any, where: str) -> Any:
 
 def require_finite_tensor(tensor: torch.Tensor, where: str) -> torch.Tensor:
     """``tensor`` if every entry is finite, else :class:`NonFiniteError` naming ``where`` and how many are not."""
+    import torch
+
     if tensor.numel() and not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
         raise NonFiniteError(f"{where}: {bad} of {tensor.numel()} values are NaN or infinite ({_HINT})")
@@ -65,6 +68,8 @@ def finite_logits(model: nn.Module, where: str) -> Iterator[None]:
     """Raise :class:`NonFiniteError` from any forward of ``model`` in the block whose last-position logits are
     not finite (the position generation reads and every scored batch ends with; checking only it keeps left
     padding, which some attention kernels turn into NaN rows, from causing false alarms)."""
+    import torch
+
     def hook(module: nn.Module, args: tuple, output: Any) -> None:
         logits = getattr(output, "logits", None)
         if logits is None and isinstance(output, tuple) and output and torch.is_tensor(output[0]):

@@ -131,8 +131,9 @@ class MaskConfig:
         return [l for l in self.independent_languages if l in record.edit]
 
 
-def notebook_mask_config(independent_languages: str = "en,zh,fr", steps: int = 20, baseline: str = "eos_mean",
-                         threshold: float = 0.3, attribution_prompts: str = "all") -> MaskConfig:
+def notebook_mask_config(independent_languages: str | Sequence[str] = "en,zh,fr", steps: int = 20,
+                         baseline: str = "eos_mean", threshold: float = 0.3,
+                         attribution_prompts: str = "all") -> MaskConfig:
     """The MaskConfig that the notebooks' papermill parameters describe (03, 04 and 06 build it the same way).
 
     ``attribution_prompts``: ``"all"`` (edit prompt and paraphrases, as memla4mke) or ``"edit"`` (edit prompt
@@ -140,8 +141,10 @@ def notebook_mask_config(independent_languages: str = "en,zh,fr", steps: int = 2
     """
     if attribution_prompts not in ("edit", "all"):
         raise ValueError(f"attribution_prompts must be 'edit' or 'all', got {attribution_prompts!r}")
-    langs: tuple[str, ...] | str = "all" if independent_languages.strip() == "all" else tuple(
-        s.strip() for s in independent_languages.split(",") if s.strip())
+    from .config import coerce_parameter  # a list, a comma string or one code (notebook parameter)
+
+    given = coerce_parameter("independent_languages", independent_languages)
+    langs: tuple[str, ...] | str = "all" if given == "all" else tuple(given)
     return MaskConfig(independent_languages=langs,
                       attribution=AttributionConfig(steps=int(steps), baseline=baseline, threshold=float(threshold),
                                                     use_paraphrases=attribution_prompts == "all"))
