@@ -230,7 +230,11 @@ def _reference(lm: LoadedModel, probe: ProbeSet, records: Sequence[Record],
     overlap = set(probe.record_ids) & {r.example_id for r in records}
     if overlap:
         raise ValueError(f"probe set contains edited record(s) {sorted(overlap)[:3]}: build it with exclude=")
-    return reference if reference is not None else measure(lm, probe, batch_size=config.batch_size)
+    ref = reference if reference is not None else measure(lm, probe, batch_size=config.batch_size)
+    for (lang, metric), (value, _) in ref.items():
+        require_finite(value, f"general ability: method 'unedited' (the reference), probe records "
+                              f"{probe.record_ids[:3]}, language {lang!r}, metric {metric}")
+    return ref
 
 
 def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeSet, methods: Sequence[str],

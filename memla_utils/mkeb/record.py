@@ -11,7 +11,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
 #: per-language lists of prompts and answers (each item must be a non-blank string)
 _PROMPT_LISTS = ("paraphrase_prompts", "neighborhood_prompts", "neighborhood_answers", "multi_hop_questions")
 
