@@ -78,9 +78,9 @@ class ArchSpec:
     neuron_axis: int = 1
     n_neurons_attr: tuple[str, ...] = ("intermediate_size",)
     #: activations known to exceed float16's range (65504): ``load_model`` refuses float16 for these. Gemma 3
-    #: 270M measured here: the residual stream reaches 68k at layer 7 of 18 (float32), so in float16 every
-    #: logit is NaN; Gemma and Gemma 2 are trained in bfloat16 with the same scaled-embedding design
-    #: (Hugging Face's Gemma docs advise bfloat16/float32, not float16).
+    #: 270M measured here: the residual stream reaches 68k at layer 7 of 18 (float32 run), and in float16 every
+    #: logit is NaN (also transformers issue #36822, "Gemma 3 is broken with fp16"); Gemma 2 likewise (ONNX
+    #: Runtime GenAI's model builder warns on float16 for Gemma 2 and Gemma 3). Not set for the first Gemma.
     float16_overflows: bool = False
 
 
@@ -90,7 +90,7 @@ _GEMMA = ArchSpec(layers="model.layers", down_proj="mlp.down_proj", up_proj="mlp
 ARCHITECTURES: dict[str, ArchSpec] = {
     "gemma3_text": _GEMMA, "gemma3": ArchSpec("model.language_model.layers", "mlp.down_proj", "mlp.up_proj",
                                               float16_overflows=True),
-    "gemma2": _GEMMA, "gemma": _GEMMA, "llama": _GATED, "mistral": _GATED, "qwen2": _GATED, "qwen3": _GATED,
+    "gemma2": _GEMMA, "gemma": _GATED, "llama": _GATED, "mistral": _GATED, "qwen2": _GATED, "qwen3": _GATED,
     "gpt2": ArchSpec(layers="transformer.h", down_proj="mlp.c_proj", up_proj="mlp.c_fc", neuron_axis=0,
                      n_neurons_attr=("n_inner",)),
     "bloom": ArchSpec(layers="transformer.h", down_proj="mlp.dense_4h_to_h", up_proj="mlp.dense_h_to_4h"),
