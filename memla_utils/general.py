@@ -16,8 +16,10 @@ evaluation is not released with memla4mke). Measured here without any download:
   without revert (the degradation curve at each checkpoint), then all reverted.
 
 Rows are tidy dicts ``{setting, method, n_edits, record, edit_lang, eval_lang, metric, before, after, delta, n}``
-that :func:`memla_utils.report.general_stats` aggregates. A non-finite value raises ``ValueError`` naming the
-method, record and language instead of becoming a row.
+that :func:`memla_utils.report.general_stats` aggregates. A non-finite perplexity or accuracy (NaN logits: a
+model run in a precision it overflows in) raises :class:`memla_utils.finite.NonFiniteError` naming the record and
+method instead of becoming a row. Records that any of the study's methods refuses (``check_record``: e.g. a
+subject ROME cannot find in its prompt) are left out for every method before anything is edited.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .corpus import TextConfig, general_text
+from .finite import require_finite
 from .mkeb.record import Record, RecordError
 from .mkeb.select import relation_of
 from .models import LoadedModel
@@ -282,10 +285,10 @@ def _rows(setting: str, method: str, n_edits: int, record: str, edit_lang: str,
     rows = []
     for (lang, metric), (value, n) in after.items():
         ref = before.get((lang, metric), (None, 0))[0]
-        for what, v in (("after", value), ("before", ref)):
-            if v is not None and not math.isfinite(v):
-                raise ValueError(f"general ability: non-finite {metric} {what} the {method} edit of record "
-                                 f"{record!r} ({edit_lang} edit, {lang} text): {v}")
+        where = f"general ability ({setting}): record {record!r}, method {method!r}, edit language {edit_lang!r}, " \
+                f"evaluation language {lang!r}, metric {metric}"
+        require_finite(value, f"{where}, after editing")
+        require_finite(ref, f"{where}, before editing (unedited model)")
         rows.append({"setting": setting, "method": method, "n_edits": n_edits, "record": record,
                      "edit_lang": edit_lang, "eval_lang": lang, "metric": metric, "before": ref, "after": value,
                      "delta": None if ref is None else value - ref, "n": n})
@@ -326,7 +329,11 @@ def _reference(lm: LoadedModel, probe: ProbeSet, records: Sequence[Record], refe
     overlap = set(probe.record_ids) & {r.example_id for r in records}
     if overlap:
         raise ValueError(f"probe set contains edited record(s) {sorted(overlap)[:3]}: build it with exclude=")
-    return reference if reference is not None else score_probe(lm, probe, batch_size=config.batch_size)
+    ref = reference if reference is not None else score_probe(lm, probe, batch_size=config.batch_size)
+    for (lang, metric), (value, _) in summarize(probe, ref).items():
+        require_finite(value, f"general ability: method 'unedited' (the reference), probe records "
+                              f"{probe.record_ids[:3]}, language {lang!r}, metric {metric}")
+    return ref
 
 
 def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeSet, methods: Sequence[str],
@@ -472,6 +479,7 @@ def general_study(lm: LoadedModel, records: Sequence[Record], methods: Sequence[
     rows and the methods without an editor.
     """
     usable, missing = available_methods(methods)
+    records = usable_records(records, usable, edit_language, languages, editor_overrides)
     n_edit = max(n_single, max(steps) if steps else 0)
     edited, probe_pool, train = split_records(records, n_edit=n_edit, n_probe=config.max_probe_records,
                                               n_train=n_train)
@@ -484,6 +492,27 @@ def general_study(lm: LoadedModel, records: Sequence[Record], methods: Sequence[
         rows += sequential_general(lm, edited, probe, usable, edit_language, steps=steps, editors=editors,
                                    config=config, reference=reference, masks=masks, edit_context=edit_context)
     return rows, missing
+
+
+def usable_records(records: Sequence[Record], methods: Sequence[str], edit_language: str,
+                   languages: Sequence[str], editor_overrides: dict[str, dict[str, Any]] | None = None,
+                   ) -> list[Record]:
+    """``records`` without those any of ``methods`` refuses to edit in ``edit_language`` or that have a blank
+    prompt or answer in ``languages`` (the runner's pre-flight rule), so every method edits the same records;
+    the number left out and the first reason are logged."""
+    from .editors import make_editor, record_problems
+
+    editors = {m: make_editor(m, **(editor_overrides or {}).get(m, {})) for m in methods}
+    kept, dropped = [], []
+    for r in records:
+        langs = [l for l in languages if l in r.edit]
+        problems = record_problems(r, editors, [edit_language] if edit_language in r.edit else [], langs)
+        (dropped if problems else kept).append((r, problems))
+    if dropped:
+        p = dropped[0][1][0]
+        log.warning("general ability: leaving out %d of %d record(s) for every method; first: %s (%s, %s): %s",
+                    len(dropped), len(records), p.record, p.method or "record", p.language, p.reason)
+    return [r for r, _ in kept]
 
 
 #: Below this many records a run counts as a small (CPU) run for the ``auto`` general-ability settings.
@@ -502,15 +531,18 @@ def saved_masks(directory: Any) -> MasksProvider:
     return provider
 
 
-def parse_methods(value: str, run_methods: Sequence[str], n_records: int = 0) -> list[str]:
-    """``"memla,ft"`` (kept in run order, only methods of the run); ``"all"``: every method of the run;
-    ``"auto"``: MEMLA alone on small runs (each edit costs seconds on CPU), every method at full scale."""
-    value = value.strip()
+def parse_methods(value: str | Sequence[str], run_methods: Sequence[str], n_records: int = 0) -> list[str]:
+    """``"memla,ft"`` or ``["memla", "ft"]`` (kept in run order, only methods of the run); ``"all"``: every method
+    of the run; ``"auto"``: MEMLA alone on small runs (each edit costs seconds on CPU), every method at full
+    scale."""
+    from .config import coerce_parameter
+
+    value = coerce_parameter("general_methods", value)
     if value == "auto":
-        value = "all" if n_records >= FULL_SCALE_RECORDS else "memla"
+        value = "all" if n_records >= FULL_SCALE_RECORDS else ["memla"]
     if value == "all":
         return list(run_methods)
-    wanted = [v.strip() for v in value.split(",") if v.strip()]
+    wanted = list(value)
     dropped = [m for m in wanted if m not in run_methods]
     if dropped:
         log.warning("general_methods %s are not methods of this run (%s): skipped", dropped, ",".join(run_methods))
@@ -550,7 +582,7 @@ def parse_steps(value: str | int | Sequence[int], n_records: int = 0) -> tuple[i
     """``"1,3,5"`` -> (1, 3, 5); ``"full"`` -> (10, 50, 100); ``"auto"`` -> full when ``n_records`` >= 100, else
     the CPU default (1, 3, 5) kept to at most ``n_records`` edits, so the sequence edits the records notebooks
     02-05 already located (a further record costs a new attribution, minutes on CPU); ``""`` -> none."""
-    if isinstance(value, int):  # papermill passes "-p sequential_steps 5" as an int
+    if isinstance(value, int) and not isinstance(value, bool):  # papermill passes "-p sequential_steps 5" as an int
         return (value,) if value > 0 else ()
     if isinstance(value, str):
         if value.strip() == "auto":
@@ -571,4 +603,4 @@ def parse_steps(value: str | int | Sequence[int], n_records: int = 0) -> tuple[i
 __all__ = ["FULL_SEQUENTIAL_STEPS", "GeneralConfig", "LanguageScores", "ProbeScores", "ProbeSet", "available_methods",
            "build_probe_set", "record_relation", "score_probe", "score_text", "summarize",
            "FULL_SCALE_RECORDS", "StudyPlan", "general_study", "plan_study", "parse_methods", "saved_masks", "parse_steps", "split_records", "measure", "save_rows",
-           "score_sentences", "sentence_nll", "sequential_general", "single_edit_general"]
+           "score_sentences", "sentence_nll", "sequential_general", "single_edit_general", "usable_records"]

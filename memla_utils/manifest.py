@@ -170,6 +170,18 @@ class Manifest:
     environment: dict[str, Any] = field(default_factory=dict)
     benchmark: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    #: records the run skipped for every method, with the reasons (``[{record, reason, problems}]``)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_skipped(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Record skipped records (one entry per record id; a record already listed keeps its first reason)."""
+        have = {str(e["record"]) for e in self.skipped}
+        for entry in entries:
+            if "record" not in entry or "reason" not in entry:
+                raise ValueError(f"manifest: a skipped entry needs 'record' and 'reason', got {dict(entry)}")
+            if str(entry["record"]) not in have:
+                self.skipped.append(dict(entry))
+                have.add(str(entry["record"]))
 
     def add(self, path: str | Path, *, root: Path | None = None, **info: Any) -> Path:
         """Record an artifact file (its sha256 and size) under its path relative to ``root``."""
@@ -224,6 +236,16 @@ def model_info(lm: Any = None, *, name: str | None = None, fingerprint: str | No
             **{k: v for k, v in (getattr(lm, "info", None) or {}).items() if isinstance(v, (int, str, float))}}
 
 
+def skipped_in(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records the runner's pre-flight skipped in ``run_dir`` (its ``manifest.json``), with reasons."""
+    import json
+
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        return []
+    return list(json.loads(path.read_text(encoding="utf-8")).get("skipped", []))
+
+
 def build_manifest(kind: str, *, cfg: Any = None, lm: Any = None, parameters: Mapping[str, Any] | None = None,
                    model_name: str | None = None, model_fingerprint: str | None = None,
                    inputs: Mapping[str, Any] | None = None) -> Manifest:
@@ -275,4 +297,4 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 __all__ = ["MANIFEST_NAME", "PROVENANCE_FIELDS", "Manifest", "Stopwatch", "TRACKED_PACKAGES", "benchmark_info",
            "build_manifest", "cpu_model", "device_info", "environment_info", "file_sha256", "git_state", "model_info",
-           "os_name", "package_versions", "provenance_digest", "read_manifest"]
+           "os_name", "package_versions", "provenance_digest", "read_manifest", "skipped_in"]

@@ -132,8 +132,8 @@ class MaskConfig:
         return [l for l in self.independent_languages if l in record.edit]
 
 
-def notebook_mask_config(independent_languages: str = "en,zh,fr", steps: int = 20, baseline: str = "eos_mean",
-                         threshold: float = 0.3, attribution_prompts: str = "all",
+def notebook_mask_config(independent_languages: str | Sequence[str] = "en,zh,fr", steps: int = 20,
+                         baseline: str = "eos_mean", threshold: float = 0.3, attribution_prompts: str = "all",
                          attribution_method: str = "memla4mke") -> MaskConfig:
     """The MaskConfig that the notebooks' papermill parameters describe (03, 04 and 06 build it the same way).
 
@@ -146,8 +146,10 @@ def notebook_mask_config(independent_languages: str = "en,zh,fr", steps: int = 2
         raise ValueError(f"attribution_prompts must be 'edit' or 'all', got {attribution_prompts!r}")
     if attribution_method not in METHODS:
         raise ValueError(f"attribution_method must be one of {METHODS}, got {attribution_method!r}")
-    langs: tuple[str, ...] | str = "all" if independent_languages.strip() == "all" else tuple(
-        s.strip() for s in independent_languages.split(",") if s.strip())
+    from .config import coerce_parameter  # a list, a comma string or one code (notebook parameter)
+
+    given = coerce_parameter("independent_languages", independent_languages)
+    langs: tuple[str, ...] | str = "all" if given == "all" else tuple(given)
     return MaskConfig(independent_languages=langs,
                       attribution=AttributionConfig(method=attribution_method, steps=int(steps), baseline=baseline,
                                                     threshold=float(threshold),

@@ -26,6 +26,7 @@ from ..languages import MKEB_LANGUAGES, normalize_language, validate_languages
 from .io import LoadReport, read_records, record_from_json, validate_record
 from .langcheck import CheckedRecords, LanguageMismatchError, checked
 from .record import EditTarget, Record, RecordError
+from .subjects import slot_prompt  # whole-word subject search (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,6 @@ def _strs(item: dict, key: str, where: str) -> list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return [v.strip() for v in value if v.strip()]
     raise RecordError(f"{where}: field {key!r} must be a string or a list of strings")
-
-
-def slot_prompt(prompt: str, subject: str) -> str:
-    """The prompt with its first mention of the subject replaced by the ``{}`` slot (as is if absent)."""
-    if subject and subject in prompt and "{}" not in prompt:
-        return prompt.replace(subject, "{}", 1)
-    return prompt
 
 
 @dataclass

@@ -26,7 +26,11 @@ _PER_LANGUAGE = ("paraphrase_prompts", "neighborhood_prompts", "neighborhood_ans
 
 def validate_record(record: Record, *, where: str = "record") -> None:
     """Check what the dataclass cannot: known language codes, non-empty edit fields, a slot used at most once,
-    neighbourhood prompts paired with answers, and a multi-hop answer wherever there are questions."""
+    neighbourhood prompts paired with answers, a multi-hop answer wherever there are questions, and no blank
+    (empty or whitespace-only) paraphrase, neighbourhood or multi-hop prompt or answer in any language.
+
+    Raises ``RecordError`` naming ``where`` (file and record index), the record id, the field and the language.
+    """
     where = f"{where} ({record.example_id})"
     for lang, e in record.edit.items():
         if normalize_language(lang) not in KNOWN_LANGUAGES:
@@ -53,6 +57,13 @@ def validate_record(record: Record, *, where: str = "record") -> None:
         if qs and not (record.multi_hop_new_answer.get(lang) or "").strip():
             raise RecordError(f"{where}: field 'multi_hop_new_answer.{lang}' is missing but there are "
                               f"{len(qs)} multi-hop questions")
+    for lang in record.edit:
+        blank = record.blank_fields(lang)
+        if blank:
+            raise RecordError(f"{where}: field '{blank[0]}' (language {lang!r}) is blank (empty or "
+                              f"whitespace-only)" + (f", and {len(blank) - 1} more: {', '.join(blank[1:])}"
+                                                     if len(blank) > 1 else "")
+                              + "; nothing can be edited or scored on it")
 
 
 def record_from_json(data: Any, *, where: str) -> Record:

@@ -301,7 +301,7 @@ def test_non_finite_general_ability_is_an_error_naming_method_and_record(lm):
 
     recs = records()
     before = state(lm.model)
-    with pytest.raises(ValueError, match=r"non-finite .*nan-edit.*'r0'"):
+    with pytest.raises(NonFiniteError, match=r"record .r0., method .nan-edit.*non-finite"):
         single_edit_general(lm, recs[:1], build_probe_set(recs, ["en"], exclude=["r0"]), ["nan-edit"], "en",
                             editors={"nan-edit": OverflowEdit(0.0, "nan-edit")})
     after = state(lm.model)
