@@ -96,7 +96,7 @@ def check_join(tok, family: str, prompt: str, answer: str, lang: str) -> None:
 
 
 @pytest.mark.parametrize("family", TOKENIZER_FAMILIES)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=pair())
 def test_join_properties_every_family(family, case):
     check_join(family_tokenizer(family), family, *case)
@@ -201,7 +201,7 @@ def slow_tok(tmp_path_factory):
                                 unk_token="<unk>")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(case=pair())
 def test_slow_tokenizer_falls_back_to_common_prefix(slow_tok, case):
     prompt, answer, lang = case
