@@ -72,7 +72,7 @@ from tqdm.auto import tqdm
 from .cache import ArtifactCache, cache_key
 from .mkeb.record import Record, RecordError
 from .models import LoadedModel
-from .text import encode_answer, encode_prompt
+from .text import join_prompt_answer
 
 if TYPE_CHECKING:  # masks.py imports this module; the types are only needed for annotations here
     from .masks import NeuronMasks
@@ -325,8 +325,8 @@ def _prepare(lm: LoadedModel, prompt: str, answer: str, language: str, config: A
     if config.method == "memla4mke":
         return _prepare_memla4mke(lm, prompt, answer, language, config)
     tok = lm.tokenizer
-    p_ids = encode_prompt(tok, prompt)
-    a_ids = encode_answer(tok, answer, language, prompt)
+    joined = join_prompt_answer(tok, prompt, answer, language)
+    p_ids, a_ids = joined.prompt_ids, joined.answer_ids
     if not p_ids:
         raise ValueError(f"prompt {prompt!r} tokenizes to nothing")
     prep = _Prepared(prompt, answer, language, p_ids + a_ids[:-1], len(p_ids), a_ids)
