@@ -72,7 +72,7 @@ from tqdm.auto import tqdm
 from .cache import ArtifactCache, cache_key
 from .mkeb.record import Record, RecordError
 from .models import LoadedModel
-from .text import join_prompt_answer
+from .text import JOIN_VERSION, join_prompt_answer
 
 if TYPE_CHECKING:  # masks.py imports this module; the types are only needed for annotations here
     from .masks import NeuronMasks
@@ -767,7 +767,7 @@ def record_items(record: Record, language: str, config: AttributionConfig) -> li
 def _item_key(lm: LoadedModel, record: Record, item: tuple[str, str, str], config: AttributionConfig) -> str:
     prompt, answer, language = item
     return cache_key("attribution", model=lm.fingerprint, dtype=str(lm.dtype), record=record.content_hash(),
-                     language=language, prompt=prompt, answer=answer, params=config.score_params())
+                     language=language, prompt=prompt, answer=answer, params=config.score_params(), join=JOIN_VERSION)
 
 
 def record_attributions(lm: LoadedModel, record: Record, languages: str | Sequence[str],
