@@ -64,7 +64,7 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
     "steps": Param(int), "baseline": Param(str),
     "threshold": Param(float), "n_boot": Param(int), "torch_threads": Param(int),
     "independent_languages": Param(str, True, ("all",)),
-    "sweep_thresholds": Param(float, True), "sweep_steps": Param(int, True),
+    "sweep_thresholds": Param(float, True), "sweep_steps": Param(int, True), "method_overlap_records": Param(int),
     # 04, 05
     "parallel_edits": Param(int), "threads": Param(int), "budget": Param(str), "n_train_records": Param(int),
     # 06
