@@ -2,29 +2,62 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-# torch==2.13.0 resolves to a CPU wheel on the project's machines; elsewhere pass e.g. TORCH_SPEC="torch" (CUDA)
-TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.memla-setup
 PRESET ?= small
 ARGS ?=
+# The pinned environment: exact versions + sha256 of every runtime and test package (memla_utils/lockfile.py).
+LOCK := requirements-lock.txt
+PINS := requirements-pins.txt
+# `make lock` runs uv (pinned) from its own tool venv, never from the project's environment.
+UV_VERSION := 0.13.8
+TOOLS := .venv-tools
+# Where the CPU torch wheel lies (a folder or a find-links URL); the project's machines keep it in /opt/wheels.
+FIND_LINKS ?= /opt/wheels
+# `make setup-unpinned` only: torch==2.13.0 resolves to a CPU wheel on the project's machines; elsewhere pass
+# e.g. TORCH_SPEC="torch" (CUDA).
+TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup kernel paper paper-full test test-unit test-notebooks bench clean-runs
+.PHONY: setup setup-unpinned lock lock-upgrade drift kernel paper paper-full test test-unit test-notebooks bench clean-runs book
 
+## Install the locked environment (re-runs when the lock, pyproject.toml or this file change).
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): $(LOCK) $(PINS) pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	@$(PY) -m pip install -q -e ".[dev]"
+	@$(PY) -m memla_utils.lockfile check
+	@$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
-	@echo "environment ready: $(VENV)"
+	@echo "environment ready: $(VENV) (from $(LOCK))"
 
 # The notebooks run on the Jupyter kernel "memla"; (re)point it at this checkout's venv every time (under a
 # second), so another clone that registered the same name cannot silently run these notebooks.
 kernel: $(STAMP)
 	@$(PY) -m ipykernel install --user --name memla --display-name "Python (memla)" >/dev/null
+
+## Not reproducible: the dependency ranges of pyproject.toml (a GPU machine, another platform or Python).
+## Runs record it: their manifest lists every package whose version differs from the lock.
+setup-unpinned:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	@$(PY) -m pip install -q -e ".[dev]"
+
+$(TOOLS)/bin/uv:
+	@$(PYTHON) -m venv $(TOOLS)
+	@$(TOOLS)/bin/python -m pip install -q "uv==$(UV_VERSION)"
+
+## Regenerate the lock from pyproject.toml + requirements-pins.txt, keeping the versions already locked
+## (a deliberate commit). `make lock-upgrade` moves every package to its newest allowed version.
+lock: $(TOOLS)/bin/uv
+	$(PYTHON) -m memla_utils.lockfile compile --uv $(TOOLS)/bin/uv --find-links "$(FIND_LINKS)"
+
+lock-upgrade: $(TOOLS)/bin/uv
+	$(PYTHON) -m memla_utils.lockfile compile --uv $(TOOLS)/bin/uv --find-links "$(FIND_LINKS)" --upgrade
+
+## Fail when the regenerated benchmark or tables differ from the commit (run after `make test` or `make paper`).
+drift: setup
+	$(PY) -m memla_utils.drift --against HEAD
 
 ## Regenerate every figure and table of the companion (notebooks 00-07 through papermill).
 paper: setup kernel
@@ -33,6 +66,13 @@ paper: setup kernel
 ## The paper's scale (12 languages, >= 1,000 records, all methods): meant for a GPU.
 paper-full:
 	$(MAKE) paper PRESET=full
+
+## The companion as a static website from the last `make paper` of PRESET (no re-execution): runs/$(PRESET)/book/html,
+## checked in headless Chromium when installed (screenshots in runs/$(PRESET)/book/screenshots). BOOK_ARGS=--notebooks auto
+## shows the source of notebooks the run has no executed copy of.
+BOOK_ARGS ?=
+book: setup
+	$(PY) -m memla_utils.book --preset $(PRESET) $(BOOK_ARGS)
 
 ## The whole test suite: unit + integration tests (2 processes), then every notebook through nbval, in order.
 test: setup test-unit test-notebooks

@@ -1,17 +1,47 @@
-"""Knowledge-neuron attribution: integrated gradients (IG) over the FFN neurons, exact and batched.
+"""Knowledge-neuron attribution: integrated gradients (IG) over the FFN neurons, batched, in two variants.
 
-A *neuron* is one input unit of an MLP down projection (the adapter's neuron view). For one prompt and its
-answer, the score of neuron ``n`` of layer ``l`` is the IG of the target (probability of the answer token, see
-:class:`AttributionConfig`) along the straight path from a baseline activation ``b`` to the actual activation
-``a`` at the last prompt position, with *only layer l* moved along the path (every other layer untouched)::
+A *neuron* is one input unit of an MLP down projection (the adapter's neuron view); masks always select the
+down projection's input columns. For one prompt and its answer, each neuron of each layer gets a score: an
+integrated-gradients style sum of the gradient of the target (probability of the answer token, see
+:class:`AttributionConfig`) along a straight path from a baseline ``b`` to the actual value ``a`` at the last
+prompt position, with *only layer l* moved along the path (every other layer untouched). Two variants
+(``AttributionConfig.method``):
+
+``"memla4mke"`` (default: what the paper's released locator computes; ``identify_kn/locate_kn.py`` ->
+``AMIG/knowledge_neurons/garns.py``, class ``garns``, with ``knowledge_neurons.py`` and ``patch.py``)::
+
+    score[l, n] = a_0[l, n] * sum_i 1/steps * sum_{k=0}^{steps-1} dF_i/dx[l, n] (b_i + k/steps (a_i - b_i))
+
+1. the path runs over the *output of the gate projection* (before the activation) of gated MLPs, or of the
+   first projection (``c_fc``/``dense_h_to_4h``) otherwise (``KnowledgeNeurons.__init__``: ``input_ff_attr``;
+   ``patch.register_hook``/``Patch.forward`` read and replace that module's output at the last position);
+2. the points are ``k/steps`` for ``k = 0 .. steps-1`` (``garns.scaled_input``: ``baseline + step * i`` for
+   ``i in range(steps)``, ``step = (original - baseline) / steps``): the actual value is never on the path;
+3. the summed gradient is multiplied by the *actual* value ``a_0`` divided by ``steps``, not by ``a - b``
+   (``garns.get_scores_for_layer``: ``integrated_grads_this_step *= baseline_activations.squeeze(0) / steps``,
+   where ``baseline_activations`` is the unmodified forward's value, see ``get_baseline_with_activations``);
+   ``b_i`` (``baseline="eos_mean"``) is the mean over copies of the prompt with *each* token in turn (BOS and
+   the last token included) replaced by EOS (``garns.scaled_input``);
+4. multi-token answers: the answer ids are ``tokenizer.encode(answer)`` (special tokens included, no leading
+   space: ``KnowledgeNeurons._prepare_inputs``); token ``i`` is attributed at the last position of the prompt
+   text extended by ``i`` copies of the *greedy* next token of the original prompt (its ``baseline_outputs``
+   are computed once, before the loop, so ``next_token_str`` never changes), re-tokenized; ``a_i`` and ``b_i``
+   come from that extended prompt, but the multiplier ``a_0`` is the original prompt's value; the per-token
+   scores are *summed* (``D_accumulator += ...``; ``A_i = D_accumulator / k_path`` with ``k_path = 1``). The
+   knowledge-neurons base class (``KnowledgeNeurons.get_scores_for_layer``) averages over tokens instead; the
+   ``garns`` subclass that ``locate_kn.py`` instantiates overrides it and sums.
+
+``"exact"`` (the companion's exact IG of the neurons themselves)::
 
     score[l, n] = (a[l, n] - b[l, n]) * mean_k dF/dx[l, n] (b + alpha_k (a - b)),  alpha_k = linspace(0, 1, steps)
 
-which is the Riemann rule of the knowledge-neurons code that memla4mke builds on (both endpoints included,
-divided by ``steps``). A multi-token answer is attributed token by token with teacher forcing: for answer token
-``i`` the prompt is ``prompt ⧺ answer[:i]`` and its last position is the one scaled; the scores are summed over
-tokens (the knowledge-neurons code extends the prompt with the *greedy* prediction and averages; teacher
-forcing attributes the answer actually asked for, and sum vs mean does not change a relative threshold).
+at the down projection's input (both endpoints included, divided by ``steps``), with ``b`` the EOS mean over the
+ordinary (non-special) tokens of the prefix. A multi-token answer is attributed token by token with teacher
+forcing: for answer token ``i`` the prompt is ``prompt ⧺ answer[:i]`` and its last position is the one scaled;
+the scores are summed over tokens. Its completeness (sum of scores = F(a) - F(b), up to Riemann error) holds.
+
+In both variants a prompt's neurons are those above ``threshold`` x its maximum score over all layers, and a
+record's set is the union over its prompts (``garns.get_coarse_neurons``, ``garns.get_refined_neurons``).
 
 Why it is fast (same numbers as the loop, see ``benchmarks/bench_attribution.py``): changing layer ``l``'s
 neurons at position ``p`` changes nothing at positions ``< p`` and nothing below layer ``l``, so every (layer,
@@ -21,7 +51,9 @@ answer tokens and prompts of a batch go through the model together as single tok
 chunks with an online softmax that yields the gradient of ``log p(answer)`` with respect to the final hidden
 state in the same pass, in float32. Autograd then carries it back to the injected neurons. Two self-checks
 guard the shortcut: the projection must reproduce the model's own logits, and the ``alpha = 1`` rows must
-reproduce the clean forward. The completeness of IG (sum of a layer's scores vs ``F(a) - F(b)``) is logged.
+reproduce the clean forward (``memla4mke`` adds one ``alpha = 1`` row per path for this check and for the
+completeness log; it does not enter the scores). The completeness of IG (sum over a layer of ``(a - b)`` x
+the mean gradient vs ``F(a) - F(b)``) is logged.
 """
 from __future__ import annotations
 
@@ -47,6 +79,7 @@ if TYPE_CHECKING:  # masks.py imports this module; the types are only needed for
 
 log = logging.getLogger(__name__)
 
+METHODS = ("memla4mke", "exact")
 BASELINES = ("eos_mean", "zero")
 TARGETS = ("prob", "logprob")
 ANSWERS = ("true", "new")
@@ -58,10 +91,15 @@ HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
 class AttributionConfig:
     """How knowledge neurons are attributed. Defaults follow memla4mke (the paper's code).
 
+    - ``method="memla4mke"``: the released locator's computation (module docstring: gate/first-projection
+      output, points ``k/steps``, multiplier = actual value, greedy-extended prompts summed over answer
+      tokens); ``"exact"``: exact IG of the down projection's inputs with teacher forcing. The paper presets
+      and the notebooks use ``"memla4mke"``. The method is part of the cache key (:meth:`score_params`).
     - ``steps=20``: IG Riemann steps (knowledge-neurons / memla4mke default).
     - ``baseline="eos_mean"``: memla4mke's baseline, the mean activation over copies of the prompt in which one
-      token (each non-special token in turn) is replaced by EOS; ``"zero"`` is the original knowledge-neurons
-      baseline.
+      token is replaced by EOS (memla4mke: every token in turn, ``garns.scaled_input``; exact: every
+      non-special token of the prefix); ``"zero"`` is the original knowledge-neurons baseline (for
+      ``memla4mke``: points ``k/steps * a``; ``garns`` itself always uses the EOS mean).
     - ``threshold=0.3``: keep neurons scoring above 0.3 x the prompt's maximum score (memla4mke).
     - ``target="prob"``: the gradient is of the answer token's probability, as in knowledge-neurons/memla4mke;
       ``"logprob"`` is available (less dominated by facts the model already knows well).
@@ -78,6 +116,7 @@ class AttributionConfig:
       correlation). ``"auto"`` = bfloat16 for bfloat16/float16 models (their weights already are), else float32.
     """
 
+    method: str = "memla4mke"
     steps: int = 20
     baseline: str = "eos_mean"
     threshold: float = 0.3
@@ -89,6 +128,8 @@ class AttributionConfig:
     head_precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"AttributionConfig.method must be one of {METHODS}, got {self.method!r}")
         if not isinstance(self.steps, int) or self.steps < 2:
             raise ValueError(f"AttributionConfig.steps must be an integer >= 2 (the path needs both ends), "
                              f"got {self.steps!r}")
@@ -111,7 +152,7 @@ class AttributionConfig:
 
     def score_params(self) -> dict[str, Any]:
         """The parameters that determine a prompt's scores (cache key; threshold and chunking excluded)."""
-        return {"steps": self.steps, "baseline": self.baseline, "target": self.target,
+        return {"method": self.method, "steps": self.steps, "baseline": self.baseline, "target": self.target,
                 "head_precision": self.head_precision, "version": 1}
 
     def head_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
@@ -128,7 +169,10 @@ class PromptAttribution:
     answer: str
     language: str
     scores: torch.Tensor          # [n_layers, n_neurons] float32
-    attribution_sums: torch.Tensor  # [n_layers]: sum of each layer's scores
+    #: [n_layers]: per layer, sum over neurons of (a - b) x mean gradient along the path, summed over answer
+    #: tokens: the sum of the scores for method "exact"; for "memla4mke" (whose scores multiply by a, not a - b)
+    #: the IG of the same path and gradients, so that completeness still checks the gradient computation
+    attribution_sums: torch.Tensor
     deltas: torch.Tensor          # [n_layers]: F(actual) - F(baseline of that layer), summed over answer tokens
     target_value: float           # F at the actual activations, summed over answer tokens
 
@@ -156,9 +200,10 @@ class _Prepared:
     prompt: str
     answer: str
     language: str
-    ids: list[int]             # prompt ⧺ answer[:-1]: every position that predicts an answer token
-    n_prompt: int
+    ids: list[int]             # exact: prompt ⧺ answer[:-1] (every position that predicts an answer token);
+    n_prompt: int              # memla4mke: the (extended) prompt only, one target
     targets: list[int]         # answer ids; token i is predicted at position n_prompt - 1 + i
+    method: str = "exact"      # where values are read and injected: down-projection input or pre-activation
     keys: list[torch.Tensor] = field(default_factory=list)    # per layer [kv_heads, T, head_dim] (clean)
     values: list[torch.Tensor] = field(default_factory=list)
     acts: torch.Tensor | None = None      # [A, n_layers, n_neurons] clean activations at the answer positions
@@ -166,6 +211,7 @@ class _Prepared:
     clean_value: torch.Tensor | None = None  # [A] float64 target F per answer token
     hidden_in: torch.Tensor | None = None    # [A, n_layers, hidden] clean input of each decoder layer (model dtype)
     layer_out: int = 0                       # decoder layers return a tensor (0) or a tuple of this length
+    next_token: int = -1                     # greedy prediction after the prompt (clean logits at n_prompt - 1)
 
     @property
     def positions(self) -> list[int]:
@@ -198,10 +244,18 @@ def _make_cache(kv: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
     return DynamicCache(kv)
 
 
+def _point_hook(lm: LoadedModel, method: str, layer: int, fn: Any = None, *, capture: bool = False) -> Any:
+    """Read/replace the attributed values of ``layer``: the neurons (``exact``) or their pre-activation
+    (``memla4mke``: output of the gate / first projection, same index per neuron)."""
+    if method == "memla4mke":
+        return lm.adapter.pre_activation_hook(layer, fn, capture=capture)
+    return lm.adapter.neuron_hook(layer, fn, capture=capture)
+
+
 @contextmanager
-def _capture_all(lm: LoadedModel) -> Iterator[list[Any]]:
+def _capture_all(lm: LoadedModel, method: str = "exact") -> Iterator[list[Any]]:
     with ExitStack() as stack:
-        yield [stack.enter_context(lm.adapter.neuron_hook(l, capture=True)) for l in range(lm.adapter.n_layers)]
+        yield [stack.enter_context(_point_hook(lm, method, l, capture=True)) for l in range(lm.adapter.n_layers)]
 
 
 def _head(lm: LoadedModel) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
@@ -264,14 +318,56 @@ def _value(logp: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]
     return logp, torch.ones_like(logp)
 
 
-def _prepare(lm: LoadedModel, prompt: str, answer: str, language: str, config: AttributionConfig) -> _Prepared:
-    """Tokenize, run the clean forward (cache + activations + logits check) and compute the baseline."""
+def _prepare(lm: LoadedModel, prompt: str, answer: str, language: str, config: AttributionConfig,
+             ) -> list[_Prepared]:
+    """The prepared sequences of one item: one for ``exact`` (teacher forcing shares the prefix), one per answer
+    token for ``memla4mke`` (each answer token has its own greedy-extended prompt)."""
+    if config.method == "memla4mke":
+        return _prepare_memla4mke(lm, prompt, answer, language, config)
     tok = lm.tokenizer
     p_ids = encode_prompt(tok, prompt)
     a_ids = encode_answer(tok, answer, language, prompt)
     if not p_ids:
         raise ValueError(f"prompt {prompt!r} tokenizes to nothing")
     prep = _Prepared(prompt, answer, language, p_ids + a_ids[:-1], len(p_ids), a_ids)
+    return [_run_clean(lm, prep, config)]
+
+
+def _kn_prompt(text: str) -> str:
+    """``KnowledgeNeurons._prepare_inputs`` for decoder models: drop ``"[MASK] ."`` and strip whitespace."""
+    return text.replace("[MASK] .", "").strip()
+
+
+def _prepare_memla4mke(lm: LoadedModel, prompt: str, answer: str, language: str, config: AttributionConfig,
+                       ) -> list[_Prepared]:
+    """memla4mke's multi-token handling (``garns.get_scores_for_layer``), one prepared sequence per answer token.
+
+    Answer ids = ``tokenizer.encode(answer)`` (``_prepare_inputs``: special tokens the tokenizer adds, e.g. BOS,
+    included; no separator). Token ``i``'s prompt is ``prompt + g * i`` (``prompt += next_token_str`` per token),
+    with ``g = tokenizer.decode(argmax)`` of the *original* prompt's clean logits, passed through
+    ``_prepare_inputs`` again (strip) and re-tokenized with the tokenizer's special tokens.
+    """
+    tok = lm.tokenizer
+    targets = list(tok.encode(answer))
+    if not answer or not answer.strip() or not targets:
+        raise ValueError(f"answer {answer!r} of prompt {prompt!r} is empty or tokenizes to nothing")
+    preps: list[_Prepared] = []
+    greedy = ""
+    for i, target in enumerate(targets):
+        text = _kn_prompt(prompt + greedy * i)
+        ids = list(tok(text)["input_ids"])
+        if not ids:
+            raise ValueError(f"prompt {prompt!r} tokenizes to nothing")
+        prep = _run_clean(lm, _Prepared(text, answer, language, ids, len(ids), [target], method="memla4mke"), config)
+        if i == 0 and len(targets) > 1:
+            greedy = tok.decode(prep.next_token)
+        preps.append(prep)
+    return preps
+
+
+def _run_clean(lm: LoadedModel, prep: _Prepared, config: AttributionConfig) -> _Prepared:
+    """Run the clean forward (cache + activations + logits check) of a tokenized sequence and its baseline."""
+    prompt = prep.prompt
     window = getattr(lm.model.config, "sliding_window", None)
     if window and len(prep.ids) >= int(window):
         raise ValueError(f"prompt {prompt!r} is {len(prep.ids)} tokens, longer than the sliding window ({window}) "
@@ -299,7 +395,7 @@ def _prepare(lm: LoadedModel, prompt: str, answer: str, language: str, config: A
         handles.append(layer.register_forward_pre_hook(in_hook, with_kwargs=True))
         handles.append(layer.register_forward_hook(out_hook))
     try:
-        with torch.no_grad(), _capture_all(lm) as probes:
+        with torch.no_grad(), _capture_all(lm, prep.method) as probes:
             out = model(input_ids=ids, use_cache=True)
     finally:
         for handle in handles:
@@ -327,6 +423,7 @@ def _prepare(lm: LoadedModel, prompt: str, answer: str, language: str, config: A
                            f"(max |diff| of log p = {float((logp - ref).abs().max()):.3g}); logit scaling of this "
                            f"architecture is not supported by the chunked projection")
     prep.clean_value = _value(logp.double(), config.target)[0]
+    prep.next_token = int(out.logits[0, prep.n_prompt - 1].argmax())
     prep.base = _baseline(lm, prep, config)
     return prep
 
@@ -340,6 +437,15 @@ def _baseline(lm: LoadedModel, prep: _Prepared, config: AttributionConfig) -> to
     eos = lm.tokenizer.eos_token_id
     if eos is None:
         raise ValueError(f"{lm.name}: baseline 'eos_mean' needs an EOS token; use baseline='zero'")
+    if prep.method == "memla4mke":
+        # garns.scaled_input: every position idx in range(len(ids)) in turn (BOS and the last token included)
+        # replaced by EOS; the mean of the copies' values at the last position (the path is linear in it)
+        n = len(prep.ids)
+        ids = torch.tensor([prep.ids] * n, device=lm.device)
+        ids[torch.arange(n), torch.arange(n)] = eos
+        with _capture_all(lm, prep.method) as probes:
+            lm.model.base_model(input_ids=ids, use_cache=False)
+        return torch.stack([p.activations[:, -1].float() for p in probes], dim=1).mean(0, keepdim=True)  # [1, L, N]
     special = set(lm.tokenizer.all_special_ids)
     slots = [j for j, t in enumerate(prep.ids) if t not in special]
     if not slots:
@@ -347,7 +453,7 @@ def _baseline(lm: LoadedModel, prep: _Prepared, config: AttributionConfig) -> to
     ids = torch.tensor([prep.ids] * len(slots), device=lm.device)
     ids[torch.arange(len(slots)), torch.tensor(slots)] = eos
     pos = torch.tensor(prep.positions, device=lm.device)
-    with _capture_all(lm) as probes:
+    with _capture_all(lm, prep.method) as probes:
         lm.model.base_model(input_ids=ids, use_cache=False)
     acts = torch.stack([p.activations[:, pos].float() for p in probes], dim=2)  # [C, A, L, N]
     # answer token i's prompt is ids[:p_i + 1]: only the copies that replaced a token of that prefix count
@@ -432,7 +538,8 @@ def _forward_group(lm: LoadedModel, preps: Sequence[_Prepared], rows: _Rows, lay
         kwargs["position_ids"] = pos[:, None]
     hidden = torch.stack([preps[p].hidden_in[t, layer] for p, t in pt])[:, None, :]
     with _start_at(lm, layer, hidden, preps[0].layer_out), \
-            lm.adapter.neuron_hook(layer, lambda acts: x[:, None, :].expand_as(acts)), torch.enable_grad():
+            _point_hook(lm, preps[0].method, layer, lambda acts: x[:, None, :].expand_as(acts)), \
+            torch.enable_grad():
         h = base(**kwargs).last_hidden_state[:, -1]
     return x, h
 
@@ -505,20 +612,42 @@ def _run_rows(lm: LoadedModel, preps: Sequence[_Prepared], rows: _Rows, alphas: 
     return gx, val
 
 
+def _alphas(config: AttributionConfig) -> tuple[torch.Tensor, int]:
+    """Path points and how many of them enter the gradient sum (the rest only serve the self-checks).
+
+    exact: ``linspace(0, 1, steps)``, all of them. memla4mke: ``k/steps`` for ``k < steps`` (``garns.scaled_input``)
+    plus ``alpha = 1``, which is only evaluated (clean-forward self-check, ``F(actual)`` for completeness).
+    """
+    if config.method == "memla4mke":
+        return torch.cat([torch.arange(config.steps, dtype=torch.float32) / config.steps, torch.ones(1)]), config.steps
+    return torch.linspace(0.0, 1.0, config.steps, dtype=torch.float32), config.steps
+
+
 def attribute_batch(lm: LoadedModel, items: Sequence[tuple[str, str, str]], config: AttributionConfig,
                     *, progress: bool = False) -> list[PromptAttribution]:
-    """IG scores of several ``(prompt, answer, language)`` items, all rows batched across items."""
+    """Scores of several ``(prompt, answer, language)`` items (``config.method``), all rows batched across items.
+
+    Returns one :class:`PromptAttribution` per item, scores ``[n_layers, n_neurons]`` float32.
+    Raises ``ValueError`` for prompts/answers that tokenize to nothing or exceed a sliding window, and
+    ``RuntimeError`` when an architecture breaks the cached-continuation shortcut (self-checks).
+    """
     if not items:
         return []
-    preps = [_prepare(lm, p, a, lang, config) for p, a, lang in items]
+    groups: list[list[int]] = []   # item -> indices of its prepared sequences
+    preps: list[_Prepared] = []
+    for p, a, lang in items:
+        sub = _prepare(lm, p, a, lang, config)
+        groups.append(list(range(len(preps), len(preps) + len(sub))))
+        preps.extend(sub)
     n_layers, n_neurons, steps = lm.adapter.n_layers, lm.adapter.n_neurons, config.steps
-    alphas = torch.linspace(0.0, 1.0, steps, dtype=torch.float32)
+    alphas, n_grad = _alphas(config)
+    n_alpha = len(alphas)
     grid = [(p, t, l, k) for p, pr in enumerate(preps) for t in range(len(pr.targets))
-            for l in range(n_layers) for k in range(steps)]
+            for l in range(n_layers) for k in range(n_alpha)]
     context = max(max(pr.positions) for pr in preps)
     max_rows = config.max_rows or _auto_max_rows(lm, context)
     grad_sum = [torch.zeros(len(pr.targets), n_layers, n_neurons, dtype=torch.float32) for pr in preps]
-    values = [torch.zeros(len(pr.targets), n_layers, steps, dtype=torch.float64) for pr in preps]
+    values = [torch.zeros(len(pr.targets), n_layers, n_alpha, dtype=torch.float64) for pr in preps]
     bar = tqdm(total=len(grid), desc="IG rows", unit="row", disable=not progress, leave=False)
     for s in range(0, len(grid), max_rows):
         chunk = torch.tensor(grid[s:s + max_rows], dtype=torch.long)
@@ -527,37 +656,50 @@ def attribute_batch(lm: LoadedModel, items: Sequence[tuple[str, str, str]], conf
         gx, val = gx.cpu(), val.cpu()
         for p in rows.prompt.unique().tolist():
             sel = rows.prompt == p
-            grad_sum[p].index_put_((rows.token[sel], rows.layer[sel]), gx[sel], accumulate=True)
             values[p][rows.token[sel], rows.layer[sel], rows.step[sel]] = val[sel]
+            sel &= rows.step < n_grad
+            grad_sum[p].index_put_((rows.token[sel], rows.layer[sel]), gx[sel], accumulate=True)
         bar.update(len(chunk))
     bar.close()
-    out = []
-    for pr, gs, val in zip(preps, grad_sum, values):
-        assert pr.acts is not None and pr.base is not None and pr.clean_value is not None
-        per_token = (pr.acts - pr.base).cpu() * gs / steps  # [A, L, N]
-        scores = per_token.sum(0)
-        # self-check: alpha = 1 rows are the clean forward, whatever layer they scale
+    exact_dtype = lm.dtype == torch.float32 and config.head_dtype(lm.dtype) == torch.float32
+    for pr, val in zip(preps, values):  # self-check: alpha = 1 rows are the clean forward, whatever layer they scale
+        assert pr.clean_value is not None
         clean = pr.clean_value.cpu()[:, None].expand_as(val[:, :, -1])
-        exact = lm.dtype == torch.float32 and config.head_dtype(lm.dtype) == torch.float32
-        tol = (1e-3 if exact else 0.1) * max(1.0, float(clean.abs().max()))
+        tol = (1e-3 if exact_dtype else 0.1) * max(1.0, float(clean.abs().max()))
         if not torch.allclose(val[:, :, -1], clean, atol=tol, rtol=1e-3):
             raise RuntimeError(f"{lm.name}: the cached one-token continuation does not reproduce the clean forward "
                                f"(max |diff| = {float((val[:, :, -1] - clean).abs().max()):.3g}); this architecture's "
                                f"attention cache is not supported by attribute_batch")
-        att = PromptAttribution(pr.prompt, pr.answer, pr.language, scores.float(), scores.sum(-1).float(),
-                                (val[:, :, -1] - val[:, :, 0]).sum(0).float(), float(pr.clean_value.sum()))
-        log.debug("IG completeness %r [%s]: max |sum(scores) - delta| / max |delta| = %.3g (steps=%d)",
-                  pr.prompt, pr.language, att.completeness_error, steps)
+    out = []
+    for (prompt, answer, language), idx in zip(items, groups):
+        path_ig = torch.zeros(n_layers, n_neurons, dtype=torch.float32)  # (a - b) x mean gradient, summed
+        deltas = torch.zeros(n_layers, dtype=torch.float64)
+        target_value = 0.0
+        for j in idx:
+            pr = preps[j]
+            assert pr.acts is not None and pr.base is not None and pr.clean_value is not None
+            path_ig += ((pr.acts - pr.base).cpu() * grad_sum[j] / steps).sum(0)
+            deltas += (values[j][:, :, -1] - values[j][:, :, 0]).sum(0)
+            target_value += float(pr.clean_value.sum())
+        if config.method == "memla4mke":
+            # garns.get_scores_for_layer: every token's summed gradient times the ORIGINAL prompt's value / steps
+            a0 = preps[idx[0]].acts[0].cpu()  # type: ignore[index]
+            scores = sum((a0 * grad_sum[j][0] / steps for j in idx), torch.zeros(n_layers, n_neurons))
+        else:
+            scores = path_ig
+        att = PromptAttribution(prompt, answer, language, scores.float(), path_ig.sum(-1).float(), deltas.float(),
+                                target_value)
+        log.debug("IG completeness %r [%s]: max |path IG - delta| / max |delta| = %.3g (steps=%d)",
+                  prompt, language, att.completeness_error, steps)
         out.append(att)
-    if out:
-        log.info("IG completeness over %d prompt(s): worst relative error %.3g (Riemann error at steps=%d)",
-                 len(out), max(a.completeness_error for a in out), steps)
+    log.info("IG completeness over %d prompt(s) (%s): worst relative error %.3g (Riemann error at steps=%d)",
+             len(out), config.method, max(a.completeness_error for a in out), steps)
     return out
 
 
 def attribute_prompt(lm: LoadedModel, prompt: str, answer: str, language: str,
                      config: AttributionConfig | None = None) -> torch.Tensor:
-    """IG scores ``[n_layers, n_neurons]`` float32 of one prompt (see the module docstring for the semantics)."""
+    """Scores ``[n_layers, n_neurons]`` float32 of one prompt (see the module docstring for the semantics)."""
     return attribute_batch(lm, [(prompt, answer, language)], config or AttributionConfig())[0].scores
 
 
@@ -566,34 +708,38 @@ def attribute_prompt_loop(lm: LoadedModel, prompt: str, answer: str, language: s
                           config: AttributionConfig | None = None, *, batch_size: int = 4) -> torch.Tensor:
     """The knowledge-neurons style computation the batched pass replaces (benchmark reference, same scores).
 
-    One layer at a time, IG steps in batches of ``batch_size``, a full forward (all positions, full logits) and
-    backward per batch, per answer token.
+    One layer at a time, path points in batches of ``batch_size``, a full forward (all positions, full logits)
+    and backward per batch, per answer token (for ``memla4mke``: per greedy-extended prompt, as
+    ``garns.get_scores_for_layer``).
     """
     config = config or AttributionConfig()
-    prep = _prepare(lm, prompt, answer, language, config)
-    assert prep.acts is not None and prep.base is not None
-    alphas = torch.linspace(0.0, 1.0, config.steps, dtype=torch.float32)
+    preps = _prepare(lm, prompt, answer, language, config)
+    alphas, n_grad = _alphas(config)
+    alphas = alphas[:n_grad]
     scores = torch.zeros(lm.adapter.n_layers, lm.adapter.n_neurons, dtype=torch.float32)
-    for t, (pos, target) in enumerate(zip(prep.positions, prep.targets)):
-        ids = torch.tensor([prep.ids[: pos + 1]], device=lm.device)
-        for l in range(lm.adapter.n_layers):
-            a, b = prep.acts[t, l], prep.base[t, l]
-            grad = torch.zeros(lm.adapter.n_neurons, dtype=torch.float32, device=lm.device)
-            for chunk in alphas.split(batch_size):
-                x = (b + chunk.to(lm.device)[:, None] * (a - b)).to(lm.dtype).requires_grad_(True)
+    for prep in preps:
+        assert prep.acts is not None and prep.base is not None
+        for t, (pos, target) in enumerate(zip(prep.positions, prep.targets)):
+            ids = torch.tensor([prep.ids[: pos + 1]], device=lm.device)
+            for l in range(lm.adapter.n_layers):
+                a, b = prep.acts[t, l], prep.base[t, l]
+                grad = torch.zeros(lm.adapter.n_neurons, dtype=torch.float32, device=lm.device)
+                for chunk in alphas.split(batch_size):
+                    x = (b + chunk.to(lm.device)[:, None] * (a - b)).to(lm.dtype).requires_grad_(True)
 
-                def patch(acts: torch.Tensor, x: torch.Tensor = x, pos: int = pos) -> torch.Tensor:
-                    acts = acts.expand(x.shape[0], *acts.shape[1:]).clone()
-                    acts[:, pos] = x
-                    return acts
+                    def patch(acts: torch.Tensor, x: torch.Tensor = x, pos: int = pos) -> torch.Tensor:
+                        acts = acts.expand(x.shape[0], *acts.shape[1:]).clone()
+                        acts[:, pos] = x
+                        return acts
 
-                with lm.adapter.neuron_hook(l, patch), torch.enable_grad():
-                    logits = lm.model(input_ids=ids.expand(len(chunk), -1)).logits[:, pos].float()
-                    logp = torch.log_softmax(logits, -1)[:, target]
-                    value = logp.exp() if config.target == "prob" else logp
-                    (g,) = torch.autograd.grad(value.sum(), x)
-                grad += g.float().sum(0)
-            scores[l] += ((a - b) * grad / config.steps).cpu()
+                    with _point_hook(lm, prep.method, l, patch), torch.enable_grad():
+                        logits = lm.model(input_ids=ids.expand(len(chunk), -1)).logits[:, pos].float()
+                        logp = torch.log_softmax(logits, -1)[:, target]
+                        value = logp.exp() if config.target == "prob" else logp
+                        (g,) = torch.autograd.grad(value.sum(), x)
+                    grad += g.float().sum(0)
+                mult = preps[0].acts[0, l] if config.method == "memla4mke" else a - b  # type: ignore[index]
+                scores[l] += (mult * grad / config.steps).cpu()
     return scores
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .cache import PROJECT_ROOT
-from .config import PRESETS, RunConfig
-from .manifest import build_manifest
+from .config import NOTEBOOK_PARAMETERS, PRESETS, ParameterError, RunConfig, coerce_parameter
+from .manifest import build_manifest, skipped_in
 
 log = logging.getLogger("memla_utils.batch")
 
@@ -35,7 +35,6 @@ KERNEL = "memla"
 #: The shared parameter names every notebook's parameters cell holds (RunConfig fields that are notebook params).
 SHARED_PARAMETERS: tuple[str, ...] = ("model", "device", "dtype", "seed", "languages", "edit_languages",
                                       "n_records", "methods", "run_dir", "figures_dir", "mkeb_path")
-_INT_PARAMS = {"seed", "n_records"}
 
 
 class BatchError(RuntimeError):
@@ -43,13 +42,16 @@ class BatchError(RuntimeError):
 
 
 def parse_value(name: str, raw: str) -> Any:
-    """``-p name=value`` values: ints for integer parameters, JSON-like literals for the rest, else a string."""
+    """``-p name=value`` values: a declared notebook parameter (:data:`memla_utils.config.NOTEBOOK_PARAMETERS`)
+    gets its declared type (:func:`memla_utils.config.coerce_parameter`; a list-valued one, given as one value or
+    a comma list, is passed on as a comma string, as the parameters cells write it); an undeclared one is read
+    as a JSON-like literal, else a string."""
     raw = raw.strip()
-    if name in _INT_PARAMS:
+    if name in NOTEBOOK_PARAMETERS:
         try:
-            return int(raw)
-        except ValueError:
-            raise BatchError(f"parameter {name} must be an integer, got {raw!r}") from None
+            return _as_param(coerce_parameter(name, raw))
+        except ParameterError as err:
+            raise BatchError(str(err)) from None
     low = raw.lower()
     if low in ("true", "false"):
         return low == "true"
@@ -178,9 +180,9 @@ def _edit_languages_within(edit_languages: str, languages: str) -> str:
 
 
 def _validate(params: dict[str, Any]) -> None:
-    shared = {k: v for k, v in params.items() if k in SHARED_PARAMETERS}
+    declared = {k: v for k, v in params.items() if k in NOTEBOOK_PARAMETERS}
     try:
-        RunConfig.from_params(**shared)
+        RunConfig.from_params(**declared)
     except (ValueError, TypeError) as err:
         raise BatchError(f"invalid parameters: {err}") from err
 
@@ -231,6 +233,7 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
         seconds = time.perf_counter() - start
         manifest.time(nb.name, seconds)
         manifest.add(target, root=plan.run_dir)
+        manifest.add_skipped(skipped_in(plan.run_dir))
         result.executed.append(target)
         result.seconds[nb.name] = seconds
         log.info("[%s] %s done in %.1f s", plan.label, nb.name, seconds)

@@ -18,6 +18,7 @@ from .languages import MKEB_LANGUAGES, validate_languages
 
 #: Every method the companion can run, in table order (MEMLA first, then its ablations, then baselines).
 ALL_METHODS: tuple[str, ...] = ("memla", "memla-lse", "memla-lie", "memla-unmasked", "memla-random",
+                                "memla-zero-hidden",
                                 "ft", "ft-l", "lora", "rome", "memit", "pmet", "mend", "ike")
 
 
@@ -25,6 +26,122 @@ def _split(value: str | list[str] | tuple[str, ...]) -> list[str]:
     if isinstance(value, str):
         return [s.strip() for s in value.split(",") if s.strip()]
     return list(value)
+
+
+# ------------------------------------------------------------------------------------------- notebook parameters
+class ParameterError(ValueError):
+    """A notebook / batch parameter whose value does not fit its declared type; the message names it."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """The declared type of one notebook parameter.
+
+    ``kind`` is the type of the value (or of each item when ``is_list``); ``keywords`` are special strings kept
+    as they are (``"all"``, ``"auto"``, ``"full"``).
+    """
+
+    kind: type
+    is_list: bool = False
+    keywords: tuple[str, ...] = ()
+
+
+#: Every parameter of every notebook's ``parameters`` cell, with its declared type (a test parses the notebooks
+#: and fails on a parameter missing here). List-valued parameters accept a list, a comma-separated string or a
+#: single scalar (``papermill -p sweep_steps 10`` passes the int 10).
+NOTEBOOK_PARAMETERS: dict[str, Param] = {
+    # shared by every notebook (RunConfig fields)
+    "model": Param(str), "device": Param(str), "dtype": Param(str), "seed": Param(int),
+    "languages": Param(str, True, ("all",)), "edit_languages": Param(str, True, ("all",)),
+    "n_records": Param(int), "methods": Param(str, True, ("all",)),
+    "run_dir": Param(str), "figures_dir": Param(str), "mkeb_path": Param(str),
+    # 00
+    "probe_languages": Param(str, True, ("all",)),
+    # 01
+    "shared_data_dir": Param(str), "known_only_demo": Param(bool),
+    # 02, 03, 04, 06: attribution and masks
+    "attribution_prompts": Param(str), "attribution_method": Param(str), "max_records": Param(int),
+    "steps": Param(int), "baseline": Param(str),
+    "threshold": Param(float), "n_boot": Param(int), "torch_threads": Param(int),
+    "independent_languages": Param(str, True, ("all",)),
+    "sweep_thresholds": Param(float, True), "sweep_steps": Param(int, True),
+    # 04, 05
+    "parallel_edits": Param(int), "threads": Param(int), "budget": Param(str), "n_train_records": Param(int),
+    # 06
+    "general_methods": Param(str, True, ("auto", "all")), "general_records": Param(int, False, ("auto",)),
+    "sequential_steps": Param(int, True, ("auto", "full")), "probe_records": Param(int),
+}
+
+#: names of the list-valued notebook parameters
+LIST_PARAMETERS: tuple[str, ...] = tuple(k for k, p in NOTEBOOK_PARAMETERS.items() if p.is_list)
+
+
+def _item(name: str, spec: Param, value: Any) -> Any:
+    """One scalar converted to ``spec.kind`` (strings parsed), or ``ParameterError`` naming the parameter."""
+    kind = spec.kind
+    what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        if kind is bool:
+            if isinstance(text, bool):
+                return text
+            if isinstance(text, str) and text.lower() in ("true", "false"):
+                return text.lower() == "true"
+            raise ValueError
+        if kind is int:
+            if isinstance(text, bool):
+                raise ValueError
+            if isinstance(text, float):
+                if not text.is_integer():
+                    raise ValueError
+                return int(text)
+            return int(text)
+        if kind is float:
+            if isinstance(text, bool):
+                raise ValueError
+            out = float(text)
+            if out != out or out in (float("inf"), float("-inf")):
+                raise ValueError
+            return out
+        if isinstance(text, (list, tuple, dict, set)):
+            raise ValueError
+        return str(text)
+    except (TypeError, ValueError):
+        raise ParameterError(f"parameter {name} must be {what}" + (" (or a list of them)" if spec.is_list else "")
+                             + (f" or one of {', '.join(spec.keywords)}" if spec.keywords else "")
+                             + f", got {value!r}") from None
+
+
+def coerce_parameter(name: str, value: Any) -> Any:
+    """``value`` converted to ``name``'s declared type (:data:`NOTEBOOK_PARAMETERS`); undeclared names and ``None``
+    pass through unchanged.
+
+    List-valued parameters become a list of the item type whether given as a list/tuple, a comma-separated
+    string (``"5,10,20"``) or a single scalar (``10`` or ``"10"``); a keyword (``"all"``, ``"auto"``) stays a
+    string. Scalars are converted (``"5"`` -> 5 for an int). Anything else raises :class:`ParameterError`
+    naming the parameter.
+    """
+    spec = NOTEBOOK_PARAMETERS.get(name)
+    if spec is None or value is None:
+        return value
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str) and value.strip() in spec.keywords:
+        return value.strip()
+    if not spec.is_list:
+        return _item(name, spec, value)
+    if isinstance(value, str):
+        items: list[Any] = [v for v in value.split(",") if v.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    return [_item(name, spec, v) for v in items]
+
+
+def coerce_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """:func:`coerce_parameter` applied to every entry of ``params``."""
+    return {k: coerce_parameter(k, v) for k, v in params.items()}
 
 
 @dataclass
@@ -62,7 +179,13 @@ class RunConfig:
 
     @classmethod
     def from_params(cls, **params: Any) -> RunConfig:
-        """Build from notebook parameters; ``preset`` picks a named preset that the other values override."""
+        """Build from notebook parameters; ``preset`` picks a named preset that the other values override.
+
+        Every parameter is converted to its declared type first (:func:`coerce_parameter`: list-valued ones
+        accept a list, a comma string or a single scalar); notebook-specific parameters end up, converted, in
+        ``extra`` (e.g. ``cfg.extra["sweep_steps"] == [10]`` for ``-p sweep_steps 10``).
+        """
+        params = coerce_parameters(params)
         preset = params.pop("preset", None)
         base = dict(PRESETS[preset]) if preset else {}
         base.update({k: v for k, v in params.items() if v is not None})

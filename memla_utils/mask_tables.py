@@ -1,9 +1,10 @@
-"""Tables the mask notebooks show: counts per layer, overlaps, independent shares, threshold and step sweeps."""
+"""Tables the mask notebooks show: counts per layer, overlaps, independent shares, threshold and step sweeps, and
+the agreement of the two attribution methods."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .attribution import AttributionConfig, neurons_from_attributions, record_attributions
+from .attribution import METHODS, AttributionConfig, neurons_from_attributions, record_attributions
 from .cache import ArtifactCache
 from .masks import NeuronMasks, RecordMasks, jaccard
 from .mkeb.record import Record
@@ -100,3 +101,40 @@ def steps_sweep(lm, record: Record, language: str, steps: Sequence[int], config:
                      "jaccard_vs_max_steps": jaccard(m, ref), "spearman_vs_max_steps": sum(rho) / len(rho),
                      "completeness_error": max(x.completeness_error for x in a)})
     return pd.DataFrame(rows)
+
+
+def method_overlap(lm, records: Sequence[Record], languages: Sequence[str], config: AttributionConfig | None = None,
+                   cache: ArtifactCache | None = None, *, progress: bool = False):
+    """Per (record, language): the neuron sets of the two attribution methods and how much they agree.
+
+    Both sets use ``config``'s steps, baseline, target, prompts and threshold; only ``method`` differs
+    (``memla4mke``, the released locator, vs ``exact``, see :mod:`memla_utils.attribution`). Columns:
+    ``example_id, language, n_memla4mke, n_exact, n_shared`` (neurons, union over the prompts),
+    ``jaccard`` (``n_shared / |union|``, 1.0 when both are empty) and ``spearman`` (rank correlation of the two
+    score tensors ``[n_layers, n_neurons]``, mean over the prompts). Languages a record lacks are skipped.
+    Scores are cached per method (the method is part of the key), so a rerun computes nothing.
+    """
+    import dataclasses
+
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    config = config or AttributionConfig()
+    rows = []
+    for record in records:
+        langs = [l for l in languages if l in record.edit]
+        if not langs:
+            continue
+        atts = {m: record_attributions(lm, record, langs, dataclasses.replace(config, method=m), cache,
+                                       progress=progress) for m in METHODS}
+        for lang in langs:
+            sets = {m: neurons_from_attributions(atts[m][lang], config.threshold, lm.adapter.n_neurons)
+                    for m in METHODS}
+            rho = [float(spearmanr(x.scores.flatten().numpy(), y.scores.flatten().numpy()).statistic)
+                   for x, y in zip(atts["memla4mke"][lang], atts["exact"][lang])]
+            rows.append({"example_id": record.example_id, "language": lang,
+                         "n_memla4mke": sets["memla4mke"].total, "n_exact": sets["exact"].total,
+                         "n_shared": (sets["memla4mke"] & sets["exact"]).total,
+                         "jaccard": jaccard(sets["memla4mke"], sets["exact"]), "spearman": sum(rho) / len(rho)})
+    return pd.DataFrame(rows, columns=["example_id", "language", "n_memla4mke", "n_exact", "n_shared", "jaccard",
+                                       "spearman"])

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from .attribution import AttributionConfig, neurons_from_attributions, record_attributions, threshold_scores
+from .attribution import METHODS, AttributionConfig, neurons_from_attributions, record_attributions, threshold_scores
 from .cache import ArtifactCache, write_tensors_atomic
 from .languages import PAPER_INDEPENDENT_LANGUAGES, validate_languages
 from .mkeb.record import Record, RecordError
@@ -103,6 +103,7 @@ class MaskConfig:
 
     ``independent_languages`` defaults to en, zh, fr as in memla4mke (the paper's code); ``"all"`` intersects
     over every language the record has. Languages a record lacks are left out of its intersection.
+    ``attribution`` defaults to :class:`AttributionConfig` (``method="memla4mke"``, the released locator).
     """
 
     independent_languages: tuple[str, ...] | str = PAPER_INDEPENDENT_LANGUAGES
@@ -131,19 +132,27 @@ class MaskConfig:
         return [l for l in self.independent_languages if l in record.edit]
 
 
-def notebook_mask_config(independent_languages: str = "en,zh,fr", steps: int = 20, baseline: str = "eos_mean",
-                         threshold: float = 0.3, attribution_prompts: str = "all") -> MaskConfig:
+def notebook_mask_config(independent_languages: str | Sequence[str] = "en,zh,fr", steps: int = 20,
+                         baseline: str = "eos_mean", threshold: float = 0.3, attribution_prompts: str = "all",
+                         attribution_method: str = "memla4mke") -> MaskConfig:
     """The MaskConfig that the notebooks' papermill parameters describe (03, 04 and 06 build it the same way).
 
     ``attribution_prompts``: ``"all"`` (edit prompt and paraphrases, as memla4mke) or ``"edit"`` (edit prompt
-    only: about a third of the attribution cost).
+    only: about a third of the attribution cost). ``attribution_method``: ``"memla4mke"`` (the released
+    locator's computation, the paper's) or ``"exact"`` (exact IG of the down projection's inputs); see
+    :mod:`memla_utils.attribution`.
     """
     if attribution_prompts not in ("edit", "all"):
         raise ValueError(f"attribution_prompts must be 'edit' or 'all', got {attribution_prompts!r}")
-    langs: tuple[str, ...] | str = "all" if independent_languages.strip() == "all" else tuple(
-        s.strip() for s in independent_languages.split(",") if s.strip())
+    if attribution_method not in METHODS:
+        raise ValueError(f"attribution_method must be one of {METHODS}, got {attribution_method!r}")
+    from .config import coerce_parameter  # a list, a comma string or one code (notebook parameter)
+
+    given = coerce_parameter("independent_languages", independent_languages)
+    langs: tuple[str, ...] | str = "all" if given == "all" else tuple(given)
     return MaskConfig(independent_languages=langs,
-                      attribution=AttributionConfig(steps=int(steps), baseline=baseline, threshold=float(threshold),
+                      attribution=AttributionConfig(method=attribution_method, steps=int(steps), baseline=baseline,
+                                                    threshold=float(threshold),
                                                     use_paraphrases=attribution_prompts == "all"))
 
 
@@ -222,9 +231,9 @@ def jaccard(a: NeuronMasks, b: NeuronMasks) -> float:
 
 
 _SPLIT = {"mask_files": ("RunMaskSets", "compute_run_mask_sets", "load_record_masks", "mask_path", "mask_source",
-                         "run_masks", "save_record_masks", "saved_source"),
+                         "run_masks", "save_record_masks", "saved_method", "saved_source"),
           "mask_tables": ("counts_frame", "independent_share_frame", "jaccard_matrix", "masks_summary",
-                          "steps_sweep", "threshold_sweep")}
+                          "method_overlap", "steps_sweep", "threshold_sweep")}
 
 
 def __getattr__(name: str) -> Any:

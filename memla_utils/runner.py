@@ -7,6 +7,14 @@ unit is ignored. ``shard="i/n"`` takes a disjoint deterministic part of the work
 its own file; n processes, GPUs or machines (launched with plain processes, ``torchrun`` or
 ``accelerate launch``: pass ``shard=f"{RANK}/{WORLD_SIZE}"``) fill one run folder, and
 :func:`merge_results` checks that the union has every unit exactly once.
+
+Records a method cannot edit as written (a blank prompt, a subject that ROME/MEMIT/PMET cannot find in the
+prompt, no ``target_true`` for a method that needs one) are found by a pre-flight pass before any method runs
+(:func:`preflight`: every method's ``check_record`` in every edit language) and skipped for *every* method, so
+all methods are compared on the same records. ``manifest.json`` lists them with the reasons
+(:func:`skipped_records`), later calls on the same run folder skip them too, and :func:`load_results` leaves
+out any rows an earlier call wrote for them. A non-finite metric raises
+:class:`memla_utils.finite.NonFiniteError` naming record, method and languages instead of becoming a row.
 """
 from __future__ import annotations
 
@@ -26,13 +34,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .cache import ArtifactCache, content_hash, write_json_atomic
-from .editors import Edit, make_editor
+from .cache import ArtifactCache, write_json_atomic
+from .editors import Edit, RecordProblem, make_editor, record_problems
 from .evaluate import PAPER_METRICS, EvalConfig, LanguageEvaluation, MetricValue, PreEditCache, evaluate_language
+from .finite import NonFiniteError, naming, require_finite
 from .languages import ordered
+from .manifest import skipped_in
 from .masks import RecordMasks
 from .mkeb.record import Record
 from .models import LoadedModel
+from .seeds import unit_seed
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +70,8 @@ class RunnerConfig:
 
     eval_config: EvalConfig = field(default_factory=EvalConfig)
     include_unedited: bool = True             # reference rows of the model before editing (method "unedited")
-    seed: int = 0                             # torch is seeded per unit from this and the unit
+    seed: int = 0                             # run seed: every editor gets it (its own per-unit draws derive
+    #                                           from it) and torch is seeded per unit from it (seeds.unit_seed)
     editor_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> make_editor kwargs
     progress: bool = True                     # tqdm bar over the shard's units
     cache_preedit: bool = True                # keep unedited evaluations on disk (ArtifactCache)
@@ -150,7 +162,8 @@ def _append(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         os.fsync(fh.fileno())
 
 
-def _write_manifest(run_dir: Path, lm: LoadedModel, units: list[Unit], eval_languages: Sequence[str]) -> None:
+def _write_manifest(run_dir: Path, lm: LoadedModel, units: list[Unit], eval_languages: Sequence[str],
+                    skipped: Sequence[dict[str, Any]] = ()) -> None:
     path = run_dir / "manifest.json"
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
     if old is not None and old.get("model_fingerprint") != lm.fingerprint:
@@ -161,8 +174,64 @@ def _write_manifest(run_dir: Path, lm: LoadedModel, units: list[Unit], eval_lang
     langs = sorted(set((old or {}).get("eval_languages", [])) | set(eval_languages))
     manifest = {"model": lm.name, "model_fingerprint": lm.fingerprint, "eval_languages": ordered(langs),
                 "units": [list(u) for u in all_units]}
+    skips = _merge_skipped((old or {}).get("skipped", []), skipped)
+    if skips or "skipped" in (old or {}):
+        manifest["skipped"] = skips
     if manifest != old:
         write_json_atomic(path, manifest, indent=1)
+
+
+# ------------------------------------------------------------------------------------------ pre-flight skips
+def _merge_skipped(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per skipped record (the first reasons recorded for it win), sorted by record id."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for entry in [*old, *new]:
+        by_id.setdefault(str(entry["record"]), dict(entry))
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def skipped_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records a run folder's pre-flight skipped: ``[{record, reason, problems: [{language, method,
+    reason}, ...]}]`` (empty when none were skipped or nothing has run yet)."""
+    return skipped_in(run_dir)
+
+
+def preflight(records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str],
+              eval_languages: Sequence[str], config: RunnerConfig | None = None, *,
+              already_skipped: Sequence[dict[str, Any]] = ()) -> tuple[list[Record], list[dict[str, Any]]]:
+    """Decide, before any method runs, which records the run uses: ``(kept records, skipped entries)``.
+
+    A record lacking an edit or evaluation language is a configuration error (``RecordError``). A record with
+    a blank prompt or answer in a language of the run, or that any method's ``check_record`` refuses in any
+    edit language, is skipped for every method (entries name the record, language, method and reason); so is a
+    record an earlier call on the same run folder skipped (``already_skipped``). Pure checks: no model needed.
+    """
+    config = config or RunnerConfig()
+    editors = {m: make_editor(m, **config.editor_overrides.get(m, {})) for m in dict.fromkeys(methods)
+               if m != UNEDITED}
+    before = {str(e["record"]): e for e in already_skipped}
+    kept: list[Record] = []
+    skipped: list[dict[str, Any]] = []
+    for r in records:
+        missing = [l for l in dict.fromkeys([*edit_languages, *eval_languages]) if l not in r.edit]
+        if missing:
+            r.for_language(missing[0])  # RecordError naming the record and language, before any work
+        if r.example_id in before:
+            skipped.append(before[r.example_id])
+            continue
+        problems: list[RecordProblem] = record_problems(r, editors, edit_languages, eval_languages)
+        if problems:
+            first = problems[0]
+            skipped.append({"record": r.example_id,
+                            "reason": f"{first.method or 'record'} ({first.language}): {first.reason}",
+                            "problems": [p.to_dict() for p in problems]})
+        else:
+            kept.append(r)
+    if skipped:
+        log.warning("pre-flight: skipping %d of %d record(s) for every method (listed with reasons in the run "
+                    "manifest); first: %s: %s", len(skipped), len(records), skipped[0]["record"],
+                    skipped[0]["reason"])
+    return kept, skipped
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -174,8 +243,11 @@ def _peak_memory_rows() -> dict[str, float]:
 
 
 def _metric_rows(base: dict[str, Any], eval_lang: str, metrics: dict[str, MetricValue]) -> list[dict[str, Any]]:
-    return [{**base, "eval_lang": eval_lang, "metric": k, "value": v.value, "n": v.n, "kind": "metric"}
-            for k, v in metrics.items()]
+    """Tidy rows of one evaluation; a non-finite value raises ``NonFiniteError`` naming record and method."""
+    where = (f"record {base['record']!r}, method {base['method']!r}, edit language {base['edit_lang']!r}, "
+             f"evaluation language {eval_lang!r}")
+    return [{**base, "eval_lang": eval_lang, "metric": k, "value": require_finite(v.value, f"{where}, metric {k}"),
+             "n": v.n, "kind": "metric"} for k, v in metrics.items()]
 
 
 def _run_unit(lm: LoadedModel, unit: Unit, record: Record, make_edit: Callable[[], Edit],
@@ -186,7 +258,7 @@ def _run_unit(lm: LoadedModel, unit: Unit, record: Record, make_edit: Callable[[
         for lang in eval_languages:
             rows += _metric_rows(base, lang, refs[lang].metrics)
         return rows
-    torch.manual_seed(config.seed + int(content_hash(unit.as_tuple(), 8), 16))
+    torch.manual_seed(unit_seed(config.seed, "unit", *unit.as_tuple()))
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -236,11 +308,10 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     if overlap:
         raise ValueError(f"train_records and evaluated records share example_id(s) {overlap[:5]}: the training "
                          f"split must be disjoint from the records being edited")
-    for r in records:
-        for lang in (*edit_languages, *eval_languages):
-            r.for_language(lang)  # RecordError naming the record and language, before any work
+    records, skipped = preflight(records, methods, edit_languages, eval_languages, config,
+                                 already_skipped=skipped_records(run_dir))
     units = work_units(records, methods, edit_languages, include_unedited=config.include_unedited)
-    _write_manifest(run_dir, lm, units, eval_languages)
+    _write_manifest(run_dir, lm, units, eval_languages, skipped)
     done = finished_units(run_dir)
     todo = [u for u in shard_units(units, shard) if u.as_tuple() not in done]
     out = _shard_file(run_dir, shard)
@@ -251,7 +322,7 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     preedit = PreEditCache(cache if config.cache_preedit else None)
     editors: dict[str, Any] = {}
     for method in dict.fromkeys(u.method for u in todo if u.method != UNEDITED):
-        editors[method] = make_editor(method, **config.editor_overrides.get(method, {}))
+        editors[method] = make_editor(method, **editor_kwargs(method, config))
         if train_records:
             editors[method].fit(lm, list(train_records))
     def context_of(unit: Unit) -> dict[str, Any]:
@@ -265,7 +336,8 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     pending: dict[Unit, Any] = {}
     for i, unit in enumerate(tqdm(todo, desc=f"run {shard}", disable=not config.progress)):
         record = by_id[unit.record]
-        refs = {lang: preedit.get(lm, record, lang, config.eval_config) for lang in eval_languages}
+        with naming(f"method {UNEDITED!r} (reference for {unit.method!r}, edit language {unit.edit_lang!r})"):
+            refs = {lang: preedit.get(lm, record, lang, config.eval_config) for lang in eval_languages}
         editor = editors.get(unit.method)
         if (config.parallel_edits > 1 and unit not in pending and unit.method != UNEDITED
                 and hasattr(editor, "edit_parallel")):
@@ -277,11 +349,17 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
             make_edit = partial(_raise, ready) if isinstance(ready, Exception) else partial(ready.apply, lm)
         else:
             make_edit = partial(editor.edit, lm, record, unit.edit_lang, **context_of(unit)) if editor else None
-        rows = _run_unit(lm, unit, record, make_edit, eval_languages, refs, config)
+        with naming(f"method {unit.method!r}, edit language {unit.edit_lang!r}"):
+            rows = _run_unit(lm, unit, record, make_edit, eval_languages, refs, config)
         attempt = uuid.uuid4().hex[:12]
         marker = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang, "kind": "done"}
         _append(out, [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
     return out
+
+
+def editor_kwargs(method: str, config: RunnerConfig) -> dict[str, Any]:
+    """``make_editor`` keyword arguments of ``method`` in a run: the run seed, then the method's overrides."""
+    return {"seed": config.seed, **config.editor_overrides.get(method, {})}
 
 
 def _raise(err: Exception) -> Edit:
@@ -304,9 +382,32 @@ def _train_parallel(lm: LoadedModel, editor: Any, units: list[Unit], by_id: dict
 
 
 # ------------------------------------------------------------------------------------------ reading
+def _checked_rows(rows: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
+    """Rows of records the manifest does not list as skipped; a non-finite value (a file written before the
+    checks, or edited by hand) raises ``NonFiniteError`` naming the row."""
+    skipped = {str(e["record"]) for e in skipped_records(run_dir)}
+    out = []
+    for r in rows:
+        if r.get("record") in skipped:
+            continue
+        if r.get("value") is not None:
+            require_finite(r["value"], f"{run_dir}: row of record {r.get('record')!r}, method {r.get('method')!r}, "
+                                       f"edit language {r.get('edit_lang')!r}, evaluation language "
+                                       f"{r.get('eval_lang')!r}, metric {r.get('metric')!r}")
+        out.append(r)
+    if len(out) < len(rows) and skipped:
+        log.info("%s: left out %d row(s) of %d record(s) the pre-flight skipped", run_dir, len(rows) - len(out),
+                 len(skipped))
+    return out
+
+
 def load_results(run_dir: str | Path) -> pd.DataFrame:
-    """All finished rows of every shard: columns record, method, edit_lang, eval_lang, metric, value, n, kind, message."""
-    rows = _complete_rows(_read_rows(Path(run_dir)))
+    """All finished rows of every shard: columns record, method, edit_lang, eval_lang, metric, value, n, kind, message.
+
+    Rows of records the run's pre-flight skipped (:func:`skipped_records`) are left out, so every method is
+    compared on the same records; a non-finite value raises ``NonFiniteError``.
+    """
+    rows = _checked_rows(_complete_rows(_read_rows(Path(run_dir))), Path(run_dir))
     df = pd.DataFrame(rows, columns=[*COLUMNS, "kind", "message"])
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     df["n"] = pd.to_numeric(df["n"], errors="coerce").fillna(0).astype(int)
@@ -319,7 +420,8 @@ def merge_results(run_dir: str | Path, *, strict: bool = True) -> pd.DataFrame:
     df = load_results(run_dir)
     manifest = run_dir / "manifest.json"
     if manifest.exists():
-        want = {tuple(u) for u in json.loads(manifest.read_text(encoding="utf-8"))["units"]}
+        skipped = {str(e["record"]) for e in skipped_records(run_dir)}
+        want = {tuple(u) for u in json.loads(manifest.read_text(encoding="utf-8"))["units"] if u[0] not in skipped}
         missing = sorted(want - finished_units(run_dir))
         if missing:
             msg = f"{run_dir}: {len(missing)} of {len(want)} units not finished, e.g. {missing[:3]}"
@@ -360,5 +462,6 @@ def language_matrix(df: pd.DataFrame, method: str, metric: str) -> pd.DataFrame:
     return mat.reindex(index=ordered(mat.index), columns=ordered(mat.columns))
 
 
-__all__ = ["COLUMNS", "RunnerConfig", "UNEDITED", "Unit", "finished_units", "language_matrix", "load_results",
-           "merge_results", "parse_shard", "run_experiment", "shard_units", "summarize", "work_units"]
+__all__ = ["COLUMNS", "NonFiniteError", "RunnerConfig", "UNEDITED", "Unit", "finished_units", "language_matrix",
+           "load_results", "merge_results", "parse_shard", "preflight", "run_experiment", "shard_units",
+           "skipped_records", "summarize", "work_units"]

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .attribution import AttributionConfig, record_items
 from .cache import ArtifactCache
+from .finite import naming, require_finite, require_finite_tensor
 from .masks import NeuronMasks, language_neurons, random_masks_like
 from .mkeb.record import Record
 from .models import LoadedModel
@@ -54,10 +55,13 @@ def suppression_effect(lm: LoadedModel, record: Record, language: str, neurons: 
     if factor < 0:
         raise ValueError(f"factor must be >= 0 (0 = suppress, 2 = enhance), got {factor}")
     items = record_items(record, language, config or AttributionConfig())
-    before = _answer_logprobs(lm, items, None, 1.0).double().exp()
-    after = _answer_logprobs(lm, items, neurons, factor).double().exp()
-    change = (after - before) / before if relative else after - before
-    return float(change.mean())
+    where = f"suppression check: record {record.example_id!r}, language {language!r}, x{factor:g} on {neurons.total} " \
+            f"neuron(s)"
+    lp_before = require_finite_tensor(_answer_logprobs(lm, items, None, 1.0).double(), f"{where}, log P before")
+    lp_after = require_finite_tensor(_answer_logprobs(lm, items, neurons, factor).double(), f"{where}, log P after")
+    # (P_after - P_before) / P_before = exp(lp_after - lp_before) - 1: no 0/0 when P_before underflows
+    change = torch.expm1(lp_after - lp_before) if relative else lp_after.exp() - lp_before.exp()
+    return float(require_finite(float(change.mean()), f"{where}, effect"))
 
 
 @dataclass
@@ -83,12 +87,15 @@ def sanity_effects(lm: LoadedModel, records: Sequence[Record], languages: Sequen
         for j, lang in enumerate(langs):
             kn = sets[lang]
             for factor in sanity.factors:
-                eff = suppression_effect(lm, rec, lang, kn, factor, config=config, relative=sanity.relative)
+                with naming("knowledge neurons"):
+                    eff = suppression_effect(lm, rec, lang, kn, factor, config=config, relative=sanity.relative)
                 rows.append({"example_id": rec.example_id, "language": lang, "factor": factor,
                              "neurons": "knowledge", "n_neurons": kn.total, "effect": eff})
-                rand = [suppression_effect(lm, rec, lang, random_masks_like(kn, sanity.seed + 1000 * i + 10 * j + d),
-                                           factor, config=config, relative=sanity.relative)
-                        for d in range(sanity.random_draws)]
+                with naming("random neurons"):
+                    rand = [suppression_effect(lm, rec, lang,
+                                               random_masks_like(kn, sanity.seed + 1000 * i + 10 * j + d),
+                                               factor, config=config, relative=sanity.relative)
+                            for d in range(sanity.random_draws)]
                 rows.append({"example_id": rec.example_id, "language": lang, "factor": factor, "neurons": "random",
                              "n_neurons": kn.total, "effect": sum(rand) / len(rand)})
     return pd.DataFrame(rows, columns=["example_id", "language", "factor", "neurons", "n_neurons", "effect"])

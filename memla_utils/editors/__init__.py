@@ -4,7 +4,19 @@ from __future__ import annotations
 import importlib
 import logging
 
-from .base import EDITORS, BaseEditor, Edit, EditError, Editor, make_editor, recording_edit, register_editor
+from .base import (
+    EDITORS,
+    BaseEditor,
+    Edit,
+    EditError,
+    Editor,
+    RecordProblem,
+    applied_edits,
+    make_editor,
+    record_problems,
+    recording_edit,
+    register_editor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,5 +35,5 @@ def load_all() -> None:
             log.debug("editor module %s not present", mod)
 
 
-__all__ = ["EDITORS", "BaseEditor", "Edit", "EditError", "Editor", "load_all", "make_editor", "recording_edit",
-           "register_editor"]
+__all__ = ["EDITORS", "BaseEditor", "Edit", "EditError", "Editor", "RecordProblem", "applied_edits", "load_all",
+           "make_editor", "record_problems", "recording_edit", "register_editor"]

@@ -15,6 +15,7 @@ import torch
 
 from ..mkeb.record import Record
 from ..models import LoadedModel
+from ..seeds import unit_seed
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
 from .locate import default_center_layer
 from .objective import answer_nll, edit_batch, optimize, restore_requires_grad, trainable_copy_guard
@@ -88,7 +89,7 @@ class FineTuneEditor(BaseEditor):
                 for n in names:
                     params[n].requires_grad_(True)
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(cfg.seed)
+                    torch.manual_seed(unit_seed(cfg.seed, "ft", self.name, language, record.example_id))
                     history = optimize([params[n] for n in names], loss_fn, steps=cfg.steps, lr=cfg.lr,
                                        early_stop=cfg.early_stop_nll,
                                        after_step=project if cfg.norm_constraint is not None else None)

@@ -37,6 +37,7 @@ from torch import nn
 from ..cache import ArtifactCache, cache_key
 from ..covariance import CovarianceConfig, sample_texts, second_moments
 from ..mkeb.record import Record
+from ..mkeb.subjects import find_subject
 from ..models import LoadedModel, ModelAdapter
 from ..text import build_batch, encode_prompt, pad_prompts
 from .base import BaseEditor, Edit, EditError, recording_edit
@@ -107,15 +108,32 @@ class Request:
         return self.record.for_language(self.language)
 
 
-def subject_last_position(tokenizer, request: Request, prefix: str = "") -> int:
-    """Index of the subject's last token in ``encode_prompt(prefix + filled prompt)``."""
-    e = request.record.edit[request.language]
+def subject_head(record: Record, language: str) -> str:
+    """The filled prompt up to and including the subject (its slot, else its first whole-word occurrence).
+
+    Raises ``EditError`` naming the record, language, subject and prompt when the subject is empty or does not
+    occur in the prompt (:func:`memla_utils.mkeb.subjects.find_subject`: whole words in spaced scripts,
+    substrings in zh/ja/th): these methods write the fact at the subject's last token, and editing at some other
+    token instead would be a silent, different edit.
+    """
+    e = record.edit[language]
     tmpl = e.prompt
-    if "{}" in tmpl:
-        head = tmpl[: tmpl.index("{}")] + e.subject
-    else:
-        i = tmpl.find(e.subject) if e.subject else -1
-        head = tmpl[: i + len(e.subject)] if i >= 0 else tmpl
+    if "{}" in tmpl and e.subject.strip():
+        return tmpl[: tmpl.index("{}")] + e.subject
+    i = find_subject(tmpl, e.subject, language) if e.subject.strip() else -1
+    if i < 0:
+        why = "has no subject" if not e.subject.strip() else "does not occur as a whole word in its prompt"
+        raise EditError(f"record {record.example_id!r}, language {language!r}: subject {e.subject!r} {why} "
+                        f"{tmpl!r}; ROME, MEMIT and PMET edit at the subject's last token and cannot place this "
+                        f"edit (give the prompt a '{{}}' slot or a subject spelled as in the prompt)")
+    return tmpl[: i + len(e.subject)]
+
+
+def subject_last_position(tokenizer, request: Request, prefix: str = "") -> int:
+    """Index of the subject's last token in ``encode_prompt(prefix + filled prompt)``; ``EditError`` if the
+    prompt does not contain the subject (:func:`subject_head`)."""
+    e = request.record.edit[request.language]
+    head = subject_head(request.record, request.language)
     n_full = len(encode_prompt(tokenizer, prefix + e.filled_prompt))
     return min(len(encode_prompt(tokenizer, prefix + head)), n_full) - 1
 
@@ -311,6 +329,11 @@ class LocateThenEdit(BaseEditor):
                prefixes: Sequence[str]) -> dict[str, Any]:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def check_record(self, record: Record, language: str) -> None:
+        """The base checks, and the subject must occur in the prompt (:func:`subject_head`)."""
+        super().check_record(record, language)
+        subject_head(record, language)
+
     def edit(self, lm: LoadedModel, record: Record, language: str, **context: Any) -> Edit:
         self.check_record(record, language)
         layers = self.layers_for(lm)
@@ -328,4 +351,5 @@ class LocateThenEdit(BaseEditor):
 
 __all__ = ["LocateConfig", "LocateThenEdit", "Request", "add_to_down_proj", "attention_module", "compute_keys",
            "context_prefixes", "default_center_layer", "down_proj_param", "layer_window", "least_squares_update",
-           "optimize_target", "rank_one_update", "read_outputs", "regularized", "subject_last_position"]
+           "optimize_target", "rank_one_update", "read_outputs", "regularized", "subject_head",
+           "subject_last_position"]

@@ -17,6 +17,7 @@ import torch
 
 from ..mkeb.record import Record
 from ..models import LoadedModel
+from ..seeds import unit_seed
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
 from .objective import answer_nll, edit_batch, optimize
 
@@ -63,7 +64,7 @@ class LoraEditor(BaseEditor):
                               target_modules=modules, fan_in_fan_out=adapter.neuron_axis == 0)
         with recording_edit(lm.model, [m + ".weight" for m in modules], self.name) as edit:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed)
+                torch.manual_seed(unit_seed(cfg.seed, "lora-init", self.name, language, record.example_id))
                 wrapped = get_peft_model(lm.model, peft_cfg)
                 merged = False
                 try:

@@ -1,11 +1,31 @@
 """Neuron-masked LoRA on one layer's FFN down projection: the trainable piece under every MEMLA variant.
 
-memla4mke computes a full ``B @ A`` and multiplies it by a 0/1 mask that keeps only the weights attached to
-the selected neurons (the down projection's *input* columns). Gradients of ``A`` outside those columns are
-zero, so the same update is obtained by keeping only ``A[:, neurons]``: the forward adds
-``(x[..., neurons] @ A_sel^T) @ B^T`` and the merge writes ``B @ A_sel`` into those columns only. Weights of
-other neurons are never touched (bit-identical), and the cost scales with the number of neurons, not the
-layer width. ``index=None`` gives the unmasked LoRA of the same rank (the ablation).
+memla4mke (``memla/editor.py``, ``NeuronBasedEditor.register_hook_or_not``, the Llama path that runs) treats
+the down projection's input as ``x[..., n_neurons]`` and learns per layer ``delta = (B @ A) * mask`` with
+``B = zeros(n_neurons, r)`` (the **neuron side**, zero at start), ``A = randn(r, hidden)`` (the **hidden
+side**, N(0, 1)), ``r = n_rank * n_selected``, and a 0/1 mask that keeps only the rows of the selected
+neurons; the hook adds ``x @ delta`` and the merge adds ``0.5 * delta.T`` to the weight.
+
+Gradients of the unselected rows of ``B`` are exactly zero (the mask multiplies them), so they stay zero under
+Adam and the same update is obtained by keeping only ``B[neurons]``. In nn.Linear layout (``[hidden,
+n_neurons]``) a pair here is ``delta[:, neurons] = hidden_factor @ neuron_factor`` with ``hidden_factor =
+A.T`` (``[hidden, r]``) and ``neuron_factor = B[neurons].T`` (``[r, n_selected]``): the forward adds
+``(x[..., neurons] @ neuron_factor.T) @ hidden_factor.T``. Weights of other neurons are never touched
+(bit-identical), and the cost scales with the number of neurons, not the layer width. ``index=None`` gives the
+unmasked LoRA of the same rank (the ablation).
+
+Which factor starts at zero is a choice with consequences, not a detail (:data:`ZERO_FACTORS`):
+
+- ``"neuron"`` (memla4mke, the default of every preset): the neuron-side factor is zero, the hidden-side
+  factor random. The first Adam step moves each selected neuron's row along the gradient's sign, in the
+  random hidden directions of ``A``; the edit takes several steps.
+- ``"hidden"`` (this companion before it was checked against memla4mke; kept as the labelled ablation
+  ``memla-zero-hidden``): the hidden-side factor is zero and every first Adam step pushes *all* hidden units
+  along the sign of their gradient, so edits overshoot in one or two steps and spill onto other prompts of
+  the relation. The two are not the same update (tests show the first steps differ).
+
+memla4mke's mGPT path builds the factors the other way round (zero on the hidden side) and its shapes do not
+match as released (``x @ delta`` with ``delta`` of shape ``[hidden, n_neurons]``); see the README.
 """
 from __future__ import annotations
 
@@ -41,33 +61,51 @@ def apply_column_updates(adapter: ModelAdapter, updates: Sequence[ColumnUpdate])
             w.index_add_(1, u.index.to(w.device), upd)
 
 
+#: Which factor of a pair starts at zero: "neuron" = memla4mke (default), "hidden" = the labelled ablation.
+ZERO_FACTORS: tuple[str, ...] = ("neuron", "hidden")
+
+
 @dataclass
 class LoraPair:
-    """One low-rank pair ``delta[:, index] = B @ A`` (``index=None``: every neuron, i.e. plain LoRA)."""
+    """One low-rank pair ``delta[:, index] = hidden @ neuron`` (``index=None``: every neuron, plain LoRA)."""
 
     name: str                   # "specific" / "independent" / "unmasked"
-    a: torch.Tensor             # [rank, n_selected] (trainable)
-    b: torch.Tensor             # [hidden, rank]     (trainable, zero at start)
+    neuron: torch.Tensor        # [rank, n_selected] neuron-side factor (memla4mke ``B[neurons].T``; trainable)
+    hidden: torch.Tensor        # [hidden, rank]     hidden-side factor (memla4mke ``A.T``; trainable)
     index: torch.Tensor | None  # long [n_selected] neuron ids, or None for all neurons
 
     @property
     def rank(self) -> int:
-        return int(self.a.shape[0])
+        return int(self.neuron.shape[0])
 
     def delta(self) -> torch.Tensor:
         """The update of the selected columns in nn.Linear layout: ``[hidden, n_selected]``."""
-        return self.b @ self.a
+        return self.hidden @ self.neuron
 
 
 def make_pair(name: str, index: torch.Tensor | None, *, n_neurons: int, hidden: int, rank: int,
-              a_std: float, generator: torch.Generator, device: torch.device) -> LoraPair:
-    """A pair initialised as in memla4mke: ``A ~ N(0, a_std^2)`` (they use ``torch.randn``), ``B = 0``."""
+              init_std: float, generator: torch.Generator, device: torch.device,
+              zero_factor: str = "neuron") -> LoraPair:
+    """A pair initialised as in memla4mke: one factor ``N(0, init_std^2)`` (``torch.randn``), the other zero.
+
+    ``zero_factor="neuron"`` (memla4mke): neuron side zero, hidden side random (drawn as memla4mke's ``A`` of
+    shape ``[rank, hidden]``, then transposed). ``"hidden"``: the other way round (ablation). The draw comes
+    from ``generator`` only (seeded per unit by the caller), never from the global RNG.
+    Raises ``ValueError`` for ``rank < 1`` or an unknown ``zero_factor``.
+    """
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    if zero_factor not in ZERO_FACTORS:
+        raise ValueError(f"zero_factor must be one of {ZERO_FACTORS}, got {zero_factor!r}")
     width = n_neurons if index is None else int(index.numel())
-    a = (torch.randn(rank, width, generator=generator) * a_std).to(device).requires_grad_(True)
-    b = torch.zeros(hidden, rank, device=device, requires_grad=True)
-    return LoraPair(name, a, b, None if index is None else index.to(device))
+    if zero_factor == "neuron":
+        h = (torch.randn(rank, hidden, generator=generator) * init_std).t().contiguous()
+        n = torch.zeros(rank, width)
+    else:
+        h = torch.zeros(hidden, rank)
+        n = torch.randn(rank, width, generator=generator) * init_std
+    return LoraPair(name, n.to(device).requires_grad_(True), h.to(device).requires_grad_(True),
+                    None if index is None else index.to(device))
 
 
 class MaskedLoRA:
@@ -79,8 +117,8 @@ class MaskedLoRA:
 
     def parameters(self) -> Iterator[torch.Tensor]:
         for p in self.pairs:
-            yield p.a
-            yield p.b
+            yield p.neuron
+            yield p.hidden
 
     @property
     def rank(self) -> int:
@@ -91,7 +129,7 @@ class MaskedLoRA:
         extra = None
         for p in self.pairs:
             xs = x if p.index is None else x.index_select(-1, p.index)
-            d = (xs.to(p.a.dtype) @ p.a.t()) @ p.b.t()
+            d = (xs.to(p.neuron.dtype) @ p.neuron.t()) @ p.hidden.t()
             extra = d if extra is None else extra + d
         return out if extra is None else out + extra.to(out.dtype)
 
@@ -103,11 +141,11 @@ class MaskedLoRA:
 
     @torch.no_grad()
     def updates(self, scale: float) -> list[ColumnUpdate]:
-        """``scale * B @ A`` of every pair, as column updates of this layer."""
+        """``scale * hidden @ neuron`` of every pair, as column updates of this layer."""
         return [ColumnUpdate(self.layer, p.index, scale * p.delta().detach()) for p in self.pairs]
 
     def merge(self, scale: float) -> None:
-        """Add ``scale * B @ A`` to the selected columns of the down projection (others stay bit-identical)."""
+        """Add ``scale * hidden @ neuron`` to the selected columns of the down projection (others stay bit-identical)."""
         apply_column_updates(self.adapter, self.updates(scale))
 
 

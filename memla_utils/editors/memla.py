@@ -7,6 +7,13 @@ One editor class; the registry names are configurations of it (no branching on n
 - ``memla-lie``       LIE only (neurons shared by the independence languages)
 - ``memla-unmasked``  plain LoRA of the same rank on the same layers, no mask (ablation)
 - ``memla-random``    masks of random neurons with the same per-layer counts (control)
+- ``memla-zero-hidden`` the LoRA factors the other way round: zero on the hidden side (ablation; the
+  companion's own parameterisation before it was checked against memla4mke, see :mod:`.masked_lora`)
+
+Every edit draws its LoRA initialisation (and ``memla-random`` its random neurons) from a seed derived from
+``MemlaConfig.seed`` (the run seed) and the unit: method, edit language, record(s)
+(:func:`memla_utils.seeds.unit_seed`), so results do not depend on the order of edits, resuming, sharding or
+``parallel_edits``.
 
 Masks come from ``context['masks']`` (a :class:`~memla_utils.masks.RecordMasks`) or, when absent, from
 ``memla_utils.attribution.compute_record_masks`` (imported lazily, cached there).
@@ -23,14 +30,14 @@ from typing import Any
 
 import torch
 
-from ..cache import content_hash
 from ..masks import NeuronMasks, RecordMasks
 from ..mkeb.record import Record, RecordError
 from ..models import LoadedModel
 from ..scoring import answer_logprob
+from ..seeds import unit_seed
 from ..text import PromptAnswerBatch, build_batch
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
-from .masked_lora import MaskedLoRA, attach_all, make_pair
+from .masked_lora import ZERO_FACTORS, MaskedLoRA, attach_all, make_pair
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +51,11 @@ class MemlaConfig:
     use_specific: bool = True        # LSE pair on layers with edit-language-specific neurons (paper)
     use_independent: bool = True     # LIE pair on layers with language-independent neurons (paper)
     masking: str = "neurons"         # "neurons" (paper) | "unmasked" / "random" (ablations, this companion)
-    rank_multiplier: int = 4         # rank = 4 x neurons in the layer (memla4mke ``n_rank``)
+    rank_multiplier: int = 4         # rank = 4 x neurons in the layer (memla4mke ``n_rank``, configs/memla_llama.yaml)
     fixed_rank: int | None = None    # a fixed rank per pair instead (this companion's option)
-    a_init_std: float = 1.0          # A ~ torch.randn (std 1), B = 0 (memla4mke)
+    zero_factor: str = "neuron"      # factor that starts at zero: "neuron" side (memla4mke editor.py: B = zeros(
+    #                                  n_neurons, r), A = randn(r, hidden)) | "hidden" (ablation memla-zero-hidden)
+    init_std: float = 1.0            # the other factor ~ N(0, init_std^2) (memla4mke: torch.randn, std 1)
     learning_rate: float = 1e-3      # Adam lr (configs/memla.yaml)
     max_steps: int = 60              # editor.num_steps (configs/memla.yaml)
     nll_weight: float = 2.5          # loss = 2.5 * NLL(target_new) ...  (editor.fit_on)
@@ -54,7 +63,8 @@ class MemlaConfig:
     stop_loss: float = 0.01          # early stop when loss < 1e-2 ...     (editor.fit_on)
     stop_prob: float = 0.96          # ... or P(target_new) > 0.96          (editor.fit_on)
     merge_scale: float = 0.5         # learned update scaled by 0.5 before merging (editor.fit_on)
-    seed: int = 0                    # seeds the A initialisation of every edit (memla4mke seed: 0)
+    seed: int = 0                    # run seed; each edit's init seed is derived from it and the unit (memla4mke
+    #                                  seeds once per run: configs/memla_llama.yaml seed 42, memla.yaml seed 0)
     mask_config: Any = None          # attribution.MaskConfig used when masks are not passed (None: its defaults)
 
     def __post_init__(self) -> None:
@@ -64,6 +74,8 @@ class MemlaConfig:
             raise ValueError("MemlaConfig: at least one of use_specific / use_independent must be true")
         if self.max_steps < 0:
             raise ValueError(f"MemlaConfig.max_steps must be >= 0, got {self.max_steps}")
+        if self.zero_factor not in ZERO_FACTORS:
+            raise ValueError(f"MemlaConfig.zero_factor must be one of {ZERO_FACTORS}, got {self.zero_factor!r}")
         if self.fixed_rank is not None and self.fixed_rank < 1:
             raise ValueError(f"MemlaConfig.fixed_rank must be >= 1 or None, got {self.fixed_rank}")
 
@@ -121,7 +133,12 @@ class MemlaEditor(BaseEditor):
                             f"layer but the model has {lm.adapter.n_neurons}")
         return masks
 
-    def _neuron_sets(self, masks: Sequence[RecordMasks]) -> dict[str, NeuronMasks]:
+    def unit_seed(self, purpose: str, record_ids: Sequence[str], language: str) -> int:
+        """The seed of one edit's ``purpose`` ("lora-init", "random-neurons"): run seed + method + language +
+        record(s), see :func:`memla_utils.seeds.unit_seed`."""
+        return unit_seed(self.config.seed, purpose, self.name, language, *record_ids)
+
+    def _neuron_sets(self, masks: Sequence[RecordMasks], language: str) -> dict[str, NeuronMasks]:
         """The masks of the pairs this configuration trains (union over the facts of a batch edit)."""
         n = masks[0].specific.n_neurons
         spec, ind = NeuronMasks(n), NeuronMasks(n)
@@ -136,15 +153,20 @@ class MemlaEditor(BaseEditor):
         if self.config.masking == "random":
             from ..attribution import random_masks_like
 
-            base = self.config.seed + int(content_hash([m.example_id for m in masks], 8), 16)  # new draw per fact
-            chosen = {k: random_masks_like(v, seed=base + i) for i, (k, v) in enumerate(chosen.items())}
+            ids = [m.example_id for m in masks]
+            chosen = {k: random_masks_like(v, seed=self.unit_seed(f"random-neurons:{k}", ids, language))
+                      for k, v in chosen.items()}
         return chosen
 
-    def build_loras(self, lm: LoadedModel, masks: Sequence[RecordMasks]) -> list[MaskedLoRA]:
-        """One :class:`MaskedLoRA` per layer holding selected neurons (B = 0, so the model is unchanged)."""
+    def build_loras(self, lm: LoadedModel, masks: Sequence[RecordMasks], language: str) -> list[MaskedLoRA]:
+        """One :class:`MaskedLoRA` per layer holding selected neurons (one factor zero: the model is unchanged).
+
+        The random factors are drawn, layer by layer, from one generator seeded for this edit
+        (:meth:`unit_seed` of the records in ``masks`` and ``language``).
+        """
         cfg, ad = self.config, lm.adapter
-        sets = self._neuron_sets(masks)
-        gen = torch.Generator().manual_seed(cfg.seed)
+        sets = self._neuron_sets(masks, language)
+        gen = torch.Generator().manual_seed(self.unit_seed("lora-init", [m.example_id for m in masks], language))
         layers = sorted({l for m in sets.values() for l in m.layers})
         loras = []
         for layer in layers:
@@ -157,11 +179,13 @@ class MemlaEditor(BaseEditor):
                 if cfg.masking == "unmasked":
                     idx = None
                 pairs.append(make_pair(name, idx, n_neurons=ad.n_neurons, hidden=ad.hidden_size, rank=rank,
-                                       a_std=cfg.a_init_std, generator=gen, device=lm.device))
+                                       init_std=cfg.init_std, generator=gen, device=lm.device,
+                                       zero_factor=cfg.zero_factor))
             if cfg.masking == "unmasked":  # one plain LoRA per layer with the summed rank
                 rank = sum(p.rank for p in pairs)
                 pairs = [make_pair("unmasked", None, n_neurons=ad.n_neurons, hidden=ad.hidden_size, rank=rank,
-                                   a_std=cfg.a_init_std, generator=gen, device=lm.device)]
+                                   init_std=cfg.init_std, generator=gen, device=lm.device,
+                                   zero_factor=cfg.zero_factor)]
             loras.append(MaskedLoRA(ad, layer, pairs))
         return loras
 
@@ -297,7 +321,7 @@ class MemlaEditor(BaseEditor):
             masks = [self._record_masks(lm, r, language, context) for r in records]
         else:
             masks = [self._record_masks(lm, r, language, {"masks": m}) for r, m in zip(records, masks)]
-        loras = self.build_loras(lm, masks)
+        loras = self.build_loras(lm, masks, language)
         ids = [r.example_id for r in records]
         self._require_loras(loras, ids, language)
         names = [lora.param_name() for lora in loras]
@@ -327,6 +351,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "memla-lie": {"use_specific": False},
     "memla-unmasked": {"masking": "unmasked"},
     "memla-random": {"masking": "random"},
+    "memla-zero-hidden": {"zero_factor": "hidden"},
 }
 
 

@@ -54,7 +54,7 @@ def edit_parallel(editor: MemlaEditor, lm: LoadedModel, records: Sequence[Record
         try:
             fact = editor._facts([r], language)[0]
             m = editor._record_masks(lm, r, language, {"masks": masks[i]} if masks is not None else dict(context or {}))
-            loras = editor.build_loras(lm, [m])
+            loras = editor.build_loras(lm, [m], language)
             editor._require_loras(loras, [r.example_id], language)
             ready.append((i, fact, loras))
         except EditError as err:

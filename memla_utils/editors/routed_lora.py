@@ -9,7 +9,9 @@ each fact follows the trajectory it would follow alone (up to float reassociatio
 early-stopping rule is frozen (its parameters copied out) and its rows leave the batch.
 
 Padding stays inert: padded neuron columns are multiplied by a zero column mask, padded ranks start at zero in
-both ``A`` and ``B``, so their gradients, Adam moments and values stay exactly zero.
+both factors, so their gradients, Adam moments and values stay exactly zero. ``a`` packs the neuron-side
+factors (``[slot, rank, n]``), ``b`` the hidden-side factors (``[slot, hidden, rank]``), whichever of them the
+single edit initialised to zero (:data:`.masked_lora.ZERO_FACTORS`).
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ class RoutedLoRA:
         per = [sum(1 for s in self.slots if s.fact == f) for f in range(n_facts)]
         self.n_pairs = max(per)
         n_max, r_max = max(s.width for s in self.slots), max(s.rank for s in self.slots)
-        device = pairs[0].a.device
+        device = pairs[0].neuron.device
         null = len(self.slots)  # an all-zero slot for facts with fewer pairs (or none) on this layer
         a = torch.zeros(null + 1, r_max, n_max, device=device)
         b = torch.zeros(null + 1, hidden, r_max, device=device)
@@ -70,8 +72,8 @@ class RoutedLoRA:
         filled = [0] * n_facts
         with torch.no_grad():
             for i, (s, p) in enumerate(zip(self.slots, pairs)):
-                a[i, : s.rank, : s.width] = p.a.detach()
-                b[i, :, : s.rank] = p.b.detach()
+                a[i, : s.rank, : s.width] = p.neuron.detach()
+                b[i, :, : s.rank] = p.hidden.detach()
                 index[i, : s.width] = torch.arange(n_neurons, device=device) if s.index is None else s.index
                 colmask[i, : s.width] = 1.0
                 fact_slots[s.fact, filled[s.fact]] = i
@@ -104,12 +106,12 @@ class RoutedLoRA:
 
     @torch.no_grad()
     def snapshot(self, fact: int) -> list[tuple[_Slot, torch.Tensor, torch.Tensor]]:
-        """``(slot, A, B)`` copies of one fact's pairs on this layer (unpadded)."""
+        """``(slot, neuron factor, hidden factor)`` copies of one fact's pairs on this layer (unpadded)."""
         return [(s, self.a[i, : s.rank, : s.width].clone(), self.b[i, :, : s.rank].clone())
                 for i, s in enumerate(self.slots) if s.fact == fact]
 
 
 def updates_from_snapshot(layer: int, snap: Sequence[tuple[_Slot, torch.Tensor, torch.Tensor]],
                           scale: float) -> list[ColumnUpdate]:
-    """The merged updates (``scale * B @ A`` into the pair's columns) of one fact on one layer."""
+    """The merged updates (``scale * hidden @ neuron`` into the pair's columns) of one fact on one layer."""
     return [ColumnUpdate(layer, s.index, scale * (b @ a)) for s, a, b in snap]

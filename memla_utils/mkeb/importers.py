@@ -4,6 +4,11 @@ Each importer maps a dataset's own fields onto the schema and leaves what the da
 (``target_true=None`` for zsRE-derived sets, no neighbourhood in MLaKE, ...) so the metrics that need it are
 reported as not available. Language codes are normalized (MzsRE ``cz``/``du`` → ``cs``/``nl``).
 
+Every importer reads each language's side of a row by that language's key (never by position), and by default
+checks its output with :func:`memla_utils.mkeb.langcheck.check_languages`: a language whose views are mostly in
+another language raises :class:`LanguageMismatchError` naming the file and language; the report is attached to
+the returned list (``records.language_report``); ``skip_bad=True`` also drops single wrong views.
+
 Datasets: MzsRE (ReMaKE), Bi-ZsRE, MLaKE, BMIKE-53, and the official MKEB file ``MLiKE_v2.json``.
 """
 from __future__ import annotations
@@ -17,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import PROJECT_ROOT
-from ..languages import normalize_language, validate_languages
+from ..languages import MKEB_LANGUAGES, normalize_language, validate_languages
 from .io import LoadReport, read_records, record_from_json, validate_record
+from .langcheck import CheckedRecords, LanguageMismatchError, checked
 from .record import EditTarget, Record, RecordError
+from .subjects import slot_prompt  # whole-word subject search (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +66,6 @@ def _strs(item: dict, key: str, where: str) -> list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return [v.strip() for v in value if v.strip()]
     raise RecordError(f"{where}: field {key!r} must be a string or a list of strings")
-
-
-def slot_prompt(prompt: str, subject: str) -> str:
-    """The prompt with its first mention of the subject replaced by the ``{}`` slot (as is if absent)."""
-    if subject and subject in prompt and "{}" not in prompt:
-        return prompt.replace(subject, "{}", 1)
-    return prompt
 
 
 @dataclass
@@ -147,15 +147,27 @@ def _wanted(languages: str | Sequence[str] | None) -> set[str] | None:
     return set(validate_languages(languages)) if languages is not None else None
 
 
+def _side_key(row: dict, lang: str, where: str) -> str:
+    """The key of ``row`` that holds language ``lang`` (the dataset's own code, e.g. ``cz``, or the ISO one)."""
+    for key in row:
+        if isinstance(key, str) and normalize_language(key) == lang:
+            return key
+    raise RecordError(f"{where}: no {lang!r} side in this row (its keys: {', '.join(map(repr, row)) or 'none'})")
+
+
 # ------------------------------------------------------------------------------------------- MzsRE / Bi-ZsRE
 _MZSRE_FILE = re.compile(r"mzsre_test_duplicate_en([a-z]{2})\.json$")
+#: MzsRE's twelve languages (ISO codes; the files say cz, du): the candidates of its language check.
+MZSRE_LANGUAGES: tuple[str, ...] = ("en", "cs", "de", "nl", "es", "fr", "pt", "ru", "th", "tr", "vi", "zh")
 
 
 def import_mzsre(path: str | Path, languages: str | Sequence[str] | None = None, *,
-                 skip_bad: bool = False) -> list[Record]:
+                 skip_bad: bool = False, language_check: bool = True) -> CheckedRecords:
     """MzsRE (ReMaKE): a folder of ``mzsre_test_duplicate_en<xx>.json`` pair files (or one such file),
-    joined on index into one record per edit with every language. No ``target_true`` (zsRE has none);
-    ``portability`` becomes the multi-hop question."""
+    joined on index into one record per edit with every language. Each row's ``xx`` side is read by the file's
+    language code and its English side by ``en`` (a row lacking either raises); the English sides of the pair
+    files must agree (same subject at each index). No ``target_true`` (zsRE has none); ``portability`` becomes
+    the multi-hop question. ``language_check``: see the module docstring."""
     path = Path(path)
     files = sorted(path.glob("mzsre_test_duplicate_en*.json")) if path.is_dir() else [path]
     files = [f for f in files if _MZSRE_FILE.search(f.name)]
@@ -179,16 +191,14 @@ def import_mzsre(path: str | Path, languages: str | Sequence[str] | None = None,
                 where = f"{f}: record {i}"
                 if not isinstance(row, dict):
                     raise RecordError(f"{where}: expected an object with 'en' and the pair language")
-                en = _zsre_side(row.get("en"), f"{where} field 'en'")
+                en = _zsre_side(row[_side_key(row, "en", where)], f"{where} field 'en'")
                 if en_subject is None:
                     en_subject = en.subject
                     sides["en"] = en
                 elif en.subject != en_subject:
                     raise RecordError(f"{where}: field 'en.subject' is {en.subject!r} but the other pair files "
                                       f"have {en_subject!r} at this index: files are not aligned")
-                raw = next((k for k in row if k != "en"), None)
-                if raw is None:
-                    raise RecordError(f"{where}: no language besides 'en'")
+                raw = _side_key(row, lang, where)
                 sides[lang] = _zsre_side(row[raw], f"{where} field {raw!r}")
             if want is not None:
                 sides = {l: s for l, s in sides.items() if l in want}
@@ -196,10 +206,15 @@ def import_mzsre(path: str | Path, languages: str | Sequence[str] | None = None,
                                       meta={"source": "MzsRE", "multi_hop_kind": "portability"},
                                       where=f"MzsRE record {i}")
         out.add(build)
-    return out.done()
+    first = per_file[needed[0]][0]
+    sources = {"en": f"{first} field 'en'",
+               **{l: f"{f} field {_MZSRE_FILE.search(f.name).group(1)!r}" for l, (f, _) in per_file.items()}}
+    return checked(out.done(), language_check, dataset=f"MzsRE {path}", sources=sources, skip_bad=skip_bad,
+                   candidates={*MZSRE_LANGUAGES, *by_lang})
 
 
-def _pairs_file(path: Path, source: str, prefix: str, languages, skip_bad: bool) -> list[Record]:
+def _pairs_file(path: Path, source: str, prefix: str, languages, skip_bad: bool,
+                language_check: bool) -> CheckedRecords:
     """A list of ``{lang: {...zsRE fields}}`` records (Bi-ZsRE)."""
     rows = _read_list(path)
     want = _wanted(languages)
@@ -214,71 +229,125 @@ def _pairs_file(path: Path, source: str, prefix: str, languages, skip_bad: bool)
             return _record_from_sides(f"{prefix}-{i}", sides, description=f"zsRE relation ({source})",
                                       meta={"source": source, "multi_hop_kind": "portability"}, where=where)
         out.add(build)
-    return out.done()
+    recs = out.done()
+    langs = {l for r in recs for l in r.edit}
+    return checked(recs, language_check, dataset=f"{source} {path}", skip_bad=skip_bad,
+                   sources={l: f"{path} field {l!r}" for l in langs})
 
 
 def import_bizsre(path: str | Path, languages: str | Sequence[str] | None = None, *,
-                  skip_bad: bool = False) -> list[Record]:
-    """Bi-ZsRE (en–zh): ``bizsre_test.json`` or the folder holding it."""
+                  skip_bad: bool = False, language_check: bool = True) -> CheckedRecords:
+    """Bi-ZsRE (en–zh): ``bizsre_test.json`` or the folder holding it; each row ``{"en": {...}, "zh": {...}}``
+    is read by its language keys. ``language_check``: see the module docstring."""
     path = Path(path)
     path = path / "bizsre_test.json" if path.is_dir() else path
-    return _pairs_file(path, "Bi-ZsRE", "bizsre", languages, skip_bad)
+    return _pairs_file(path, "Bi-ZsRE", "bizsre", languages, skip_bad, language_check)
 
 
 # ------------------------------------------------------------------------------------------- BMIKE-53
 BMIKE_SETS: tuple[str, ...] = ("zsre", "counterfact", "wikifactdiff")
 
 
+def _bmike_files(path: Path, key: str, set_name: str) -> dict[str, Path]:
+    """``<set>_test_<lang>.json`` files under ``path`` by (normalized) language."""
+    pattern = re.compile(rf"^{key}_test_([A-Za-z_-]+)\.json$", re.IGNORECASE)
+    files: dict[str, Path] = {}
+    for f in sorted(path.rglob("*.json")):
+        m = pattern.match(f.name.lower().replace("-", "").replace(" ", ""))
+        if m:
+            lang = normalize_language(m.group(1))
+            if lang in files:
+                raise RecordError(f"{f}: a second {set_name} file for language {lang!r} (first: {files[lang]})")
+            files[lang] = f
+    if not files:
+        raise FileNotFoundError(f"no {set_name}_test_<lang>.json files under {path}")
+    return files
+
+
 def import_bmike53(path: str | Path, set_name: str = "zsre", languages: str | Sequence[str] | None = None, *,
-                   skip_bad: bool = False) -> list[Record]:
-    """BMIKE-53: per-language files ``<set>_test_<lang>.json`` (lists of ``{<lang>: {case_id, subject, src,
-    rephrase, old, alt, loc, loc_ans, port, port_ans}}``), joined on ``case_id``. ``old`` is absent in the
-    zsRE set, so ``target_true`` is None there."""
+                   skip_bad: bool = False, language_check: bool = True) -> CheckedRecords:
+    """BMIKE-53: per-language files ``<set>_test_<lang>.json``, each a list of rows ``{"en": {case_id, subject,
+    src, rephrase, old, alt, loc, loc_ans, port, port_ans}, "<lang>": {...same fields...}}`` (English side first,
+    the file's language second), joined on ``case_id``.
+
+    Each file's language view is read from the row's ``<lang>`` key (never by position); the English view comes
+    from ``<set>_test_en.json`` if present, else from the rows' ``en`` side, and the ``en`` sides of all files
+    read must agree for a case (same subject) or a ``RecordError`` names the file and row. ``old`` is absent in
+    the zsRE set, so ``target_true`` is None there. ``language_check``: see the module docstring.
+    """
     key = set_name.lower().replace("-", "").replace("_", "")
     if key not in BMIKE_SETS:
         raise ValueError(f"unknown BMIKE-53 set {set_name!r}; available: {', '.join(BMIKE_SETS)}")
     path = Path(path)
-    pattern = re.compile(rf"^{key}_test_([A-Za-z_-]+)\.json$", re.IGNORECASE)
-    files = {}
-    for f in sorted(path.rglob("*.json")):
-        norm = f.name.lower().replace("-", "").replace(" ", "")
-        m = pattern.match(norm)
-        if m:
-            files[normalize_language(m.group(1))] = f
-    if not files:
-        raise FileNotFoundError(f"no {set_name}_test_<lang>.json files under {path}")
+    files = _bmike_files(path, key, set_name)
     want = _wanted(languages)
+    want_en = want is None or "en" in want
     sides: dict[str, dict[str, _Side]] = {}
-    order: list[str] = []
+    en_from: dict[str, str] = {}                      # case → where its English side was read
+    sources: dict[str, str] = {}
     out = _Collector(f"BMIKE-53 {set_name} {path}", skip_bad)
+
+    def parse(row: dict, lang: str, where: str) -> tuple[str, _Side]:
+        raw = _side_key(row, lang, where)
+        item = row[raw]
+        if not isinstance(item, dict):
+            raise RecordError(f"{where}: field {raw!r} must be an object")
+        return raw, _zsre_side(item, f"{where} field {raw!r}", port=("port", "port_ans"))
+
     for lang, f in files.items():
-        if want is not None and lang not in want:
+        read_lang = want is None or lang in want
+        read_en = want_en and lang != "en"
+        if not (read_lang or read_en):
             continue
+        seen: set[str] = set()
         for i, row in enumerate(_read_list(f)):
             where = f"{f}: record {i}"
             try:
                 if not isinstance(row, dict) or not row:
-                    raise RecordError(f"{where}: expected an object keyed by language")
-                raw_lang, item = next(iter(row.items()))
-                if not isinstance(item, dict):
-                    raise RecordError(f"{where}: field {raw_lang!r} must be an object")
-                case = item.get("case_id", i)
-                side = _zsre_side(item, f"{where} field {raw_lang!r}", port=("port", "port_ans"))
+                    raise RecordError(f"{where}: expected an object keyed by language ('en' and {lang!r})")
+                raw, side = parse(row, lang, where)
+                case = row[raw].get("case_id", i)
+                cid = str(case)
+                if cid in seen:
+                    raise RecordError(f"{where}: field '{raw}.case_id': duplicate case_id {case!r} in this file")
+                seen.add(cid)
+                en_side = side if lang == "en" else None
+                if read_en and any(isinstance(k, str) and normalize_language(k) == "en" for k in row):
+                    en_raw, en_side = parse(row, "en", where)
+                    en_case = row[en_raw].get("case_id", case)
+                    if str(en_case) != cid:
+                        raise RecordError(f"{where}: field 'en.case_id' is {en_case!r} but field "
+                                          f"{raw + '.case_id'!r} is {case!r}")
+                if en_side is not None:
+                    known = sides.get(cid, {}).get("en")
+                    if known is not None and known.subject != en_side.subject:
+                        raise RecordError(f"{where}: field 'en.subject' is {en_side.subject!r} but {en_from[cid]} "
+                                          f"has {known.subject!r} for case {case!r}: files are not aligned")
             except RecordError as exc:
                 if not skip_bad:
                     raise
                 out.skipped.append(str(exc))
                 continue
-            cid = str(case)
-            if cid not in sides:
-                sides[cid] = {}
-                order.append(cid)
-            sides[cid][lang] = side
-    for cid in order:
-        out.add(lambda cid=cid: _record_from_sides(
-            f"bmike53-{key}-{cid}", sides[cid], description=f"BMIKE-53 {set_name}",
+            case_sides = sides.setdefault(cid, {})
+            if read_lang:
+                case_sides[lang] = side
+                sources.setdefault(lang, f"{f} field {raw!r}")
+                if lang == "en":
+                    en_from[cid] = str(f)
+            if en_side is not None and lang != "en" and "en" not in case_sides:
+                case_sides["en"] = en_side
+                en_from[cid] = str(f)
+                sources.setdefault("en", f"{f} field 'en'")
+    for cid, case_sides in sides.items():
+        if want is not None:
+            case_sides = {l: s for l, s in case_sides.items() if l in want}
+        if not case_sides:
+            continue
+        out.add(lambda cid=cid, case_sides=case_sides: _record_from_sides(
+            f"bmike53-{key}-{cid}", case_sides, description=f"BMIKE-53 {set_name}",
             meta={"source": f"BMIKE-53/{key}", "multi_hop_kind": "portability"}, where=f"BMIKE-53 case {cid}"))
-    return out.done()
+    return checked(out.done(), language_check, dataset=f"BMIKE-53 {set_name} {path}", sources=sources,
+                   skip_bad=skip_bad, candidates={"en", *files})
 
 
 # ------------------------------------------------------------------------------------------- MLaKE
@@ -293,12 +362,12 @@ def _cloze(statement: str, answer: str) -> str | None:
 
 
 def import_mlake(path: str | Path, languages: str | Sequence[str] | None = None, *,
-                 skip_bad: bool = False) -> list[Record]:
+                 skip_bad: bool = False, language_check: bool = True) -> CheckedRecords:
     """MLaKE: ``single_hop/<lang>_qa.json`` joined on index across languages; the question is the edit prompt,
     the edit statement cut before its answer is the paraphrase, and ``multi_hop/new_<lang>_qa.json`` entries
     whose (English) ``e_prompt`` equals the record's English edit become its multi-hop questions (those sharing
     the first one's answer, since a record has one multi-hop answer). MLaKE has no subject field and
-    no neighbourhood prompts: both stay empty."""
+    no neighbourhood prompts: both stay empty. ``language_check``: see the module docstring."""
     path = Path(path)
     want = _wanted(languages)
     langs = [l for l in MLAKE_LANGUAGES if (want is None or l in want) and (path / "single_hop" / f"{l}_qa.json").exists()]
@@ -341,7 +410,9 @@ def import_mlake(path: str | Path, languages: str | Sequence[str] | None = None,
                                       meta={"source": "MLaKE", "multi_hop_kind": "multi-hop (new_*_qa)"},
                                       where=f"MLaKE record {i}")
         out.add(build)
-    return out.done()
+    sources = {l: f"{path / 'single_hop' / f'{l}_qa.json'} (+ multi_hop/new_{l}_qa.json)" for l in langs}
+    return checked(out.done(), language_check, dataset=f"MLaKE {path}", sources=sources, skip_bad=skip_bad,
+                   candidates=MLAKE_LANGUAGES)
 
 
 # ------------------------------------------------------------------------------------------- official MKEB
@@ -351,10 +422,12 @@ def read_test_ids(path: str | Path) -> list[str]:
 
 
 def import_mlike(path: str | Path, test_ids: str | Path | Iterable[str | int] | None = None,
-                 languages: str | Sequence[str] | None = None, *, skip_bad: bool = False) -> list[Record]:
+                 languages: str | Sequence[str] | None = None, *, skip_bad: bool = False,
+                 language_check: bool = True) -> CheckedRecords:
     """The official MKEB release (``MLiKE_v2.json``, already in this schema), optionally restricted to the
     test ids (a file with one id per line, or an iterable). Answers lose the leading space the original
-    code expects, since :mod:`memla_utils.text` chooses the separator per language."""
+    code expects, since :mod:`memla_utils.text` chooses the separator per language. ``language_check``: see
+    the module docstring."""
     path = Path(path)
     data = _read_json(path)
     if isinstance(data, dict):
@@ -366,6 +439,7 @@ def import_mlike(path: str | Path, test_ids: str | Path | Iterable[str | int] | 
     keep = {str(t) for t in test_ids} if test_ids is not None else None
     want = _wanted(languages)
     out = _Collector(f"MKEB {path}", skip_bad)
+    in_file = {l for row in data if isinstance(row, dict) and isinstance(row.get("edit"), dict) for l in row["edit"]}
     for i, row in enumerate(data):
         if keep is not None and isinstance(row, dict) and str(row.get("example_id")) not in keep:
             continue
@@ -386,7 +460,10 @@ def import_mlike(path: str | Path, test_ids: str | Path | Iterable[str | int] | 
                  if want is None or l in want},
                 {**rec.meta, "source": "MKEB (official)"})
         out.add(build)
-    return out.done()
+    recs = out.done()
+    return checked(recs, language_check, dataset=f"MKEB {path}", skip_bad=skip_bad,
+                   sources={l: f"{path} field 'edit.{l}'" for l in {l for r in recs for l in r.edit}},
+                   candidates={*MKEB_LANGUAGES, "en", *(normalize_language(str(l)) for l in in_file)})
 
 
 # ------------------------------------------------------------------------------------------- discovery
@@ -417,8 +494,9 @@ def resolve_shared_dir(shared_data_dir: str | Path = "../shared/data") -> Path:
 
 
 def import_all(shared_data_dir: str | Path = "../shared/data", languages: str | Sequence[str] | None = None, *,
-               skip_bad: bool = False) -> dict[str, list[Record]]:
-    """Import every dataset present under ``shared_data_dir``; absent ones are logged and left out."""
+               skip_bad: bool = False, language_check: bool = True) -> dict[str, CheckedRecords]:
+    """Import every dataset present under ``shared_data_dir``; absent ones are logged and left out. Each
+    list carries its ``language_report`` (a mislabelled language raises LanguageMismatchError)."""
     root = resolve_shared_dir(shared_data_dir)
     found: dict[str, list[Record]] = {}
     for ds in DATASETS:
@@ -427,12 +505,13 @@ def import_all(shared_data_dir: str | Path = "../shared/data", languages: str | 
             log.info("%s: not found at %s, skipped", ds.name, p)
             continue
         try:
-            found[ds.name] = ds.importer(p, languages=languages, skip_bad=skip_bad, **dict(ds.kwargs))
+            found[ds.name] = ds.importer(p, languages=languages, skip_bad=skip_bad, language_check=language_check,
+                                         **dict(ds.kwargs))
         except FileNotFoundError as exc:
             log.info("%s: %s, skipped", ds.name, exc)
     return found
 
 
-__all__ = ["BMIKE_SETS", "DATASETS", "Dataset", "LoadReport", "import_all", "import_bizsre", "import_bmike53",
+__all__ = ["BMIKE_SETS", "DATASETS", "MLAKE_LANGUAGES", "MZSRE_LANGUAGES", "CheckedRecords", "Dataset", "LanguageMismatchError", "LoadReport", "import_all", "import_bizsre", "import_bmike53",
            "import_mlake", "import_mlike", "import_mzsre", "read_records", "read_test_ids", "resolve_shared_dir",
            "slot_prompt"]

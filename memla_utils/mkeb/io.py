@@ -15,6 +15,7 @@ from typing import Any
 
 from ..cache import PROJECT_ROOT, atomic_path
 from ..languages import KNOWN_LANGUAGES, MKEB_LANGUAGES, normalize_language, validate_languages
+from .langcheck import CheckedRecords, check_languages
 from .record import Record, RecordError
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,11 @@ _PER_LANGUAGE = ("paraphrase_prompts", "neighborhood_prompts", "neighborhood_ans
 
 def validate_record(record: Record, *, where: str = "record") -> None:
     """Check what the dataclass cannot: known language codes, non-empty edit fields, a slot used at most once,
-    neighbourhood prompts paired with answers, and a multi-hop answer wherever there are questions."""
+    neighbourhood prompts paired with answers, a multi-hop answer wherever there are questions, and no blank
+    (empty or whitespace-only) paraphrase, neighbourhood or multi-hop prompt or answer in any language.
+
+    Raises ``RecordError`` naming ``where`` (file and record index), the record id, the field and the language.
+    """
     where = f"{where} ({record.example_id})"
     for lang, e in record.edit.items():
         if normalize_language(lang) not in KNOWN_LANGUAGES:
@@ -52,6 +57,13 @@ def validate_record(record: Record, *, where: str = "record") -> None:
         if qs and not (record.multi_hop_new_answer.get(lang) or "").strip():
             raise RecordError(f"{where}: field 'multi_hop_new_answer.{lang}' is missing but there are "
                               f"{len(qs)} multi-hop questions")
+    for lang in record.edit:
+        blank = record.blank_fields(lang)
+        if blank:
+            raise RecordError(f"{where}: field '{blank[0]}' (language {lang!r}) is blank (empty or "
+                              f"whitespace-only)" + (f", and {len(blank) - 1} more: {', '.join(blank[1:])}"
+                                                     if len(blank) > 1 else "")
+                              + "; nothing can be edited or scored on it")
 
 
 def record_from_json(data: Any, *, where: str) -> Record:
@@ -145,12 +157,17 @@ def restrict_languages(record: Record, languages: Sequence[str], *, where: str =
 
 def load_records(path: str | Path = PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl",
                  languages: str | Sequence[str] | None = None, n: int | None = None, *,
-                 skip_bad: bool = False) -> list[Record]:
+                 skip_bad: bool = False, language_check: bool = True) -> CheckedRecords:
     """The records other notebooks evaluate: the first ``n`` of the file, restricted to ``languages``.
 
     ``languages`` is a list or a comma-separated string (``"all"`` = the 12 MKEB languages); an unknown code
     raises ``ValueError`` listing the supported ones, a record lacking a requested language raises
     ``RecordError`` (or is skipped with ``skip_bad``).
+
+    ``language_check`` (default on): the returned views are checked to be written in their languages
+    (:func:`memla_utils.mkeb.langcheck.check_languages`, candidates = every language of the file plus ``en``);
+    a language mostly in another one raises ``LanguageMismatchError`` naming the file and language, single
+    wrong views are counted (and dropped with ``skip_bad``); the report is ``result.language_report``.
     """
     if n is not None and int(n) < 1:
         raise ValueError(f"n must be >= 1 or None, got {n}")
@@ -174,7 +191,10 @@ def load_records(path: str | Path = PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl
             skipped += 1
     if skipped:
         log.warning("%s: skipped %d record(s) lacking one of %s", path, skipped, langs)
-    return out
+    if not language_check:
+        return CheckedRecords(out, None)
+    every = {l for r in report.records for l in r.edit} | {"en"}
+    return check_languages(out, dataset=f"MKEB {path}", sources=str(path), candidates=every, skip_bad=skip_bad)
 
 
 def save_records(records: Iterable[Record], path: str | Path) -> Path:

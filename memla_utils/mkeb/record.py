@@ -11,6 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: per-language lists of prompts and answers (each item must be a non-blank string)
+_PROMPT_LISTS = ("paraphrase_prompts", "neighborhood_prompts", "neighborhood_answers", "multi_hop_questions")
+
 
 class RecordError(ValueError):
     """A record or file that does not follow the schema; the message names file, record index and field."""
@@ -64,11 +67,37 @@ class Record:
     def languages(self) -> list[str]:
         return list(self.edit)
 
+    def blank_fields(self, language: str, *, target_new: bool = True) -> list[str]:
+        """Fields of ``language`` holding a blank (empty or whitespace-only) prompt or answer, e.g.
+        ``["paraphrase_prompts.en[1]"]``: nothing can be edited or scored on them. ``target_true`` is not checked
+        (blank or None means "not available"), nor a multi-hop answer without multi-hop questions;
+        ``target_new=False`` leaves out the new answer (editors report it as the edit's own error)."""
+        out: list[str] = []
+        e = self.edit.get(language)
+        if e is not None:
+            if not e.filled_prompt.strip():
+                out.append(f"edit.{language}.prompt")
+            if target_new and not e.target_new.strip():
+                out.append(f"edit.{language}.target_new")
+        for name in _PROMPT_LISTS:
+            out += [f"{name}.{language}[{k}]" for k, s in enumerate(getattr(self, name).get(language, []))
+                    if not s.strip()]
+        if self.multi_hop_questions.get(language) and not (self.multi_hop_new_answer.get(language) or "").strip():
+            out.append(f"multi_hop_new_answer.{language}")
+        return out
+
     def for_language(self, language: str) -> LanguageView:
-        """The prompts of one language; raises ``RecordError`` naming the record if it lacks the language."""
+        """The prompts of one language; raises ``RecordError`` naming the record if it lacks the language or if
+        a prompt or answer of that language is blank (so no metric is ever computed on an empty prompt). A blank
+        ``target_new`` is left to the editors' ``check_record`` (an edit error naming the method)."""
         if language not in self.edit:
             raise RecordError(f"record {self.example_id!r} has no language {language!r} "
                               f"(it has: {', '.join(self.edit) or 'none'})")
+        blank = self.blank_fields(language, target_new=False)
+        if blank:
+            raise RecordError(f"record {self.example_id!r}, language {language!r}: blank (empty or whitespace-only) "
+                              f"field(s) {', '.join(blank)}; nothing can be edited or scored on a blank prompt or "
+                              f"answer (fix the record, or load with skip_bad=True to skip it)")
         e = self.edit[language]
         return LanguageView(
             language=language, prompt=e.filled_prompt, subject=e.subject, target_new=e.target_new,

@@ -16,7 +16,15 @@ run) and :mod:`.build` (:func:`write_report`). Everything is re-exported here, s
 from __future__ import annotations
 
 from .build import ReportOutputs, table_digest, write_report
-from .claims import PAPER_FIGURES, ClaimConfig, claims_table, format_claims, suppression_effect, verdict
+from .claims import (
+    MIN_N_FOR_VERDICT,
+    PAPER_FIGURES,
+    ClaimConfig,
+    claims_table,
+    format_claims,
+    suppression_effect,
+    verdict,
+)
 from .figures import ablation_figure, heatmap_figure, method_bars, neuron_figure, save_figure, sequential_figure
 from .inputs import find_table, load_general_table, load_mask_stats, load_results_table, neuron_layer_frame
 from .names import ABLATION_METHODS, MISSING, SCORE_METRICS, baseline_methods, method_order
@@ -39,7 +47,7 @@ from .stats import (
 from .stats import per_record as per_record
 from .tables import format_cell, to_latex, to_markdown, wide, write_table
 
-__all__ = ["ABLATION_METHODS", "BootstrapConfig", "CellStat", "ClaimConfig", "MISSING", "PAPER_FIGURES",
+__all__ = ["ABLATION_METHODS", "MIN_N_FOR_VERDICT", "BootstrapConfig", "CellStat", "ClaimConfig", "MISSING", "PAPER_FIGURES",
            "ReportOutputs", "SCORE_METRICS", "ablation_figure", "ablation_stats", "baseline_methods", "bootstrap_ci",
            "cell_stats", "claims_table", "find_table", "format_cell", "format_claims", "general_stats",
            "heatmap_figure", "load_general_table", "load_mask_stats", "load_results_table", "main_stats",

@@ -62,9 +62,28 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     files: list[Path] = []
     missing: dict[str, str] = {}
 
+    suppression = find_table(run_dir, "suppression")
+    if suppression is None:  # notebook 02 writes its per-fact sanity effects as a table
+        suppression = find_table(tables_dir, "kn_sanity_effects")
+    masks = load_mask_stats(run_dir)
+    # The manifest is built first: every table names it (path + provenance digest) in a ``source:`` line.
+    params: dict[str, Any] = {"bootstrap": dict(boot.__dict__)}
+    if cfg is None:
+        params["run_dir"] = str(run_dir)
+    run_manifest = run_dir / "manifest.json"  # the runner's: which model produced the results
+    model = json.loads(run_manifest.read_text(encoding="utf-8")) if run_manifest.is_file() else {}
+    manifest = build_manifest("report", cfg=cfg, parameters=params, model_name=model.get("model"),
+                              model_fingerprint=model.get("model_fingerprint"),
+                              inputs={"results_rows": int(len(results)), "results_digest": table_digest(results),
+                                      "general_rows": int(len(general)), "general_digest": table_digest(general),
+                                      "suppression_digest": table_digest(suppression),
+                                      "masks_digest": table_digest(masks)})
+    manifest_path = figures_dir / "MANIFEST.json"
+    source = source_line(manifest_path, manifest.provenance_digest())
+
     def table(name: str, stats: pd.DataFrame, formatted: pd.DataFrame, caption: str) -> None:
         out[name] = formatted
-        files.extend(write_table(name, stats, formatted, tables_dir, caption=caption))
+        files.extend(write_table(name, stats, formatted, tables_dir, caption=caption, source=source))
 
     st = main_stats(results, sources=sources, boot=boot) if not t.empty else cell_stats(t, [])
     table("main_comparison", st, wide(st, ["method"], ["edit_lang", "scope", "metric"], rows=rows),
@@ -99,10 +118,6 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     table("general_sequential", seq_st, seq_wide,
           "Sequential editing: general ability after N accumulated edits (mean over languages; n = languages)")
 
-    suppression = find_table(run_dir, "suppression")
-    if suppression is None:  # notebook 02 writes its per-fact sanity effects as a table
-        suppression = find_table(tables_dir, "kn_sanity_effects")
-    masks = load_mask_stats(run_dir)
     claims = claims_table(results if not results.empty else None, general if not general.empty else None,
                           suppression, masks, boot=boot)
     table("claims", claims, format_claims(claims), "The paper's claims checked on this run")
@@ -126,21 +141,30 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
             missing[name] = str(err)
             log.info("figure %s skipped: %s", name, err)
 
-    params: dict[str, Any] = {"bootstrap": dict(boot.__dict__)}
-    if cfg is None:
-        params["run_dir"] = str(run_dir)
-    run_manifest = run_dir / "manifest.json"  # the runner's: which model produced the results
-    model = json.loads(run_manifest.read_text(encoding="utf-8")) if run_manifest.is_file() else {}
-    manifest = build_manifest("report", cfg=cfg, parameters=params, model_name=model.get("model"),
-                              model_fingerprint=model.get("model_fingerprint"),
-                              inputs={"results_rows": int(len(results)), "results_digest": table_digest(results),
-                                      "general_rows": int(len(general)), "missing": missing})
+    manifest.inputs["missing"] = missing  # an outcome: not part of the provenance digest
     for f in files:
         manifest.add(f, root=figures_dir)
-    files.append(manifest.write(figures_dir / "MANIFEST.json"))
+    files.append(manifest.write(manifest_path))
     return ReportOutputs(out, claims, files, missing)
 
 
-def table_digest(frame: pd.DataFrame) -> str:
-    """sha256 of a table's CSV text: lets a test check that the same input gives the same table."""
-    return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16]
+def table_digest(frame: pd.DataFrame | None) -> str | None:
+    """sha256 (16 hex) of a table's rows, whatever their order (``None`` for no table): the same input rows give
+    the same digest, however the shards that hold them were written."""
+    if frame is None:
+        return None
+    text = frame.to_csv(index=False, lineterminator="\n").splitlines()
+    return hashlib.sha256("\n".join([text[0], *sorted(text[1:])]).encode()).hexdigest()[:16] if text else \
+        hashlib.sha256(b"").hexdigest()[:16]
+
+
+def source_line(manifest_path: Path, digest: str) -> str:
+    """``source: figures/MANIFEST.json (provenance sha256 1a2b3c4d5e6f7a8b)``: the manifest a table comes from
+    (path relative to the project) and the first 16 hex of its provenance digest
+    (:func:`memla_utils.manifest.provenance_digest` recomputes it from the manifest)."""
+    from ..cache import PROJECT_ROOT
+
+    p = Path(manifest_path)
+    p = p if p.is_absolute() else PROJECT_ROOT / p
+    shown = p.relative_to(PROJECT_ROOT) if p.is_relative_to(PROJECT_ROOT) else p
+    return f"source: {shown.as_posix()} (provenance sha256 {digest[:16]})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -27,19 +28,36 @@ PAPER_FIGURES: dict[str, str] = {
 }
 
 
+#: No claim gets a verdict from fewer records than this (this companion's rule: a bootstrap interval over
+#: fewer records is too unstable to support or refute anything); below it the verdict reads
+#: "inconclusive (n too small: n=k < 20)".
+MIN_N_FOR_VERDICT = 20
+
+
 @dataclass(frozen=True)
 class ClaimConfig:
     """Verdict rules. ``general_tolerance``: a relative change within ±5% counts as "barely affected"
-    (the paper gives no number; 5% is this companion's choice, stated in the claims table)."""
+    (the paper gives no number; 5% is this companion's choice, stated in the claims table). ``min_n``: the
+    fewest records (edited facts) a verdict may rest on (:data:`MIN_N_FOR_VERDICT`)."""
 
     main_metrics: tuple[str, ...] = ("ES", "PS", "NS")
     general_tolerance: float = 0.05
+    min_n: int = MIN_N_FOR_VERDICT
+
+    def __post_init__(self) -> None:
+        if self.min_n < 1:
+            raise ValueError(f"ClaimConfig.min_n must be >= 1, got {self.min_n}")
 
 
-def verdict(stat: CellStat, *, tolerance: float | None = None) -> str:
-    """supported / not supported / inconclusive at this n, from the interval (two-sided 95%)."""
+def verdict(stat: CellStat, *, tolerance: float | None = None, min_n: int = MIN_N_FOR_VERDICT) -> str:
+    """supported / not supported / inconclusive at this n, from the interval (two-sided 95%).
+
+    Fewer than ``min_n`` records give "inconclusive (n too small: ...)" whatever the interval says.
+    """
     if stat.n == 0 or math.isnan(stat.mean):
         return "not measured"
+    if stat.n < min_n:
+        return f"inconclusive (n too small: n={stat.n} < {min_n})"
     if math.isnan(stat.ci_low) or math.isnan(stat.ci_high):
         return f"inconclusive at n={stat.n}"
     if tolerance is None:
@@ -55,15 +73,16 @@ def verdict(stat: CellStat, *, tolerance: float | None = None) -> str:
     return f"inconclusive at n={stat.n}"
 
 
-def _claim(key: str, claim: str, measure: str, stat: CellStat | None, note: str = "", *,
-           reason: str | None = None, tolerance: float | None = None) -> dict[str, Any]:
+def _claim_row(key: str, claim: str, measure: str, stat: CellStat | None, note: str = "", *,
+           reason: str | None = None, tolerance: float | None = None,
+           min_n: int = MIN_N_FOR_VERDICT) -> dict[str, Any]:
     row: dict[str, Any] = {"claim": claim, "measured as": measure, "paper": PAPER_FIGURES.get(key, ""), "key": key}
     if reason is not None or stat is None:
         row.update(effect=math.nan, ci_low=math.nan, ci_high=math.nan, n=0,
                    verdict=f"not measured ({reason or 'no input'})", note=note)
         return row
     row.update(effect=stat.mean, ci_low=stat.ci_low, ci_high=stat.ci_high, n=stat.n,
-               verdict=verdict(stat, tolerance=tolerance), note=note)
+               verdict=verdict(stat, tolerance=tolerance, min_n=min_n), note=note)
     if row["verdict"] == "not measured":
         row["verdict"] = "not measured (no shared records)"
     return row
@@ -97,6 +116,7 @@ def claims_table(results: pd.DataFrame | None, general: pd.DataFrame | None = No
     Effects are record-paired differences in score fractions (0.07 = 7 points). Missing inputs give
     "not measured (reason)".
     """
+    _claim = partial(_claim_row, min_n=config.min_n)  # every verdict below obeys the minimum n
     rows: list[dict[str, Any]] = []
     t = scores(results) if results is not None and not results.empty else None
     main = list(config.main_metrics)
@@ -159,7 +179,7 @@ def claims_table(results: pd.DataFrame | None, general: pd.DataFrame | None = No
         else:
             ppl["value"] = ppl["after"] / ppl["before"] - 1.0
             stat = bootstrap_ci(per_record(ppl, [])["value"].to_numpy(), boot)
-            rows.append(_claim("general", claim, "relative perplexity change after one memla edit "
+            rows.append(_claim("general", claim, "relative perplexity change on unrelated prose (dataset-build) after one memla edit "
                                                  f"(supported if the 95% interval lies within "
                                                  f"±{config.general_tolerance:.0%})", stat,
                                tolerance=config.general_tolerance))

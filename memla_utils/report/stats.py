@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..finite import NonFiniteError
 from .names import ABLATION_METHODS, SCORE_METRICS
 
 
@@ -38,6 +39,9 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, boot: BootstrapConfig = B
     """
     x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))],
                    dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise NonFiniteError(f"bootstrap_ci: {int((~np.isfinite(x)).sum())} infinite value(s) among {x.size}; an "
+                             f"infinite score is an error upstream, not a number to average")
     if x.size == 0:
         return CellStat(math.nan, math.nan, math.nan, 0)
     mean = float(x.mean())
@@ -51,14 +55,33 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, boot: BootstrapConfig = B
     return CellStat(mean, float(lo), float(hi), int(x.size))
 
 
+def _require_finite(df: pd.DataFrame, column: str, bad: pd.Series, what: str) -> None:
+    """Raise ``NonFiniteError`` naming the first row (record, method, languages, metric) where ``bad`` holds."""
+    if bool(bad.any()):
+        row = df[bad].iloc[0]
+        name = ", ".join(f"{k} {row[k]!r}" for k in ("record", "method", "edit_lang", "eval_lang", "metric")
+                         if k in df.columns)
+        raise NonFiniteError(f"{int(bad.sum())} {what} row(s) have a non-finite {column!r}, first: {name} "
+                             f"({column} = {row[column]!r}); a NaN or infinite score is an error upstream, not a "
+                             f"number to average")
+
+
 def tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows with a usable numeric value, plus ``scope`` = same (edit = eval language) or cross."""
+    """Rows with a usable numeric value, plus ``scope`` = same (edit = eval language) or cross.
+
+    A value that is ±inf, or missing/NaN on a row that claims to average ``n > 0`` prompts, raises
+    ``NonFiniteError`` naming the row; a missing value with ``n == 0`` means "not available" and is dropped.
+    """
     need = {"record", "method", "metric", "value"}
     missing = need - set(df.columns)
     if missing:
         raise ValueError(f"results table lacks column(s) {sorted(missing)}; has {list(df.columns)}")
     out = df.copy()
     out["value"] = pd.to_numeric(out["value"], errors="coerce")
+    bad = np.isinf(out["value"])
+    if "n" in out.columns:
+        bad |= out["value"].isna() & (pd.to_numeric(out["n"], errors="coerce").fillna(0) > 0)
+    _require_finite(out, "value", bad, "result")
     out = out[out["value"].notna()]
     if "edit_lang" in out.columns and "eval_lang" in out.columns:
         out["scope"] = np.where(out["edit_lang"] == out["eval_lang"], "same", "cross")
@@ -147,15 +170,22 @@ def general_stats(gdf: pd.DataFrame, boot: BootstrapConfig = BootstrapConfig()) 
     """General ability after editing: change vs the unedited model, by setting, method, edits, language, metric.
 
     ``gdf`` holds :mod:`memla_utils.general` rows; the interval is about the change: ``after − before`` for
-    accuracies, ``after / before − 1`` for perplexity (metric ``perplexity_rel``).
+    accuracies, ``after / before − 1`` for perplexities (metrics ``perplexity_rel`` on the prose,
+    ``relation_spillover_perplexity_rel`` on the edited relation's true facts).
     """
     if gdf is None or gdf.empty:
         return pd.DataFrame(columns=["setting", "method", "n_edits", "eval_lang", "metric", "mean", "ci_low",
                                      "ci_high", "n", "before", "after"])
     g = gdf.copy()
-    ppl = g["metric"] == "perplexity"  # perplexity scales differ by language: report the relative change
+    for col in ("before", "after", "delta"):  # None (no reference) is allowed; NaN/inf after editing is not
+        if col in g.columns:
+            g[col] = pd.to_numeric(g[col], errors="coerce")
+            _require_finite(g, col, np.isinf(g[col]) | (g[col].isna() if col == "after" else False),
+                            "general-ability")
+    # perplexity scales differ by language: report the relative change (prose and relation spill-over alike)
+    ppl = g["metric"].astype(str).str.endswith("perplexity")
     g.loc[ppl, "delta"] = pd.to_numeric(g.loc[ppl, "after"]) / pd.to_numeric(g.loc[ppl, "before"]) - 1.0
-    g.loc[ppl, "metric"] = "perplexity_rel"
+    g.loc[ppl, "metric"] = g.loc[ppl, "metric"].astype(str) + "_rel"
     g["value"] = pd.to_numeric(g["delta"], errors="coerce")
     keys = ["setting", "method", "n_edits", "eval_lang", "metric"]
     levels = g.groupby(keys, dropna=False)[["before", "after"]].mean().reset_index()

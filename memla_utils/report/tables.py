@@ -100,13 +100,18 @@ def to_latex(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
 
 
 def write_table(name: str, stats: pd.DataFrame, formatted: pd.DataFrame, out_dir: str | Path, *,
-                caption: str = "") -> list[Path]:
-    """``<name>.csv`` (numeric, long), ``<name>.md`` and ``<name>.tex`` (formatted) under ``out_dir``."""
+                caption: str = "", source: str | None = None) -> list[Path]:
+    """``<name>.csv`` (numeric, long), ``<name>.md`` and ``<name>.tex`` (formatted) under ``out_dir``.
+
+    ``source`` (the ``source:`` line naming the manifest the table comes from) ends the Markdown and is a
+    comment in the LaTeX; the CSV stays a plain table.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, tex_path = out / f"{name}.csv", out / f"{name}.md", out / f"{name}.tex"
     stats.to_csv(csv_path, index=False, float_format="%.6g", lineterminator="\n")
-    md_path.write_text(to_markdown(formatted, caption), encoding="utf-8")
-    tex_path.write_text(to_latex(formatted, caption, label=f"tab:{name}"), encoding="utf-8")
+    md_path.write_text(to_markdown(formatted, caption) + (f"\n{source}\n" if source else ""), encoding="utf-8")
+    tex_path.write_text(to_latex(formatted, caption, label=f"tab:{name}") + (f"% {source}\n" if source else ""),
+                        encoding="utf-8")
     log.info("wrote table %s (%d cells)", name, len(stats))
     return [csv_path, md_path, tex_path]

@@ -1,4 +1,4 @@
-"""Attribution on the real default model (Gemma 3 270M): exact against direct gradients, cached, masks."""
+"""Attribution on the real default model (Gemma 3 270M): both methods against direct gradients, cached, masks."""
 from __future__ import annotations
 
 import pytest
@@ -41,7 +41,8 @@ def direct_scores(lm, layer: int, base: torch.Tensor, steps: int = 2) -> torch.T
 
 def test_batched_scores_equal_direct_gradients(default_lm):
     lm = default_lm
-    att = attribute_batch(lm, [(PROMPT, ANSWER, "en")], AttributionConfig(steps=2, baseline="zero"))[0]
+    att = attribute_batch(lm, [(PROMPT, ANSWER, "en")], AttributionConfig(method="exact", steps=2,
+                                                                        baseline="zero"))[0]
     assert att.scores.shape == (lm.adapter.n_layers, lm.adapter.n_neurons)
     for layer in (0, lm.adapter.n_layers // 2, lm.adapter.n_layers - 1):
         want = direct_scores(lm, layer, torch.zeros(lm.adapter.n_neurons))
@@ -49,6 +50,62 @@ def test_batched_scores_equal_direct_gradients(default_lm):
         assert scale > 0
         torch.testing.assert_close(att.scores[layer], want, atol=1e-3 * scale, rtol=1e-3)
     assert 0 < att.target_value < 1  # P(Paris) at the clean activations
+
+
+def garns_layer(lm, layer: int, steps: int = 2) -> torch.Tensor:
+    """memla4mke's garns.get_scores_for_layer for one layer with full forwards (gate_proj output, position -1)."""
+    tok, gate = lm.tokenizer, lm.model.model.layers[layer].mlp.gate_proj
+
+    def run(ids: torch.Tensor, replace: torch.Tensor | None = None):
+        seen = {}
+
+        def hook(module, args, out):
+            if replace is not None:
+                out = out.clone()
+                out[:, -1] = replace
+            seen["a"] = out[:, -1]
+            return out
+
+        handle = gate.register_forward_hook(hook)
+        try:
+            return lm.model(input_ids=ids), seen["a"]
+        finally:
+            handle.remove()
+
+    target_label = tok.encode(ANSWER)
+    prompt = PROMPT
+    with torch.no_grad():
+        first, a0 = run(torch.tensor([tok(prompt)["input_ids"]]))
+    greedy = tok.decode(first.logits[0, -1].argmax().item())
+    total = torch.zeros_like(a0[0])
+    for target in target_label:
+        ids = torch.tensor([tok(prompt.strip())["input_ids"]])
+        with torch.no_grad():
+            _, a = run(ids)
+            copies = ids.repeat(ids.shape[1], 1)
+            copies[torch.arange(ids.shape[1]), torch.arange(ids.shape[1])] = tok.eos_token_id
+            _, b = run(copies)
+            b = b.mean(0, keepdim=True)
+        x = torch.cat([b + (a - b) * k / steps for k in range(steps)]).requires_grad_(True)
+        with torch.enable_grad():
+            out, _ = run(ids.repeat(steps, 1), x)
+            prob = torch.softmax(out.logits[:, -1].float(), -1)[:, target]
+            (g,) = torch.autograd.grad(prob.sum(), x)
+        total += g.sum(0) * a0[0] / steps
+        prompt += greedy
+    return total
+
+
+def test_memla4mke_scores_equal_direct_gradients(default_lm):
+    """The default method on the real model and tokenizer (BOS in the answer ids, greedy extension)."""
+    lm = default_lm
+    assert len(lm.tokenizer.encode(ANSWER)) >= 2
+    att = attribute_batch(lm, [(PROMPT, ANSWER, "en")], AttributionConfig(method="memla4mke", steps=2))[0]
+    for layer in (0, lm.adapter.n_layers - 1):
+        want = garns_layer(lm, layer)
+        scale = float(want.abs().max())
+        assert scale > 0
+        torch.testing.assert_close(att.scores[layer], want, atol=2e-3 * scale, rtol=1e-3)
 
 
 def test_default_config_knowledge_neurons_cached(default_lm, tmp_path):

@@ -16,7 +16,7 @@ REC = Record.from_dict({"example_id": "it-france", "edit": {
 
 
 def test_rome_makes_the_new_answer_win_and_reverts_exactly(default_lm):
-    cov = CovarianceConfig(corpus=CorpusConfig(languages=("en", "zh"), samples_per_language=2, sample_tokens=24),
+    cov = CovarianceConfig(corpus=CorpusConfig(source="model", languages=("en", "zh"), samples_per_language=2, sample_tokens=24),
                            n_samples=4)
     editor = make_editor("rome", covariance=cov, n_context=0, v_steps=10)
     pre = new_vs_old(default_lm.model, default_lm.tokenizer, REC, "en")

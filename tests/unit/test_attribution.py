@@ -1,4 +1,5 @@
-"""Attribution equals a brute-force integrated-gradients reference on tiny models of every architecture."""
+"""The exact attribution (method="exact") equals a brute-force integrated-gradients reference on tiny models of
+every architecture; records, thresholds and the cache (both methods). The memla4mke variant has its own file."""
 from __future__ import annotations
 
 import pytest
@@ -84,7 +85,7 @@ def assert_close(got: torch.Tensor, want: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("baseline", ["eos_mean", "zero"])
 def test_matches_brute_force(lm, baseline):
-    cfg = AttributionConfig(steps=4, baseline=baseline)
+    cfg = AttributionConfig(method="exact", steps=4, baseline=baseline)
     got = attribute_prompt(lm, PROMPT, ANSWER, "en", cfg)
     assert got.dtype == torch.float32 and got.shape == (lm.adapter.n_layers, lm.adapter.n_neurons)
     assert_close(got, brute_force(lm, PROMPT, ANSWER, "en", 4, baseline, "prob"))
@@ -98,7 +99,7 @@ def test_answer_is_multi_token(lm):
 
 def test_logprob_target_matches_brute_force():
     lm = tiny_model("llama")
-    got = attribute_prompt(lm, PROMPT, ANSWER, "en", AttributionConfig(steps=3, target="logprob"))
+    got = attribute_prompt(lm, PROMPT, ANSWER, "en", AttributionConfig(method="exact", steps=3, target="logprob"))
     assert_close(got, brute_force(lm, PROMPT, ANSWER, "en", 3, "eos_mean", "logprob"))
 
 
@@ -109,12 +110,13 @@ def test_baselines_differ():
     assert not torch.allclose(eos, zero, atol=1e-6)
 
 
-def test_batched_prompts_and_chunks_equal_single_prompts():
+@pytest.mark.parametrize("method", ["exact", "memla4mke"])
+def test_batched_prompts_and_chunks_equal_single_prompts(method):
     """Prompts of different lengths/languages in one batch, split into odd chunks, give the same scores."""
     lm = tiny_model("qwen2")
     items = [(PROMPT, ANSWER, "en"), ("日本的首都是", "東京", "zh"), ("La capitale de la Pologne est", "Varsovie", "fr")]
-    single = [attribute_prompt(lm, *item, AttributionConfig(steps=3)) for item in items]
-    batched = attribute_batch(lm, items, AttributionConfig(steps=3, max_rows=7))
+    single = [attribute_prompt(lm, *item, AttributionConfig(method=method, steps=3)) for item in items]
+    batched = attribute_batch(lm, items, AttributionConfig(method=method, steps=3, max_rows=7))
     for s, b in zip(single, batched):
         assert_close(b.scores, s)
 
@@ -131,15 +133,15 @@ def test_softcapped_logits_match_brute_force():
         if p.dim() == 2:
             p.data.normal_(0.0, 0.2)
     lm = wrap_model(model, tiny_tokenizer(), "tiny-softcap")
-    got = attribute_prompt(lm, PROMPT, ANSWER, "en", AttributionConfig(steps=3, vocab_chunk=100))
+    got = attribute_prompt(lm, PROMPT, ANSWER, "en", AttributionConfig(method="exact", steps=3, vocab_chunk=100))
     assert_close(got, brute_force(lm, PROMPT, ANSWER, "en", 3, "eos_mean", "prob"))
 
 
 def test_completeness_improves_with_steps():
     """Sum of a layer's scores -> F(actual) - F(baseline) as the Riemann sum refines."""
     lm = tiny_model("llama")
-    coarse = attribute_batch(lm, [(PROMPT, ANSWER, "en")], AttributionConfig(steps=3))[0]
-    fine = attribute_batch(lm, [(PROMPT, ANSWER, "en")], AttributionConfig(steps=200))[0]
+    coarse = attribute_batch(lm, [(PROMPT, ANSWER, "en")], AttributionConfig(method="exact", steps=3))[0]
+    fine = attribute_batch(lm, [(PROMPT, ANSWER, "en")], AttributionConfig(method="exact", steps=200))[0]
     assert fine.completeness_error < 0.02
     assert fine.completeness_error < coarse.completeness_error
     assert float(fine.deltas.abs().max()) > 0
@@ -164,6 +166,7 @@ def test_same_config_same_numbers():
 @pytest.mark.parametrize("kwargs, field", [({"steps": 1}, "steps"), ({"baseline": "mask"}, "baseline"),
                                            ({"target": "logit"}, "target"), ({"threshold": 1.5}, "threshold"),
                                            ({"answer": "false"}, "answer"), ({"max_rows": 0}, "max_rows"),
+                                           ({"method": "garns"}, "method"),
                                            ({"vocab_chunk": 0}, "vocab_chunk")])
 def test_config_errors_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"AttributionConfig.{field}"):
@@ -220,6 +223,10 @@ def test_knowledge_neurons_union_over_prompts_and_cache(tmp_path):
     # ... but steps, baseline and target do
     knowledge_neurons(lm, record, "en", AttributionConfig(steps=4, use_paraphrases=False), cache)
     assert len(list(tmp_path.rglob("*.safetensors"))) == n_files + 1
+    # ... and so does the method: the two variants never share a cache entry
+    exact = record_attributions(lm, record, "en", AttributionConfig(method="exact", steps=3), cache)["en"]
+    assert len(list(tmp_path.rglob("*.safetensors"))) == n_files + 3
+    assert not torch.allclose(exact[0].scores, first[0].scores)
 
 
 def test_cache_hit_computes_nothing(tmp_path, monkeypatch):
@@ -241,11 +248,12 @@ def test_neurons_from_attributions_requires_input():
         neurons_from_attributions([], 0.3)
 
 
-def test_loop_reference_equals_batched(lm):
+@pytest.mark.parametrize("method", ["exact", "memla4mke"])
+def test_loop_reference_equals_batched(lm, method):
     """The benchmark's knowledge-neurons style loop computes the same quantity."""
     from memla_utils.attribution import attribute_prompt_loop
 
-    cfg = AttributionConfig(steps=5)
+    cfg = AttributionConfig(method=method, steps=5)
     assert_close(attribute_prompt_loop(lm, PROMPT, ANSWER, "en", cfg, batch_size=2),
                  attribute_prompt(lm, PROMPT, ANSWER, "en", cfg))
 

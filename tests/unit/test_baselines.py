@@ -24,7 +24,7 @@ from memla_utils.mkeb.record import Record
 from memla_utils.testing import tiny_model
 from memla_utils.text import encode_prompt
 
-COV = CovarianceConfig(corpus=CorpusConfig(languages=("en", "zh"), samples_per_language=2, sample_tokens=12),
+COV = CovarianceConfig(corpus=CorpusConfig(source="model", languages=("en", "zh"), samples_per_language=2, sample_tokens=12),
                        n_samples=4)
 #: tiny random models need bigger target steps than the papers' 4B-parameter defaults
 LOCATE = dict(covariance=COV, n_context=0, v_steps=15, v_lr=1.0, clamp_norm_factor=50.0, v_weight_decay=0.01)

@@ -28,12 +28,15 @@ FACTS = {
 }
 
 
+RELATIONS = ("capital", "capital (second relation)")  # two relations: unrelated facts come from the other one
+
+
 def records() -> list[Record]:
     out = []
     for i in range(6):
         edit = {lang: EditTarget(FACTS[lang][i][0], FACTS[lang][i][1], FACTS[lang][i][3], FACTS[lang][i][2])
                 for lang in FACTS}
-        out.append(Record(example_id=f"r{i}", relation_description="capital", edit=edit,
+        out.append(Record(example_id=f"r{i}", relation_description=RELATIONS[i % 2], edit=edit,
                           neighborhood_prompts={"en": ["The capital of Germany is"]},
                           neighborhood_answers={"en": ["Berlin"]}))
     return out
@@ -80,9 +83,11 @@ def test_probe_set_excludes_edited_records_and_uses_true_answers():
     assert ("The capital of Germany is", "Berlin") not in probe.facts["en"]
     wider = build_probe_set(recs, ["en"], exclude=["r0", "r1"], neighborhood=True)
     assert ("The capital of Germany is", "Berlin") in wider.facts["en"]  # neighborhood facts are true facts too
-    assert probe.facts["fr"] == [] and probe.languages == ["en", "zh"]
-    with pytest.raises(ValueError, match="no true facts"):
-        build_probe_set(recs, ["fr"])
+    assert probe.facts["fr"] == [] and probe.languages == ["en", "zh", "fr"]  # fr: prose only
+    assert probe.relations["en"] == [RELATIONS[i % 2] for i in range(2, 6)]
+    with pytest.raises(ValueError, match="nothing to probe"):
+        build_probe_set(recs, ["fr"], text=None)
+    assert build_probe_set(recs, ["fr"]).text["fr"]  # prose is available in every MKEB language
 
 
 def test_sentence_nll_matches_a_manual_forward(lm):
@@ -116,7 +121,8 @@ def test_measure_is_deterministic_and_in_range(lm):
     a, b = measure(lm, probe), measure(lm, probe)
     assert a == b
     for lang in ("en", "zh"):
-        ppl, n_tok = a[(lang, "perplexity")]
+        ppl, n_tok = a[(lang, "perplexity")]   # on the prose, not on the facts
+        assert n_tok > 10 * len(probe.text[lang])
         assert ppl > 1.0 and math.isfinite(ppl) and n_tok > 0
         assert 0.0 <= a[(lang, "fact_accuracy")][0] <= 1.0
         assert a[(lang, "fact_accuracy")][1] == len(probe.facts[lang])
@@ -254,3 +260,49 @@ def test_plan_study_resolves_auto_for_small_and_full_runs():
     assert explicit.methods == ["ft"] and explicit.n_single == 4 and explicit.steps == () and explicit.n_edit == 4
     with pytest.raises(ValueError, match="general_records"):
         plan_study("auto", "many", "auto", ["memla"], 3)
+
+
+def test_perplexity_is_on_unrelated_prose_and_facts_exclude_the_edited_relation(lm):
+    """General ability is measured on text the edit never saw; same-relation facts are relation spill-over."""
+    from memla_utils.corpus import general_text
+    from memla_utils.general import score_text
+
+    recs = records()
+    probe = build_probe_set(recs, ["en"], exclude=["r0", "r1"])
+    assert probe.text["en"] == general_text("en")
+    assert not any("capital" in t.lower() and "Madrid" in t for t in probe.text["en"])
+    ref = score_text(lm, probe.text["en"])
+    m = measure(lm, probe, edited_relations={RELATIONS[0]})
+    assert m[("en", "perplexity")] == (pytest.approx(math.exp(ref.nll / ref.n_tokens)), ref.n_tokens)
+    other = [i for i, r in enumerate(probe.relations["en"]) if r != RELATIONS[0]]
+    assert m[("en", "fact_accuracy")][1] == len(other) == 2
+    assert m[("en", "relation_spillover_accuracy")][1] == 2
+    assert ("en", "relation_spillover_perplexity") in m
+    # with no relation edited there is no spill-over metric, and every fact counts as unrelated
+    none = measure(lm, probe)
+    assert ("en", "relation_spillover_perplexity") not in none and none[("en", "fact_accuracy")][1] == 4
+    # rows of a single edit: r0's relation is RELATIONS[0]
+    rows = single_edit_general(lm, recs[:1], build_probe_set(recs, ["en"], exclude=["r0"]), ["p"], "en",
+                               editors={"p": Perturb(0.2)})
+    acc = [r for r in rows if r["metric"] == "fact_accuracy"]
+    assert acc and acc[0]["n"] == 3  # r1, r3, r5: the other relation
+    assert [r["n"] for r in rows if r["metric"] == "relation_spillover_accuracy"] == [2]  # r2, r4: r0's relation
+    spill = [r for r in rows if r["metric"] == "relation_spillover_perplexity"]
+    assert spill and spill[0]["after"] != spill[0]["before"]
+
+
+def test_non_finite_general_ability_is_an_error_naming_method_and_record(lm):
+    class OverflowEdit(Perturb):
+        def edit(self, lm, record, language, **context):
+            pname = lm.adapter.down_proj_name(0) + ".weight"
+            with recording_edit(lm.model, [pname], self.name) as e:
+                dict(lm.model.named_parameters())[pname].data.fill_(3e38)  # finite weights, overflowing activations
+            return e
+
+    recs = records()
+    before = state(lm.model)
+    with pytest.raises(NonFiniteError, match=r"record .r0., method .nan-edit.*non-finite"):
+        single_edit_general(lm, recs[:1], build_probe_set(recs, ["en"], exclude=["r0"]), ["nan-edit"], "en",
+                            editors={"nan-edit": OverflowEdit(0.0, "nan-edit")})
+    after = state(lm.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # reverted although the metric failed

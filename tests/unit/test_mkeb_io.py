@@ -9,15 +9,24 @@ import pytest
 from memla_utils.mkeb import Record, RecordError, load_records, read_records, save_records, validate_record
 
 
+#: Each language's own text: load_records checks that a language's views are written in it.
+TEXT = {
+    "en": ("The capital of {} is", "{}'s capital city is", "The capital of Peru is", "In which country is {}?"),
+    "fr": ("La capitale de {} est", "La ville capitale de {} est", "La capitale du Pérou est",
+           "Dans quel pays se trouve {} ?"),
+    "zh": ("{}的首都是", "{}的首都城市是", "秘鲁的首都是", "{}位于哪个国家？"),
+}
+
+
 def make(i: int, langs=("en", "fr")) -> dict:
     return {
         "example_id": f"r{i}", "relation_description": "country → capital",
-        "edit": {l: {"prompt": "The capital of {} is", "subject": f"Land{i}", "target_new": "Paris",
+        "edit": {l: {"prompt": TEXT[l][0], "subject": f"Land{i}", "target_new": "Paris",
                      "target_true": f"City{i}"} for l in langs},
-        "paraphrase_prompts": {l: [f"Land{i}'s capital:"] for l in langs},
-        "neighborhood_prompts": {l: ["The capital of Peru is"] for l in langs},
+        "paraphrase_prompts": {l: [TEXT[l][1].format(f"Land{i}")] for l in langs},
+        "neighborhood_prompts": {l: [TEXT[l][2]] for l in langs},
         "neighborhood_answers": {l: ["Lima"] for l in langs},
-        "multi_hop_questions": {l: ["q?"] for l in langs},
+        "multi_hop_questions": {l: [TEXT[l][3].format(f"Land{i}")] for l in langs},
         "multi_hop_new_answer": {l: "France" for l in langs},
     }
 

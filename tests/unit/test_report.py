@@ -121,7 +121,7 @@ def test_latex_and_markdown_escape_special_characters():
 # ------------------------------------------------------------------------------------------ claims
 def test_claims_supported_when_memla_clearly_better():
     df = synthetic({"memla": 0.85, "memla-lse": 0.7, "memla-lie": 0.65, "memla-random": 0.5, "ft": 0.5,
-                    "rome": 0.6})
+                    "rome": 0.6}, n_records=24)
     claims = report.claims_table(df, boot=FAST)
     for key in ("cross_lingual", "zh_ru", "lse_lie", "multihop"):
         row = claim(claims, key)
@@ -132,10 +132,22 @@ def test_claims_supported_when_memla_clearly_better():
 
 
 def test_claims_not_supported_when_memla_worse_and_inconclusive_when_tied_at_small_n():
-    worse = report.claims_table(synthetic({"memla": 0.5, "ft": 0.8}), boot=FAST)
+    worse = report.claims_table(synthetic({"memla": 0.5, "ft": 0.8}, n_records=24), boot=FAST)
     assert claim(worse, "cross_lingual")["verdict"] == "not supported"
-    tied = report.claims_table(synthetic({"memla": 0.6, "ft": 0.6}, n_records=3, noise=0.2, seed=3), boot=FAST)
+    tied = report.claims_table(synthetic({"memla": 0.6, "ft": 0.6}, n_records=3, noise=0.2, seed=3), boot=FAST,
+                               config=report.ClaimConfig(min_n=2))
     assert claim(tied, "cross_lingual")["verdict"].startswith("inconclusive at n=3")
+
+
+def test_no_verdict_below_the_minimum_n():
+    """A clear effect on 8 records is still 'inconclusive (n too small)': verdicts need >= 20 records."""
+    small = report.claims_table(synthetic({"memla": 0.9, "ft": 0.3}), boot=FAST)
+    assert claim(small, "cross_lingual")["verdict"] == "inconclusive (n too small: n=8 < 20)"
+    assert report.MIN_N_FOR_VERDICT == 20 == report.ClaimConfig().min_n
+    assert report.verdict(CellStat(0.5, 0.4, 0.6, 19)).startswith("inconclusive (n too small")
+    assert report.verdict(CellStat(0.5, 0.4, 0.6, 20)) == "supported"
+    with pytest.raises(ValueError, match="min_n"):
+        report.ClaimConfig(min_n=0)
 
 
 def test_missing_inputs_give_not_measured_with_reason_never_an_error():
@@ -150,7 +162,7 @@ def test_missing_inputs_give_not_measured_with_reason_never_an_error():
 
 def test_general_claim_uses_tolerance_band():
     rows = []
-    for r in range(10):
+    for r in range(24):
         for lang in ("en", "zh"):
             rows.append({"setting": "single", "method": "memla", "n_edits": 1, "record": f"r{r}", "eval_lang": lang,
                          "metric": "perplexity", "before": 20.0, "after": 20.0 * (1 + 0.002 * (r % 3)), "n": 5})
@@ -164,11 +176,11 @@ def test_general_claim_uses_tolerance_band():
 
 
 def test_verdict_rules():
-    assert report.verdict(CellStat(0.1, 0.05, 0.15, 9)) == "supported"
-    assert report.verdict(CellStat(-0.1, -0.15, -0.05, 9)) == "not supported"
-    assert report.verdict(CellStat(0.0, -0.1, 0.1, 9)) == "inconclusive at n=9"
-    assert report.verdict(CellStat(0.01, -0.02, 0.03, 9), tolerance=0.05) == "supported"
-    assert report.verdict(CellStat(0.2, 0.1, 0.3, 9), tolerance=0.05) == "not supported"
+    assert report.verdict(CellStat(0.1, 0.05, 0.15, 29)) == "supported"
+    assert report.verdict(CellStat(-0.1, -0.15, -0.05, 29)) == "not supported"
+    assert report.verdict(CellStat(0.0, -0.1, 0.1, 29)) == "inconclusive at n=29"
+    assert report.verdict(CellStat(0.01, -0.02, 0.03, 29), tolerance=0.05) == "supported"
+    assert report.verdict(CellStat(0.2, 0.1, 0.3, 29), tolerance=0.05) == "not supported"
 
 
 def test_suppression_effect_reads_both_layouts():
@@ -182,7 +194,9 @@ def test_suppression_effect_reads_both_layouts():
     assert stat2.mean == pytest.approx(0.4667, abs=1e-3)
     stat3, why = report.suppression_effect(pd.DataFrame({"x": [1]}), FAST)
     assert stat3 is None and "not understood" in why
-    assert claim(report.claims_table(None, suppression=long, boot=FAST), "suppression")["verdict"] == "supported"
+    assert claim(report.claims_table(None, suppression=long, boot=FAST, config=report.ClaimConfig(min_n=6)),
+                 "suppression")["verdict"] == "supported"
+    assert "n too small" in claim(report.claims_table(None, suppression=long, boot=FAST), "suppression")["verdict"]
     bad = claim(report.claims_table(None, suppression=pd.DataFrame({"x": [1]}), boot=FAST), "suppression")
     assert bad["verdict"].startswith("not measured (suppression table columns")
 
@@ -266,3 +280,32 @@ def test_suppression_reads_notebook_02_sanity_effects_layout():
     stat, how = report.suppression_effect(pd.DataFrame(rows), FAST)
     assert stat.n == 5 and stat.mean == pytest.approx(0.55 - 0.02)  # enhancement rows (factor 2) are ignored
     assert "suppressed" in how
+
+
+def test_tables_name_the_manifest_they_come_from_and_the_digest_follows_the_inputs(tmp_path):
+    """claims.md (every report table) ends with ``source: <manifest> (provenance sha256 ...)``, recomputable from
+    the manifest; the same rows in another order name the same digest, a changed value another one."""
+    from memla_utils.manifest import provenance_digest, read_manifest
+
+    df = synthetic({"memla": 0.8, "ft": 0.5}, n_records=3, langs=("en", "zh"))
+    _write_run(tmp_path / "a", df)
+    report.write_report(tmp_path / "a", tmp_path / "fa", methods=["memla", "ft"], boot=FAST)
+    manifest = read_manifest(tmp_path / "fa")
+    digest = provenance_digest(manifest)
+    assert manifest["provenance"]["sha256"] == digest
+    line = f"source: {tmp_path / 'fa' / 'MANIFEST.json'} (provenance sha256 {digest[:16]})"
+    for name in ("claims", "main_comparison", "general_single"):
+        assert (tmp_path / "fa" / "tables" / f"{name}.md").read_text().splitlines()[-1] == line
+        assert (tmp_path / "fa" / "tables" / f"{name}.tex").read_text().splitlines()[-1] == f"% {line}"
+    assert "source:" not in (tmp_path / "fa" / "tables" / "claims.csv").read_text()
+
+    _write_run(tmp_path / "b", df.sample(frac=1.0, random_state=1))  # same rows, shuffled
+    report.write_report(tmp_path / "b", tmp_path / "fb", methods=["memla", "ft"], boot=FAST)
+    changed = df.copy()
+    changed.loc[0, "value"] = 1.0 - changed.loc[0, "value"]
+    _write_run(tmp_path / "c", changed)
+    report.write_report(tmp_path / "c", tmp_path / "fc", methods=["memla", "ft"], boot=FAST)
+    strip = {k: v for k, v in manifest["parameters"].items() if k != "run_dir"}
+    b, c = read_manifest(tmp_path / "fb"), read_manifest(tmp_path / "fc")
+    assert b["inputs"]["results_digest"] == manifest["inputs"]["results_digest"] != c["inputs"]["results_digest"]
+    assert {k: v for k, v in b["parameters"].items() if k != "run_dir"} == strip

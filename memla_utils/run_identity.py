@@ -1,0 +1,156 @@
+"""What a run was computed with, so that a run built in parts (sessions, shards) never mixes two versions.
+
+A multi-session run (the medium preset) appends results part by part. Every part must use the same code for
+attribution, editing and evaluation, the same pinned environment (lock file), the same model and the same
+records; otherwise its numbers are not one experiment. :func:`run_identity` hashes each of those;
+:func:`check_run_identity` records the identity in ``<run_dir>/run_identity.json`` when a run starts and
+refuses to append to a run whose recorded identity differs, saying what changed, unless told to start over
+(then the earlier results are moved aside, never deleted).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import PROJECT_ROOT, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+IDENTITY_FILE = "run_identity.json"
+
+#: The package files whose code decides each stage's numbers (paths relative to ``memla_utils/``; a folder
+#: means every ``*.py`` in it). Shared foundations (models, text, scoring, languages) count for every stage.
+STAGE_FILES: dict[str, tuple[str, ...]] = {
+    "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py"),
+    "attribution": ("attribution.py", "masks.py", "mask_files.py"),
+    "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
+    "evaluation": ("evaluate.py", "runner.py", "general.py"),
+}
+
+#: Lock files searched for in the project root, first found wins.
+LOCK_FILES: tuple[str, ...] = ("requirements.lock", "requirements-lock.txt", "requirements.txt")
+
+
+class RunIdentityError(RuntimeError):
+    """A run folder holds results computed with other code, environment, model or records."""
+
+
+def _files(entry: str) -> list[Path]:
+    path = PACKAGE_DIR / entry
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+    return [path] if path.is_file() else []
+
+
+def hash_files(paths: Iterable[Path], root: Path = PACKAGE_DIR) -> str:
+    """SHA-256 (first 16 hex digits) over the files' relative paths and bytes, in sorted order."""
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        h.update(str(p.relative_to(root)).encode("utf-8") + b"\0")
+        h.update(p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def code_hashes() -> dict[str, str]:
+    """One hash per stage of :data:`STAGE_FILES`."""
+    return {stage: hash_files([f for e in entries for f in _files(e)]) for stage, entries in STAGE_FILES.items()}
+
+
+def lock_hash(root: Path = PROJECT_ROOT) -> str | None:
+    """Hash of the project's lock file (``None`` when there is none: then nothing pins the environment)."""
+    for name in LOCK_FILES:
+        p = root / name
+        if p.is_file():
+            return f"{name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}"
+    return None
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Hashes of what decides a run's numbers (code per stage, lock file, model, records, run parameters)."""
+
+    code: dict[str, str]
+    lock: str | None
+    model: str
+    records: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def differences(self, other: RunIdentity) -> list[str]:
+        """Human-readable list of what differs from ``other`` (empty when identical)."""
+        out = []
+        for stage in sorted(set(self.code) | set(other.code)):
+            a, b = other.code.get(stage), self.code.get(stage)
+            if a != b:
+                out.append(f"code of stage {stage!r}: {a} -> {b}")
+        for name in ("lock", "model", "records"):
+            a, b = getattr(other, name), getattr(self, name)
+            if a != b:
+                out.append(f"{name}: {a} -> {b}")
+        for key in sorted(set(self.parameters) | set(other.parameters)):
+            a, b = other.parameters.get(key), self.parameters.get(key)
+            if a != b:
+                out.append(f"parameter {key!r}: {a!r} -> {b!r}")
+        return out
+
+
+def records_hash(records: Sequence[Any]) -> str:
+    """Hash of the records' contents, in order (``Record.content_hash`` of each)."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(str(r.content_hash()).encode("utf-8") + b"\n")
+    return h.hexdigest()[:16]
+
+
+def run_identity(model_fingerprint: str, records: Sequence[Any], parameters: dict[str, Any] | None = None,
+                 ) -> RunIdentity:
+    """The identity of a run on these records with this model and the checked-out code and lock file."""
+    return RunIdentity(code_hashes(), lock_hash(), model_fingerprint, records_hash(records),
+                       json.loads(json.dumps(parameters or {}, sort_keys=True, default=str)))
+
+
+def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: bool = False) -> Path:
+    """Record ``identity`` in a new run; refuse an existing run made with anything else.
+
+    Raises :class:`RunIdentityError` naming every difference (code per stage, lock file, model, records,
+    parameters) when ``run_dir`` was started with another identity and holds results. With ``restart=True``
+    the earlier contents are moved to ``<run_dir>/superseded-<UTC time>/`` and the run starts over.
+    Returns the identity file's path.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / IDENTITY_FILE
+    if path.is_file():
+        try:
+            old = RunIdentity(**json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as err:
+            raise RunIdentityError(f"{path}: unreadable run identity ({err}); move the run folder aside or "
+                                   "pass restart=True") from err
+        diff = identity.differences(old)
+        if not diff:
+            return path
+        if not restart:
+            raise RunIdentityError(
+                f"{run_dir} was started with other inputs, so its results cannot be extended: "
+                + "; ".join(diff) + ". Pass restart=True (notebook parameter restart_run=True) to move the earlier "
+                "results aside and start over, or check out the code and lock file the run was started with.")
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = run_dir / f"superseded-{stamp}"
+        aside.mkdir(parents=True)
+        for item in list(run_dir.iterdir()):
+            if item != aside and not item.name.startswith("superseded-"):
+                shutil.move(str(item), str(aside / item.name))
+        log.warning("%s: inputs changed (%s); earlier results moved to %s", run_dir, "; ".join(diff), aside)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, asdict(identity))
+    return path
+
+
+__all__ = ["IDENTITY_FILE", "RunIdentity", "RunIdentityError", "STAGE_FILES", "check_run_identity", "code_hashes",
+           "hash_files", "lock_hash", "records_hash", "run_identity"]

@@ -1,0 +1,160 @@
+"""The book's pieces that need no Sphinx build: claim evidence, glued values, the README table, staging."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import nbformat
+import pytest
+
+from memla_utils.book import readme_table
+from memla_utils.book.build import BookConfig, BookError, build_book, stage_notebooks
+from memla_utils.book.evidence import CLAIM_EVIDENCE, EvidenceError, cell_label, evidence_for, find_cell
+from memla_utils.book.values import GlueError, ValueRef, format_value, matches, read_raw
+from memla_utils.cache import PROJECT_ROOT
+
+FIGURES = PROJECT_ROOT / "figures"
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+
+
+def _claims() -> list[dict[str, str]]:
+    with open(FIGURES / "tables" / "claims.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# --- claim -> notebook cell, figure, table ----------------------------------------------------------------------
+
+def test_every_committed_claim_links_to_one_code_cell_and_existing_files():
+    for row in _claims():
+        ev = evidence_for(row["key"])
+        nb = nbformat.read(NOTEBOOKS / f"{ev.notebook}.ipynb", as_version=4)
+        assert nb.cells[find_cell(nb, ev.notebook, ev.cell_marker)].cell_type == "code"
+        shown = [s for s in ev.figures if (FIGURES / f"{s}.png").is_file()] + \
+                [s for s in ev.tables if (FIGURES / "tables" / f"{s}.csv").is_file()]
+        assert shown, f"claim {row['key']}: none of its figures/tables is in figures/"
+
+
+def test_evidence_errors_name_the_claim_and_the_notebook():
+    with pytest.raises(EvidenceError, match="'no_such_claim'.*CLAIM_EVIDENCE"):
+        evidence_for("no_such_claim")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = f(1)"), nbformat.v4.new_code_cell("f(2)"),
+                                         nbformat.v4.new_markdown_cell("f( in prose")])
+    with pytest.raises(EvidenceError, match="nbX: 0 code cells contain 'g\\('"):
+        find_cell(nb, "nbX", "g(")
+    with pytest.raises(EvidenceError, match="nbX: 2 code cells"):
+        find_cell(nb, "nbX", "f(")
+    assert find_cell(nb, "nbX", "x = f") == 0
+
+
+def test_cell_labels_are_distinct_per_cell():
+    pairs = {(e.notebook, e.cell_marker) for e in CLAIM_EVIDENCE.values()}
+    labels = {cell_label(*p) for p in pairs}
+    assert len(labels) == len(pairs)
+    assert cell_label("04_memla", "report.ablation_stats(") == "cell-04_memla-report-ablation-stats"
+
+
+# --- glued values ---------------------------------------------------------------------------------------------------
+
+def test_value_references_round_trip_and_reject_bad_input():
+    ref = ValueRef.parse("figures:tables/claims.csv#3/effect@pct")
+    assert (ref.root, ref.path, ref.locator, ref.fmt) == ("figures", "tables/claims.csv", "3/effect", "pct")
+    assert str(ref) == "figures:tables/claims.csv#3/effect@pct"
+    assert ValueRef.parse("run:batch_manifest.json#timings.04_memla.ipynb").fmt == "text"
+    for bad, why in [("claims.csv#0/effect", "expected root"), ("disk:t.csv#0/x", "root 'disk'"),
+                     ("figures:t.csv#0/x@percent", "format 'percent'"), ("figures:t.csv#effect", "<row>/<column>")]:
+        with pytest.raises(GlueError, match=why):
+            ValueRef.parse(bad)
+
+
+def test_read_raw_names_the_missing_file_row_column_or_key(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n1,x\n", encoding="utf-8")
+    (tmp_path / "m.json").write_text(json.dumps({"git": {"commit": "abc"}, "timings": {"01_x.ipynb": 2.5}}))
+    roots = {"figures": tmp_path, "run": tmp_path}
+    assert read_raw(ValueRef.parse("figures:t.csv#0/b"), roots) == "x"
+    assert read_raw(ValueRef.parse("run:m.json#git.commit"), roots) == "abc"
+    assert read_raw(ValueRef.parse("run:m.json#timings.01_x.ipynb@seconds"), roots) == 2.5
+    for ref, why in [("figures:t.csv#1/a", "1 data rows, no row 1"), ("figures:t.csv#0/c", "no column 'c'"),
+                     ("figures:u.csv#0/a", "does not exist"), ("run:m.json#git.branch", "no key 'branch'")]:
+        with pytest.raises(GlueError, match=why):
+            read_raw(ValueRef.parse(ref), roots)
+
+
+def test_formats_and_their_independent_check():
+    assert format_value("-0.0771605", "pct") == "-7.7"
+    assert format_value("0.674393", "pct") == "+67.4"
+    assert format_value("", "pct") == format_value(None, "int") == format_value("nan", "pct") == "—"
+    assert format_value("3", "int") == "3" and format_value(0.95, "level") == "95"
+    assert format_value(["en", "zh"], "text") == "en, zh" and format_value(123.4, "seconds") == "123"
+    assert matches("-7.7", "-0.0771605", "pct") and matches("−7.7", "-0.0771605", "pct")
+    assert not matches("-7.8", "-0.0771605", "pct")      # off by one rounding step
+    assert not matches("+7.7", "-0.0771605", "pct")      # wrong sign
+    assert not matches("0.0", "", "pct") and matches("—", "", "pct")  # a missing value never shows as a number
+    assert not matches("4", "3", "int") and matches("en, zh", ["en", "zh"], "text")
+    assert not matches("abc", "abd", "text")
+
+
+# --- staging: executed copies vs sources --------------------------------------------------------------------------
+
+def test_executed_mode_names_the_missing_copies(tmp_path):
+    cfg = BookConfig(notebooks="executed", run_dir=tmp_path / "run", out_dir=tmp_path / "book")
+    with pytest.raises(BookError, match=r"no executed copy of 00_environment_and_model.ipynb.*make paper"):
+        build_book(cfg)
+    with pytest.raises(BookError, match="notebooks='nope'"):
+        build_book(BookConfig(notebooks="nope", out_dir=tmp_path / "book"))
+
+
+def test_auto_mode_takes_the_executed_copy_where_there_is_one_and_marks_the_others(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "notebooks").mkdir(parents=True)
+    nb = nbformat.read(NOTEBOOKS / "04_memla.ipynb", as_version=4)
+    cell = nb.cells[find_cell(nb, "04_memla", "report.ablation_stats(")]
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="executed output\n")]
+    nbformat.write(nb, run_dir / "notebooks" / "04_memla.ipynb")
+    pages = stage_notebooks(BookConfig(notebooks="auto"), run_dir, tmp_path / "staged")
+    assert {p.stem: p.executed for p in pages}["04_memla"] is True
+    assert sum(p.executed for p in pages) == 1 and len(pages) == len(list(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))
+    staged = nbformat.read(tmp_path / "staged" / "04_memla.ipynb", as_version=4)
+    i = find_cell(staged, "04_memla", "report.ablation_stats(")
+    assert staged.cells[i].outputs[0]["text"] == "executed output\n"          # outputs kept, nothing re-run
+    assert staged.cells[i - 1].source == "(cell-04_memla-report-ablation-stats)="  # the claim's anchor
+    source_page = nbformat.read(tmp_path / "staged" / "05_baselines.ipynb", as_version=4)
+    assert "without outputs" in source_page.cells[1].source
+
+
+# --- README table ---------------------------------------------------------------------------------------------------
+
+def test_readme_results_table_matches_the_committed_claims_csv():
+    diff = readme_table.stale_diff(PROJECT_ROOT / "README.md", FIGURES)
+    assert diff == "", f"README.md is stale; run python -m memla_utils.book.readme_table --write\n{diff}"
+
+
+def test_readme_check_fails_when_the_claims_csv_changes(tmp_path):
+    figures = tmp_path / "figures"
+    shutil.copytree(FIGURES / "tables", figures / "tables")
+    readme = tmp_path / "README.md"
+    shutil.copy2(PROJECT_ROOT / "README.md", readme)
+    assert readme_table.stale_diff(readme, figures) == ""
+    rows = _claims()
+    rows[0]["effect"] = str(float(rows[0]["effect"]) + 0.01)  # one claim's effect moves by a point
+    with open(figures / "tables" / "claims.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    diff = readme_table.stale_diff(readme, figures)
+    assert "-| MEMLA beats the baselines on cross-lingual editing | not supported | -7.7" in diff
+    assert "+| MEMLA beats the baselines on cross-lingual editing | not supported | -6.7" in diff
+    assert readme_table.main(["--readme", str(readme), "--figures", str(figures)]) == 1
+    assert readme_table.main(["--readme", str(readme), "--figures", str(figures), "--write"]) == 0
+    assert readme_table.stale_diff(readme, figures) == ""
+    assert readme.read_text(encoding="utf-8").count("| MEMLA beats the baselines on cross-lingual") == 1
+
+
+def test_readme_markers_must_be_there_once():
+    with pytest.raises(readme_table.ReadmeTableError, match="found 0 and 0"):
+        readme_table.replace_block("# no markers\n", "x", where="R.md")
+    twice = f"{readme_table.START}\n{readme_table.END}\n{readme_table.START}\n{readme_table.END}\n"
+    with pytest.raises(readme_table.ReadmeTableError, match="found 2 and 2"):
+        readme_table.replace_block(twice, "x")
+    with pytest.raises(readme_table.ReadmeTableError, match="comes before"):
+        readme_table.replace_block(f"{readme_table.END}\n{readme_table.START}\n", "x")

@@ -1,0 +1,33 @@
+"""Seeded, stratified record selection (the medium preset's records)."""
+from __future__ import annotations
+
+import pytest
+
+from memla_utils.mkeb.record import EditTarget, Record
+from memla_utils.mkeb.select import relation_of, stratified_sample
+
+
+def recs() -> list[Record]:
+    out = []
+    for rel, n in (("capital", 5), ("currency", 7), ("language", 4)):
+        for i in range(n):
+            out.append(Record(f"{rel}:{i}", f"country → {rel}", {"en": EditTarget("{} x", "S", "a", "b")}))
+    return out
+
+
+def test_equal_counts_seeded_and_independent_of_other_relations():
+    a = stratified_sample(recs(), 3, seed=0)
+    assert [relation_of(r) for r in a[:3]] == ["country → capital", "country → currency", "country → language"]
+    assert {relation_of(r) for r in a} == {"country → capital", "country → currency", "country → language"}
+    assert all(sum(relation_of(r) == rel for r in a) == 3 for rel in {relation_of(r) for r in a})
+    assert a == stratified_sample(recs(), 3, seed=0)
+    assert a != stratified_sample(recs(), 3, seed=1)
+    # dropping another relation's records does not change this relation's draw
+    fewer = [r for r in recs() if not r.example_id.startswith("currency")]
+    caps = [r.example_id for r in a if r.example_id.startswith("capital")]
+    assert caps == [r.example_id for r in stratified_sample(fewer, 3) if r.example_id.startswith("capital")]
+
+
+def test_too_few_records_is_a_clear_error():
+    with pytest.raises(ValueError, match="'country → language': 4"):
+        stratified_sample(recs(), 5)
