@@ -64,7 +64,7 @@ def run(lm, records: Sequence[Any], languages: Sequence[str], *, pairs: int = 2,
     # one pair at a time (what a cold single call costs), then all pairs in one call (amortised)
     first, t_first = timed(lambda: attribute_batch(lm, items_of[0], cfg), lm.device)
     n_amort = len(all_pairs)
-    if n_amort > 1:
+    if n_amort > 1 and budget.seconds is not None:
         fit = int(0.6 * budget.remaining() / max(t_first, 1e-6))  # pessimistic: batching only makes it faster
         if fit < n_amort:
             budget.allows(t_first * n_amort, f"amortising over {n_amort} pairs (kept {max(1, fit)})")
