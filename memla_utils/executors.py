@@ -29,7 +29,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,8 @@ class UnitWorker:
 
         torch.set_num_threads(max(1, int(threads)))
         self.spec = spec
-        self.lm = spec.load()
+        with _first_load_lock(spec):
+            self.lm = spec.load()
         self.editors: dict[Any, Any] = {}
         self.preedit: dict[Any, Any] = {}
 
@@ -196,6 +198,27 @@ class UnitWorker:
         rows = run_unit(self.lm, unit, record, eval_languages, editor=editor, preedit=self.preedit[pkey],
                         config=config, masks=masks, cache=art)
         return self.lm.fingerprint, rows
+
+
+@contextmanager
+def _first_load_lock(spec: ModelSpec) -> Iterator[None]:
+    """Workers sharing a cache folder (the GPUs of one node, or a shared filesystem) dequantize the embedded
+    default model one at a time: the first writes it, the others then read it."""
+    if spec.factory is not None or spec.name != "default":
+        yield
+        return
+    import fcntl
+
+    from .cache import default_cache_root
+
+    root = default_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".default-model.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _cache(spec: tuple[str, bool] | None) -> ArtifactCache | None:
@@ -436,6 +459,8 @@ def _mask_refs(ray, pool: _Pool, todo: Sequence[Unit], by_id: dict[str, Record],
     for u in edited:
         if u.method in configs:
             jobs.setdefault((u.record, u.edit_lang, content_hash(repr(configs[u.method]))), configs[u.method])
+    if not jobs:
+        return out
     computed: dict[tuple[str, str, str], Any] = {}
     failed = _schedule(ray, pool, [(*k, v) for k, v in jobs.items()],
                        lambda actor, j: actor.masks.remote(by_id[j[0]], j[1], j[3], cache_spec),

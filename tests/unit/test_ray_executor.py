@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray cluster and its worker processes: about a minute per test
 
 from memla_utils import batch  # noqa: E402
 from memla_utils.cache import ArtifactCache  # noqa: E402
