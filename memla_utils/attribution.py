@@ -22,8 +22,10 @@ prompt position, with *only layer l* moved along the path (every other layer unt
    where ``baseline_activations`` is the unmodified forward's value, see ``get_baseline_with_activations``);
    ``b_i`` (``baseline="eos_mean"``) is the mean over copies of the prompt with *each* token in turn (BOS and
    the last token included) replaced by EOS (``garns.scaled_input``);
-4. multi-token answers: the answer ids are ``tokenizer.encode(answer)`` (special tokens included, no leading
-   space: ``KnowledgeNeurons._prepare_inputs``); token ``i`` is attributed at the last position of the prompt
+4. multi-token answers: memla4mke's answer ids are ``tokenizer.encode(answer)`` (special tokens included, no
+   leading space: ``KnowledgeNeurons._prepare_inputs``); here they come from this project's join (the answer
+   part of ``prompt + separator + answer`` tokenized as one string, no BOS: how text becomes tokens is this
+   project's rule, not memla4mke's); token ``i`` is attributed at the last position of the prompt
    text extended by ``i`` copies of the *greedy* next token of the original prompt (its ``baseline_outputs``
    are computed once, before the loop, so ``next_token_str`` never changes), re-tokenized; ``a_i`` and ``b_i``
    come from that extended prompt, but the multiplier ``a_0`` is the original prompt's value; the per-token
@@ -72,7 +74,7 @@ from tqdm.auto import tqdm
 from .cache import ArtifactCache, cache_key
 from .mkeb.record import Record, RecordError
 from .models import LoadedModel
-from .text import encode_answer, encode_prompt
+from .text import JOIN_VERSION, join_prompt_answer
 
 if TYPE_CHECKING:  # masks.py imports this module; the types are only needed for annotations here
     from .masks import NeuronMasks
@@ -325,8 +327,8 @@ def _prepare(lm: LoadedModel, prompt: str, answer: str, language: str, config: A
     if config.method == "memla4mke":
         return _prepare_memla4mke(lm, prompt, answer, language, config)
     tok = lm.tokenizer
-    p_ids = encode_prompt(tok, prompt)
-    a_ids = encode_answer(tok, answer, language, prompt)
+    joined = join_prompt_answer(tok, prompt, answer, language)
+    p_ids, a_ids = joined.prompt_ids, joined.answer_ids
     if not p_ids:
         raise ValueError(f"prompt {prompt!r} tokenizes to nothing")
     prep = _Prepared(prompt, answer, language, p_ids + a_ids[:-1], len(p_ids), a_ids)
@@ -342,13 +344,15 @@ def _prepare_memla4mke(lm: LoadedModel, prompt: str, answer: str, language: str,
                        ) -> list[_Prepared]:
     """memla4mke's multi-token handling (``garns.get_scores_for_layer``), one prepared sequence per answer token.
 
-    Answer ids = ``tokenizer.encode(answer)`` (``_prepare_inputs``: special tokens the tokenizer adds, e.g. BOS,
-    included; no separator). Token ``i``'s prompt is ``prompt + g * i`` (``prompt += next_token_str`` per token),
-    with ``g = tokenizer.decode(argmax)`` of the *original* prompt's clean logits, passed through
-    ``_prepare_inputs`` again (strip) and re-tokenized with the tokenizer's special tokens.
+    Answer ids: this project's join (:func:`memla_utils.text.join_prompt_answer`: the answer part of
+    ``prompt + separator + answer`` tokenized as one string), not memla4mke's ``tokenizer.encode(answer)``
+    (which puts BOS in front of the answer and drops the word-initial space): memla4mke decides the algorithm,
+    this project how text becomes tokens. Token ``i``'s prompt is ``prompt + g * i`` (``prompt +=
+    next_token_str`` per token), with ``g = tokenizer.decode(argmax)`` of the *original* prompt's clean logits,
+    passed through ``_prepare_inputs`` again (strip) and re-tokenized with the tokenizer's special tokens.
     """
     tok = lm.tokenizer
-    targets = list(tok.encode(answer))
+    targets = list(join_prompt_answer(tok, prompt, answer, language).answer_ids) if answer and answer.strip() else []
     if not answer or not answer.strip() or not targets:
         raise ValueError(f"answer {answer!r} of prompt {prompt!r} is empty or tokenizes to nothing")
     preps: list[_Prepared] = []
@@ -767,7 +771,7 @@ def record_items(record: Record, language: str, config: AttributionConfig) -> li
 def _item_key(lm: LoadedModel, record: Record, item: tuple[str, str, str], config: AttributionConfig) -> str:
     prompt, answer, language = item
     return cache_key("attribution", model=lm.fingerprint, dtype=str(lm.dtype), record=record.content_hash(),
-                     language=language, prompt=prompt, answer=answer, params=config.score_params())
+                     language=language, prompt=prompt, answer=answer, params=config.score_params(), join=JOIN_VERSION)
 
 
 def record_attributions(lm: LoadedModel, record: Record, languages: str | Sequence[str],

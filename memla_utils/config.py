@@ -58,7 +58,7 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
     # 00
     "probe_languages": Param(str, True, ("all",)),
     # 01
-    "shared_data_dir": Param(str), "known_only_demo": Param(bool),
+    "shared_data_dir": Param(str), "known_only_demo": Param(bool), "rebuild": Param(bool),
     # 02, 03, 04, 06: attribution and masks
     "attribution_prompts": Param(str), "attribution_method": Param(str), "max_records": Param(int),
     "steps": Param(int), "baseline": Param(str),

@@ -30,10 +30,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .cache import ArtifactCache, cache_key, content_hash
-from .languages import MKEB_LANGUAGES, answer_separator, validate_languages
+from .languages import MKEB_LANGUAGES, validate_languages
 from .mkeb.record import Record
 from .models import LoadedModel
-from .text import encode_prompt
+from .text import encode_prompt, join_text
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def write_records_corpus(records: Iterable[Record], path: str | Path) -> Path:
             pairs = [(v.prompt, v.target_true or v.target_new)]
             pairs += list(zip(v.neighborhood_prompts, v.neighborhood_answers))
             pairs += [(p, v.target_true or v.target_new) for p in v.paraphrase_prompts]
-            lines += [p + answer_separator(lang, p) + a for p, a in pairs]
+            lines += [join_text(p, a, lang)[0] for p, a in pairs if a.strip()]
     if not lines:
         raise ValueError("write_records_corpus: the records give no text")
     path = Path(path)

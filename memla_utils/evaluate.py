@@ -6,15 +6,21 @@ Semantics follow memla4mke ``utils/evaluator.py``:
   (compared as sums of log-probs), in the evaluation language.
 - **PS**: the same comparison on every paraphrase prompt, averaged.
 - **NS**: F1 between the *sets of token ids* of the greedy continuation (as many tokens as the answer) and of
-  the neighborhood answer (``calc_f1``), averaged over neighborhood prompts.
+  the neighborhood answer (``calc_f1``), averaged over neighborhood prompts. The answer's ids are those of the
+  joined text (:func:`memla_utils.text.join_prompt_answer`); the continuation starts from the normalised prompt.
 - **QS**: the same F1 on the multi-hop questions against ``multi_hop_new_answer``.
 
 Labelled variants (not in the paper): ``*_token_acc`` / ``*_exact_match`` (teacher-forced argmax accuracy of
 target_new), ``NS_text_f1`` / ``QS_text_f1`` (SQuAD-style bag-of-words F1 on decoded text, characters for
 zh/ja/th) and ``NS_vs_unedited`` (F1 of the continuation against the *unedited* model's continuation: locality
 relative to the model before editing). A metric whose fields a record lacks is ``None`` ("not available"),
-never 0. The one deliberate difference to memla4mke: greedy decoding appends token ids instead of decoding
-and re-tokenising the text after every step (identical for the usual case, and well defined for zh/ja/th).
+never 0. Deliberate differences to memla4mke: greedy decoding appends token ids instead of decoding and
+re-tokenising the text after every step (identical for the usual case, and well defined for zh/ja/th), and a
+continuation stops at the model's first EOS (:func:`greedy_continuations`): memla4mke, one prompt at a time,
+kept predicting after EOS; batched generation pads finished rows instead, so EOS and padding ids counted as
+predicted tokens and a prompt's NS depended on the other prompts in its batch. Now EOS ends the continuation
+(it and anything after it are not predicted tokens), so NS / QS do not depend on batch size, composition or
+padding side.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ from .languages import NO_SPACE_LANGUAGES
 from .mkeb.record import LanguageView, Record
 from .models import LoadedModel
 from .scoring import score_answers
-from .text import encode_answer, pad_prompts
+from .text import JOIN_VERSION, encode_answer, encode_prompt, normalize_prompt, pad_prompts
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +111,97 @@ def text_f1(prediction: str, reference: str, language: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------- model calls
+def eos_token_ids(lm: LoadedModel) -> list[int]:
+    """Every id that ends a continuation: the tokenizer's EOS and the model config's and generation config's
+    ``eos_token_id`` (an int or a list, e.g. Gemma 3 instruct's ``<eos>`` and ``<end_of_turn>``)."""
+    found: set[int] = set()
+    sources = (getattr(lm.tokenizer, "eos_token_id", None), getattr(lm.model.config, "eos_token_id", None),
+               getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None))
+    for src in sources:
+        if src is None:
+            continue
+        found.update(int(i) for i in ([src] if isinstance(src, int) else src))
+    return sorted(found)
+
+
+def cut_at_eos(ids: Sequence[int], eos_ids: Sequence[int] | set[int]) -> list[int]:
+    """The ids before the first EOS (EOS and whatever follows it, padding included, are not predicted tokens)."""
+    stop = set(eos_ids)
+    out: list[int] = []
+    for i in ids:
+        if i in stop:
+            break
+        out.append(int(i))
+    return out
+
+
+@torch.no_grad()
+def _greedy_cache_free(lm: LoadedModel, rows: list[list[int]], steps: list[int], eos: set[int],
+                       pad: int) -> list[list[int]]:
+    """Greedy decoding with right padding and no KV cache: every step re-runs the unfinished rows in full."""
+    seqs = [list(r) for r in rows]
+    out: list[list[int]] = [[] for _ in rows]
+    done = [k <= 0 for k in steps]
+    while True:
+        active = [b for b in range(len(rows)) if not done[b]]
+        if not active:
+            return out
+        width = max(len(seqs[b]) for b in active)
+        ids = torch.full((len(active), width), pad, dtype=torch.long)
+        att = torch.zeros_like(ids)
+        for i, b in enumerate(active):
+            ids[i, :len(seqs[b])] = torch.tensor(seqs[b])
+            att[i, :len(seqs[b])] = 1
+        last = att.sum(1) - 1
+        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device)).logits
+        nxt = logits[torch.arange(len(active), device=logits.device), last.to(logits.device)].argmax(-1).tolist()
+        for b, t in zip(active, nxt):
+            if t in eos:
+                done[b] = True
+                continue
+            out[b].append(int(t))
+            seqs[b].append(int(t))
+            done[b] = len(out[b]) >= steps[b]
+
+
 @torch.no_grad()
 def greedy_continuations(lm: LoadedModel, prompts: Sequence[str], n_tokens: Sequence[int], *,
-                         batch_size: int = 16) -> list[list[int]]:
-    """Greedy (argmax) continuation of each prompt, ``n_tokens[i]`` token ids long (left-padded batches)."""
+                         batch_size: int = 16, padding_side: str = "left") -> list[list[int]]:
+    """Greedy (argmax) continuation of each prompt: at most ``n_tokens[i]`` token ids, stopped at the first EOS.
+
+    Generation starts from :func:`memla_utils.text.normalize_prompt` of each prompt (as in the prompt/answer
+    join). Any of :func:`eos_token_ids` ends a continuation and is not part of it, so the result of one prompt
+    does not depend on ``batch_size``, on the other prompts in its batch or on ``padding_side``: ``"left"``
+    (default) uses ``model.generate`` with a KV cache on left-padded batches, ``"right"`` a cache-free loop
+    over right-padded rows (slower; a cross-check). Returns ``len(prompts)`` lists of ids (possibly empty).
+    """
     from transformers import GenerationConfig
 
     if len(prompts) != len(n_tokens):
         raise ValueError(f"{len(prompts)} prompts but {len(n_tokens)} lengths")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     tok = lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    eos = eos_token_ids(lm)
     out: list[list[int]] = []
     for s in range(0, len(prompts), batch_size):
-        chunk, lengths = list(prompts[s:s + batch_size]), list(n_tokens[s:s + batch_size])
+        chunk = [normalize_prompt(p) for p in prompts[s:s + batch_size]]
+        lengths = [int(k) for k in n_tokens[s:s + batch_size]]
+        if padding_side == "right":
+            rows = [encode_prompt(tok, p) for p in chunk]
+            out.extend(_greedy_cache_free(lm, rows, lengths, set(eos), pad))
+            continue
+        if max(lengths) <= 0:
+            out.extend([] for _ in chunk)
+            continue
         ids, att = pad_prompts(tok, chunk, side="left")
         gen = GenerationConfig(do_sample=False, max_new_tokens=max(lengths), pad_token_id=pad,
-                               eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+                               eos_token_id=eos or None, bos_token_id=tok.bos_token_id)
         seq = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device),
                                 generation_config=gen)
         new = seq[:, ids.shape[1]:].cpu()
-        out.extend(new[b, :k].tolist() for b, k in enumerate(lengths))
+        out.extend(cut_at_eos(new[b, :k].tolist(), eos) for b, k in enumerate(lengths))
     return out
 
 
@@ -242,7 +319,7 @@ class PreEditCache:
 
     def key(self, lm: LoadedModel, record: Record, language: str, config: EvalConfig) -> str:
         return cache_key("preedit", model=lm.fingerprint, record=record.content_hash(), language=language,
-                         config=config)
+                         config=config, join=JOIN_VERSION, continuation="stop-at-eos")
 
     def get(self, lm: LoadedModel, record: Record, language: str, config: EvalConfig | None = None
             ) -> LanguageEvaluation:
@@ -264,4 +341,5 @@ class PreEditCache:
 
 
 __all__ = ["EvalConfig", "LanguageEvaluation", "MetricValue", "PAPER_METRICS", "PreEditCache", "VARIANT_METRICS",
-           "Wrap", "evaluate_language", "greedy_continuations", "set_f1", "text_f1", "text_tokens"]
+           "Wrap", "cut_at_eos", "eos_token_ids", "evaluate_language", "greedy_continuations", "set_f1", "text_f1",
+           "text_tokens"]

@@ -39,7 +39,7 @@ from .mkeb.select import relation_of
 from .models import LoadedModel
 from .scoring import score_answers
 from .seeds import unit_seed
-from .text import encode_answer, encode_prompt
+from .text import encode_prompt, join_prompt_answer
 
 log = logging.getLogger(__name__)
 
@@ -182,15 +182,16 @@ def score_sentences(lm: LoadedModel, pairs: Sequence[tuple[str, str]], language:
                     batch_size: int = 16) -> SentenceScores:
     """Score true-fact sentences in one forward per batch (the vocabulary projection dominates the cost).
 
-    Prompt and answer are tokenized separately and joined as ids (never as text). A ``prefix`` (an in-context
+    Prompt and answer are joined by :func:`memla_utils.text.join_prompt_answer`. A ``prefix`` (an in-context
     edit's demonstrations) is prepended as context: conditioned on, not scored.
     """
     tok = lm.tokenizer
     ctx = encode_prompt(tok, prefix) if prefix else []
     rows, starts, answer_starts = [], [], []
     for prompt, answer in pairs:
-        p = list(tok(prompt, add_special_tokens=False)["input_ids"]) if ctx else encode_prompt(tok, prompt)
-        a = encode_answer(tok, answer, language, prompt)
+        joined = join_prompt_answer(tok, prompt, answer, language)
+        p = joined.prompt_ids[joined.n_special_prefix:] if ctx else joined.prompt_ids
+        a = joined.answer_ids
         rows.append(ctx + p + a)
         starts.append(max(1, len(ctx)))
         answer_starts.append(len(ctx) + len(p))

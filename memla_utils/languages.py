@@ -58,8 +58,8 @@ def validate_languages(languages: str | Iterable[str], *, allowed: Iterable[str]
 def answer_separator(language: str, prompt: str) -> str:
     """The text that goes between a prompt and its answer: a space in spaced scripts, nothing in zh/ja/th.
 
-    Used only to choose the answer's *first-token form* (word-initial or not); prompt and answer are always
-    tokenized separately and joined as token ids (see :mod:`memla_utils.text`).
+    The join itself (whitespace stripped at the join, then this separator, tokenized as one string) is
+    :func:`memla_utils.text.join_text` / :func:`memla_utils.text.join_prompt_answer`; this only names the separator.
     """
     if language in NO_SPACE_LANGUAGES or not prompt or prompt[-1].isspace():
         return ""

@@ -33,6 +33,18 @@ def tmp_cache(tmp_path, monkeypatch):
     return ArtifactCache(tmp_path / "cache")
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    """A fresh artifact cache and cleared in-memory covariances for one test module
+    (``pytestmark = pytest.mark.usefixtures("module_cache")``)."""
+    from memla_utils.covariance import clear_memory
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEMLA_CACHE", str(tmp_path_factory.mktemp("cache")))
+        clear_memory()
+        yield
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """One intra-op thread per test process: the suite runs as 2 xdist workers on 2 cores, and tiny-model ops

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..languages import answer_separator
 from ..mkeb.record import Record
 from ..models import LoadedModel
+from ..text import join_text
 from .base import BaseEditor, Edit, EditError, register_editor
 
 
@@ -39,8 +39,9 @@ class IkeConfig:
 
 
 def join(prompt: str, answer: str, language: str) -> str:
-    """A prompt followed by its answer as text, with the separator the language uses."""
-    return prompt + answer_separator(language, prompt) + answer
+    """A prompt followed by its answer as text (:func:`memla_utils.text.join_text`; an empty answer leaves the
+    prompt alone)."""
+    return join_text(prompt, answer, language)[0] if answer.strip() else prompt.rstrip()
 
 
 @register_editor("ike")

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..cache import ArtifactCache, cache_key
 from ..mkeb.record import Record
 from ..models import LoadedModel
-from ..text import PromptAnswerBatch, build_batch
+from ..text import JOIN_VERSION, PromptAnswerBatch, build_batch
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
 from .locate import add_to_down_proj, down_proj_param
 from .objective import answer_nll, edit_batch, logits_at
@@ -160,7 +160,7 @@ class MendEditor(BaseEditor):
         layers = self.layers_for(lm)
         cache = self.cache or ArtifactCache()
         key = cache_key("mend", model=lm.fingerprint, records=[r.content_hash() for r in train_records],
-                        config=cfg, layers=layers)
+                        config=cfg, layers=layers, join=JOIN_VERSION)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self._build_nets(lm, layers)

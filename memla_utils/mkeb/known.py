@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..cache import ArtifactCache, cache_key
 from ..models import LoadedModel
 from ..scoring import score_answers
-from ..text import encode_answer
+from ..text import JOIN_VERSION, encode_answer
 from .record import Record
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def is_known(loaded: LoadedModel, record: Record, language: str, *, config: Know
     cands = candidates(record, language, config)
     cache = cache if cache is not None else ArtifactCache()
     key = cache_key("known", model=loaded.fingerprint, record=record.content_hash(), language=language,
-                    candidates=cands, config=config)
+                    candidates=cands, config=config, join=JOIN_VERSION)
     hit = cache.get_json(key)
     if hit is not None:
         return bool(hit["known"])

@@ -36,6 +36,7 @@ from memla_utils.cache import ArtifactCache
 from memla_utils.masks import MaskConfig, notebook_mask_config
 from memla_utils.mkeb.record import EditTarget, Record
 from memla_utils.testing import TINY_ARCHITECTURES, tiny_model
+from memla_utils.text import join_prompt_answer
 
 PROMPT, ANSWER = "The capital of Japan is", "Tokyo"
 #: the module whose output memla4mke attributes, per tiny architecture (knowledge_neurons.py: input_ff_attr)
@@ -57,14 +58,19 @@ def point_module(lm, layer: int) -> torch.nn.Module:
 
 
 def garns_reference(lm, prompt: str, ground_truth: str, steps: int = 4, batch_size: int = 2,
-                    baseline: str = "eos_mean") -> torch.Tensor:
-    """``KnowledgeNeurons.get_scores`` of a ``garns`` instance (k_path=1), written as loops like the original."""
+                    baseline: str = "eos_mean", language: str = "en") -> torch.Tensor:
+    """``KnowledgeNeurons.get_scores`` of a ``garns`` instance (k_path=1), written as loops like the original.
+
+    One departure, the project's rule for how text becomes tokens: the answer ids are the answer part of the
+    joined prompt + answer (``join_prompt_answer``), not ``tokenizer.encode(ground_truth)`` (BOS + no space).
+    """
     tok, model = lm.tokenizer, lm.model
+    answer_ids = join_prompt_answer(tok, prompt, ground_truth, language).answer_ids
 
     def prepare_inputs(p: str):  # KnowledgeNeurons._prepare_inputs (decoder branch)
         p = p.replace("[MASK] .", "").strip()
         enc = tok(p, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, -1, tok.encode(ground_truth)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, -1, list(answer_ids)
 
     def forward(inputs, layer: int, replacement: torch.Tensor | None = None, mask_idx: int = -1):
         """model(**inputs) with register_hook (read) or patch.Patch (replace) on the attributed module."""
@@ -192,17 +198,18 @@ def test_matches_released_algorithm(lm):
     assert_close(got, garns_reference(lm, PROMPT, ANSWER, steps=4, batch_size=2))
 
 
-def test_answer_ids_are_the_raw_encode_with_special_tokens(lm):
-    """The fixture's multi-token path is exercised: tokenizer.encode(answer) has several ids, BOS first here."""
-    ids = lm.tokenizer.encode(ANSWER)
-    assert len(ids) > 2 and ids[0] == lm.tokenizer.bos_token_id
+def test_answer_ids_come_from_the_join_not_the_raw_encode(lm):
+    """The multi-token path is exercised (several answer ids), and no BOS is attributed as an answer token."""
+    ids = join_prompt_answer(lm.tokenizer, PROMPT, ANSWER, "en").answer_ids
+    assert len(ids) >= 2 and lm.tokenizer.bos_token_id not in ids
 
 
 def test_zh_prompt_and_zero_baseline_match():
     lm = tiny_model("gemma3_text")
     got = attribute_prompt(lm, "日本的首都是", "東京", "zh", AttributionConfig(method="memla4mke", steps=4,
                                                                         baseline="zero"))
-    assert_close(got, garns_reference(lm, "日本的首都是", "東京", steps=4, batch_size=4, baseline="zero"))
+    assert_close(got, garns_reference(lm, "日本的首都是", "東京", steps=4, batch_size=4, baseline="zero",
+                                      language="zh"))
 
 
 def test_trailing_space_follows_the_reference():

@@ -50,12 +50,7 @@ TRAIN = [record(1, ("Japan", "Berlin", "Tokyo"), ("日本", "柏林", "东京"))
          record(3, ("Poland", "Rome", "Warsaw"), ("波兰", "罗马", "华沙"))]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEMLA_CACHE", str(tmp_path_factory.mktemp("cache")))
-        clear_memory()
-        yield
+pytestmark = pytest.mark.usefixtures("module_cache")  # a fresh artifact cache for this module (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from memla_utils.languages import answer_separator, validate_languages
 from memla_utils.mkeb.record import Record, RecordError
 from memla_utils.scoring import answer_logprob, score_answers
 from memla_utils.testing import tiny_model, tiny_tokenizer
-from memla_utils.text import build_batch, encode_answer, encode_prompt
+from memla_utils.text import build_batch, encode_answer, encode_prompt, join_prompt_answer
 
 
 def test_unknown_language_lists_supported():
@@ -32,7 +32,8 @@ def test_answer_separator_depends_on_script():
 def test_prompt_answer_join_is_token_level():
     tok = tiny_tokenizer()
     batch = build_batch(tok, ["法国的首都是", "The capital is"], ["巴黎", "Paris"], ["zh", "en"])
-    p0, a0 = encode_prompt(tok, "法国的首都是"), encode_answer(tok, "巴黎", "zh", "法国的首都是")
+    joined = join_prompt_answer(tok, "法国的首都是", "巴黎", "zh")  # one string, split at the prompt's end
+    p0, a0 = joined.prompt_ids, encode_answer(tok, "巴黎", "zh", "法国的首都是")
     assert batch.input_ids[0, : len(p0) + len(a0)].tolist() == p0 + a0
     # the answer mask marks the positions whose logits predict answer tokens
     assert batch.answer_targets[0][batch.answer_mask[0]].tolist() == a0

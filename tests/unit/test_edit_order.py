@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from memla_utils.config import ALL_METHODS
-from memla_utils.covariance import CorpusConfig, CovarianceConfig, clear_memory
+from memla_utils.covariance import CorpusConfig, CovarianceConfig
 from memla_utils.editors import EDITORS, Edit, EditError, applied_edits, load_all, make_editor, recording_edit
 from memla_utils.masks import NeuronMasks, RecordMasks
 from memla_utils.mkeb.record import EditTarget, Record
@@ -34,12 +34,7 @@ A, B = record(0, "France", "Tokyo", "Paris"), record(1, "Spain", "Rome", "Madrid
 TRAIN = [record(5, "Japan", "Berlin", "Tokyo"), record(6, "Poland", "Lisbon", "Warsaw")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEMLA_CACHE", str(tmp_path_factory.mktemp("cache")))
-        clear_memory()
-        yield
+pytestmark = pytest.mark.usefixtures("module_cache")  # a fresh artifact cache for this module (conftest)
 
 
 @pytest.fixture(scope="module")

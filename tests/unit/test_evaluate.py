@@ -16,7 +16,7 @@ from memla_utils.evaluate import (
 )
 from memla_utils.mkeb.record import EditTarget, Record
 from memla_utils.scoring import score_answers
-from memla_utils.testing import tiny_model
+from memla_utils.testing import TINY_ARCHITECTURES, tiny_model
 from memla_utils.text import encode_answer
 
 
@@ -133,3 +133,95 @@ def test_limits_and_variants_switch(lm):
     m = evaluate_language(lm, full_record(), "en", config=EvalConfig(max_paraphrases=1, max_neighborhood=1,
                                                                      variants=False)).metrics
     assert m["PS"].n == 1 and m["NS"].n == 1 and set(m) == set(ev.PAPER_METRICS)
+
+
+# ----------------------------------------------------------------------------- EOS ends a continuation (§5)
+PROMPTS = ["The capital of France is", "日本の首都は", "La capital de España es muy", "เมืองหลวงของฝรั่งเศสคือ",
+           "The currency of Poland is the"]
+
+
+def _force_eos(lm, prompts: list[str]) -> tuple[str, list[int]]:
+    """Make EOS the argmax inside one prompt's greedy continuation, as an edited model may; return that prompt
+    and its continuation before EOS. The EOS output row becomes a scaled copy of the row of a token the
+    continuation produces at step >= 1 for the first time (step 0 if no prompt has one)."""
+    head, eos = lm.model.get_output_embeddings().weight, lm.tokenizer.eos_token_id
+    conts = greedy_continuations(lm, prompts, [8] * len(prompts))
+    fresh = [(p, c, i) for p, c in zip(prompts, conts) for i in range(1, 8) if c[i] not in c[:i]]
+    prompt, before, step = fresh[0] if fresh else (prompts[0], conts[0], 0)
+    for scale in (2.0, 0.5):
+        head.data[eos] = head.data[before[step]] * scale
+        after = greedy_continuations(lm, [prompt], [8])[0]
+        after = after[:after.index(eos)] if eos in after else after
+        if len(after) <= step and after == before[:len(after)]:  # EOS at `step` (or already earlier)
+            return prompt, after
+    raise AssertionError("could not make EOS the argmax")
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_continuations_stop_at_eos_and_do_not_depend_on_the_batch(arch):
+    lm = tiny_model(arch, seed=1)
+    prompt, stopped = _force_eos(lm, PROMPTS)
+    lengths = [8, 4, 6, 3, 5]
+    prompts = [prompt] + [p for p in PROMPTS if p != prompt]
+    alone = [greedy_continuations(lm, [p], [k])[0] for p, k in zip(prompts, lengths)]
+    assert alone[0] == stopped and len(stopped) < 8  # stopped at EOS: EOS and padding are not predicted tokens
+    assert all(len(c) <= k and not {lm.tokenizer.eos_token_id, lm.tokenizer.pad_token_id} & set(c)
+               for c, k in zip(alone, lengths))
+    for side in ("left", "right"):
+        for bs in (1, 2, 3, 8):
+            assert greedy_continuations(lm, prompts, lengths, batch_size=bs, padding_side=side) == alone, (side, bs)
+        order = [4, 0, 2, 1, 3]  # another composition: other neighbours, other padding widths
+        got = greedy_continuations(lm, [prompts[i] for i in order], [lengths[i] for i in order], batch_size=2,
+                                   padding_side=side)
+        assert got == [alone[i] for i in order], side
+
+
+def test_ns_does_not_depend_on_batch_size():
+    lm = tiny_model("llama", seed=1)
+    rec = full_record()
+    prompt, stopped = _force_eos(lm, rec.neighborhood_prompts["en"])
+    by_size = [evaluate_language(lm, rec, "en", config=EvalConfig(batch_size=bs)) for bs in (1, 2, 16)]
+    for key in ("NS", "QS", "NS_text_f1", "QS_text_f1"):
+        assert by_size[0].metrics[key] == by_size[1].metrics[key] == by_size[2].metrics[key], key
+    assert by_size[0].continuations == by_size[1].continuations == by_size[2].continuations
+    i = rec.neighborhood_prompts["en"].index(prompt)
+    assert by_size[2].continuations["NS"][i] == stopped[:len(encode_answer(lm.tokenizer, ["Tokyo", "Madrid"][i],
+                                                                            "en", prompt))]
+
+
+def test_eos_ids_include_the_generation_config():
+    lm = tiny_model("qwen2", seed=2)
+    base = greedy_continuations(lm, [PROMPTS[0]], [4])[0]
+    assert ev.eos_token_ids(lm) == [lm.tokenizer.eos_token_id]
+    lm.model.generation_config.eos_token_id = [lm.tokenizer.eos_token_id, base[1]]
+    assert ev.eos_token_ids(lm) == sorted({lm.tokenizer.eos_token_id, base[1]})
+    for side in ("left", "right"):
+        assert greedy_continuations(lm, [PROMPTS[0]], [4], padding_side=side)[0] == base[:1]
+    assert ev.cut_at_eos([5, 6, 1, 0, 0], [1]) == [5, 6] and ev.cut_at_eos([1, 5], {1}) == []
+
+
+def test_generation_starts_from_the_normalised_prompt(lm):
+    assert greedy_continuations(lm, ["The capital of France is  "], [3]) == \
+        greedy_continuations(lm, ["The capital of France is"], [3])
+
+
+@pytest.mark.integration
+def test_real_model_continuations_do_not_depend_on_the_batch(default_lm):
+    """Gemma 3 270M, EOS made the argmax inside one continuation (as after an edit): the same continuations
+    alone, in any batch, with either padding."""
+    lm = default_lm
+    prompts = ["The capital of France is Paris. The capital of Japan is", "法国的首都是", "日本の首都は",
+               "The mother tongue of Marie Curie is", "เมืองหลวงของฝรั่งเศสคือ"]
+    head = lm.model.get_output_embeddings().weight
+    eos = lm.tokenizer.eos_token_id
+    saved = head.data[eos].clone()
+    try:
+        forced, stopped = _force_eos(lm, prompts)
+        lengths = [8 if p == forced else 4 for p in prompts]
+        alone = [greedy_continuations(lm, [p], [k])[0] for p, k in zip(prompts, lengths)]
+        assert alone[prompts.index(forced)] == stopped and len(stopped) < 8
+        for side in ("left", "right"):
+            assert greedy_continuations(lm, prompts, lengths, batch_size=8, padding_side=side) == alone, side
+        assert greedy_continuations(lm, prompts[::-1], lengths[::-1], batch_size=2) == alone[::-1]
+    finally:
+        head.data[eos] = saved

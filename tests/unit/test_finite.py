@@ -144,10 +144,17 @@ def test_general_ability_raises_naming_record_and_method(monkeypatch):
             single_edit_general(lm, [rec(0)], probe, ["ft"], "en", config=GeneralConfig())
     finally:
         handle.remove()
-    real = general.measure
-    monkeypatch.setattr(general, "measure", lambda lm_, probe_, *, edit=None, batch_size=16: {
-        k: ((float("nan"), n) if edit is not None else (v, n)) for k, (v, n) in
-        real(lm_, probe_, edit=edit, batch_size=batch_size).items()})
+    real = general.score_probe
+
+    def nan_after_edit(lm_, probe_, *, edit=None, batch_size=16):
+        scores = real(lm_, probe_, edit=edit, batch_size=batch_size)
+        if edit is not None:  # the edited model's prose NLL comes out NaN
+            for sc in scores.values():
+                if sc.text is not None:
+                    sc.text.nll = float("nan")
+        return scores
+
+    monkeypatch.setattr(general, "score_probe", nan_after_edit)
     from memla_utils.editors import make_editor
 
     with pytest.raises(NonFiniteError, match=r"record 'r0', method 'ft'.*after editing"):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from memla_utils.editors import BaseEditor, EditError, recording_edit
+from memla_utils.finite import NonFiniteError
 from memla_utils.general import (
     GeneralConfig,
     build_probe_set,

@@ -8,7 +8,6 @@ import pytest
 
 from memla_utils.mkeb import Record, RecordError, load_records, read_records, save_records, validate_record
 
-
 #: Each language's own text: load_records checks that a language's views are written in it.
 TEXT = {
     "en": ("The capital of {} is", "{}'s capital city is", "The capital of Peru is", "In which country is {}?"),

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from memla_utils.covariance import CorpusConfig, CovarianceConfig, clear_memory
+from memla_utils.covariance import CorpusConfig, CovarianceConfig
 from memla_utils.manifest import build_manifest, skipped_in
 from memla_utils.masks import NeuronMasks, RecordMasks
 from memla_utils.mkeb.record import EditTarget, Record
@@ -41,12 +41,7 @@ def masks(record, lang):
                        NeuronMasks.from_sets({1: [4]}, 64))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEMLA_CACHE", str(tmp_path_factory.mktemp("cache")))
-        clear_memory()
-        yield
+pytestmark = pytest.mark.usefixtures("module_cache")  # a fresh artifact cache for this module (conftest)
 
 
 @pytest.fixture(scope="module")

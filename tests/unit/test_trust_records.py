@@ -13,7 +13,7 @@ import unicodedata
 import pytest
 import torch
 
-from memla_utils.covariance import CorpusConfig, CovarianceConfig, clear_memory
+from memla_utils.covariance import CorpusConfig, CovarianceConfig
 from memla_utils.editors import EditError, make_editor
 from memla_utils.editors.locate import Request, subject_last_position
 from memla_utils.evaluate import evaluate_language
@@ -121,12 +121,7 @@ COV = CovarianceConfig(corpus=CorpusConfig(languages=("en", "zh"), samples_per_l
 LOCATE = dict(covariance=COV, n_context=0, v_steps=2, v_lr=1.0, clamp_norm_factor=50.0, v_weight_decay=0.01)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEMLA_CACHE", str(tmp_path_factory.mktemp("cache")))
-        clear_memory()
-        yield
+pytestmark = pytest.mark.usefixtures("module_cache")  # a fresh artifact cache for this module (conftest)
 
 
 def slotless(prompt: str, subject: str, lang: str = "en") -> Record:
