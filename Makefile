@@ -85,3 +85,13 @@ test-notebooks: setup kernel
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+## Every GPU figure in one command on random weights of real shapes (gemma3-270m, llama3-8b; bfloat16), planned
+## to finish within 8 minutes on one H100/H200. Needs only torch, transformers and peft in the system python (no
+## `make setup`: the GPU machine reaches no package registry). One JSON per benchmark + suite.json go to OUT.
+## CPU smoke test of the same command: make bench-gpu OUT=/tmp/s BENCH_GPU_ARGS="--shape tiny"
+.PHONY: bench-gpu
+BENCH_GPU_ARGS ?=
+bench-gpu:
+	@test -n "$(OUT)" || { echo "usage: make bench-gpu OUT=<folder> [BENCH_GPU_ARGS='--shape tiny ...']" >&2; exit 2; }
+	$(PYTHON) -m benchmarks.gpu_suite --out "$(OUT)" $(BENCH_GPU_ARGS)

@@ -8,7 +8,8 @@ prompts).
 
 Usage:
     MEMLA_CACHE=... .venv/bin/python benchmarks/bench_attribution_methods.py --records 2 --languages en,zh
--> prints a table, writes benchmarks/results/attribution_methods_<device>.json
+    python -m benchmarks.bench_attribution_methods --init random --shape gemma3-270m --device cuda --dtype bfloat16
+-> prints a table, writes benchmarks/results/attribution_methods_<device>[_random-<shape>].json (or --out)
 """
 from __future__ import annotations
 
@@ -17,39 +18,49 @@ import dataclasses
 import json
 import logging
 import platform
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.common import (
+    MKEB_PATH,
+    add_model_args,
+    bench_records,
+    default_out,
+    environment,
+    fixed_work,
+    load_lm,
+    spearman,
+    write_json,
+)
 
 
-def main() -> None:
-    from scipy.stats import spearmanr
-
+def main(argv: Sequence[str] | None = None) -> None:
     from memla_utils.attribution import METHODS, AttributionConfig, neurons_from_attributions, record_attributions
-    from memla_utils.cache import PROJECT_ROOT, ArtifactCache
+    from memla_utils.cache import ArtifactCache
     from memla_utils.masks import jaccard
-    from memla_utils.mkeb import load_records
-    from memla_utils.models import load_model
+    from memla_utils.shapes import shape_summary
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32")
+    add_model_args(ap)
     ap.add_argument("--records", type=int, default=2)
     ap.add_argument("--languages", default="en,zh")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threshold", type=float, default=0.3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--mkeb", default=str(PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl"))
-    args = ap.parse_args()
+    ap.add_argument("--mkeb", default=str(MKEB_PATH))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
+    args.threads = args.threads or 1  # this benchmark's default: one thread
     langs = [s.strip() for s in args.languages.split(",") if s.strip()]
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    records = load_records(args.mkeb, languages=langs, n=args.records)
+    lm = load_lm(args)
+    records = bench_records(args.records, langs, args.mkeb)
     off = ArtifactCache(enabled=False)
     base = AttributionConfig(steps=args.steps, threshold=args.threshold)
     record_attributions(lm, records[0], langs[0], dataclasses.replace(base, steps=2, use_paraphrases=False), off)
@@ -69,17 +80,15 @@ def main() -> None:
             row["answer_ids_memla4mke"] = len(lm.tokenizer.encode(atts["exact"][0].answer))
             row["n_shared"] = (sets["memla4mke"] & sets["exact"]).total
             row["jaccard"] = round(jaccard(sets["memla4mke"], sets["exact"]), 4)
-            row["spearman"] = round(sum(float(spearmanr(a.scores.flatten().numpy(), b.scores.flatten().numpy())
-                                              .statistic) for a, b in zip(atts["memla4mke"], atts["exact"]))
+            row["spearman"] = round(sum(spearman(a.scores, b.scores) for a, b in zip(atts["memla4mke"], atts["exact"]))
                                     / len(atts["exact"]), 4)
             rows.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
-    out = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype), "threads": args.threads,
+    out = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype), "threads": torch.get_num_threads(),
            "steps": args.steps, "threshold": args.threshold, "machine": platform.processor() or platform.machine(),
-           "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"attribution_methods_{lm.device.type}.json"
-    path.write_text(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
+           "rows": rows, "environment": environment(lm.device), "model_shape": shape_summary(lm),
+           "fixed_work": fixed_work(lm)}
+    path = write_json(args.out or default_out("attribution_methods", lm), out)
     print(f"wrote {path}")
 
 

@@ -4,6 +4,7 @@
     python -m memla_utils.batch --preset full                    # 12 languages, all methods, GPU
     python -m memla_utils.batch -p n_records=5 -p languages=en,zh,ru
     python -m memla_utils.batch --matrix "languages=en,zh,fr;en,de" --models default,Qwen/Qwen2.5-0.5B
+    python -m memla_utils.batch --preset full --executor ray --address auto   # units as Ray tasks on a cluster
 
 Executed notebooks go to ``<run_dir>/notebooks/``; a failure stops the chain with a message naming the
 notebook and the cell's error. ``--matrix``/``--models`` run the whole chain once per combination, each in its
@@ -241,6 +242,26 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     return result
 
 
+def executor_environment(executor: str, address: str | None = None) -> dict[str, str]:
+    """Hand ``--executor``/``--address`` to the notebooks' kernels (which inherit this process's environment):
+    ``run_experiment`` reads ``$MEMLA_EXECUTOR`` / ``$MEMLA_RAY_ADDRESS`` (see :mod:`memla_utils.executors`).
+    Checks that ray is importable before any notebook runs. Returns the variables set."""
+    import os
+
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise BatchError("--executor ray needs ray in this environment: pip install '.[cluster]'") from None
+    env = {"MEMLA_EXECUTOR": executor}
+    if address:
+        env["MEMLA_RAY_ADDRESS"] = address
+    else:
+        os.environ.pop("MEMLA_RAY_ADDRESS", None)
+    os.environ.update(env)
+    return env
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m memla_utils.batch", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,13 +277,25 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kernel", default=KERNEL, help="Jupyter kernel (default: memla)")
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    ap.add_argument("--executor", choices=("local", "ray"), default=None,
+                    help="where run_experiment runs its units (notebooks 04-06): in the notebook's process, or as "
+                         "Ray tasks, one GPU each (pip install .[cluster]); passed on as $MEMLA_EXECUTOR "
+                         "(default: leave the environment as it is, i.e. local)")
+    ap.add_argument("--address", default=None,
+                    help="with --executor ray: the Ray cluster to join ('auto' = the one this node belongs to, "
+                         "or host:port); without it each notebook starts a local cluster")
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.address and args.executor != "ray":
+        ap.error("--address needs --executor ray")
     try:
+        if args.executor:
+            executor_environment(args.executor, args.address)
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         plans = plan_runs(args.preset, parse_assignments(args.param), parse_matrix(args.matrix), models)
         paths = notebooks(args.notebooks_dir, [o.strip() for o in args.only.split(",") if o.strip()])

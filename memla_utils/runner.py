@@ -299,7 +299,11 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     ``train_records`` (disjoint from ``records``) go to ``editor.fit`` once per method (MEND, IKE);
     ``masks(record, edit_lang)`` supplies precomputed MEMLA masks (else MEMLA computes them through
     attribution); ``cache`` is passed to editors and keeps the unedited evaluations.
+    ``MEMLA_EXECUTOR=ray`` in the environment runs the units as Ray tasks instead (:mod:`memla_utils.executors`).
     """
+    if os.environ.get("MEMLA_EXECUTOR", "local").strip().lower() not in ("", "local"):  # see run_with_executor
+        return run_with_executor(lm, records, methods, edit_languages, eval_languages, run_dir, shard,
+                                 train_records=train_records, masks=masks, config=config, cache=cache)
     config = config or RunnerConfig()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -462,6 +466,74 @@ def language_matrix(df: pd.DataFrame, method: str, metric: str) -> pd.DataFrame:
     return mat.reindex(index=ordered(mat.index), columns=ordered(mat.columns))
 
 
+# ------------------------------------------------------------------------------------------ other executors
+# Hooks for executors that run units elsewhere (memla_utils.executors: Ray tasks). They repeat run_experiment's
+# preparation and per-unit body with the same helpers, so a unit gives the same rows wherever it runs and every
+# executor writes the same resumable files.
+def plan_units(records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str],
+               eval_languages: Sequence[str], run_dir: str | Path, shard: str = "0/1", *, model: Any,
+               train_records: Sequence[Record] = (), config: RunnerConfig | None = None
+               ) -> tuple[list[Unit], list[Record], Path]:
+    """run_experiment's preparation without running anything: ``(the shard's unfinished units, the records
+    kept by the pre-flight, the shard's JSONL file)``. Checks, pre-flight and manifest as in run_experiment;
+    ``model`` needs only ``name`` and ``fingerprint`` (the driver of a cluster need not load the weights)."""
+    config = config or RunnerConfig()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ids = {r.example_id for r in records}
+    overlap = sorted(ids & {r.example_id for r in train_records})
+    if overlap:
+        raise ValueError(f"train_records and evaluated records share example_id(s) {overlap[:5]}: the training "
+                         f"split must be disjoint from the records being edited")
+    kept, skipped = preflight(records, methods, edit_languages, eval_languages, config,
+                              already_skipped=skipped_records(run_dir))
+    units = work_units(kept, methods, edit_languages, include_unedited=config.include_unedited)
+    _write_manifest(run_dir, model, units, eval_languages, skipped)
+    done = finished_units(run_dir)
+    todo = [u for u in shard_units(units, shard) if u.as_tuple() not in done]
+    log.info("shard %s: %d units to run (%d already finished)", shard, len(todo), len(shard_units(units, shard)) - len(todo))
+    return todo, kept, _shard_file(run_dir, shard)
+
+
+def run_unit(lm: LoadedModel, unit: Unit, record: Record, eval_languages: Sequence[str], *, editor: Any,
+             preedit: PreEditCache, config: RunnerConfig, masks: RecordMasks | Exception | None = None,
+             cache: ArtifactCache | None = None) -> list[dict[str, Any]]:
+    """The rows of one unit exactly as run_experiment computes them (one edit, evaluated, reverted); ``masks``
+    that failed to compute (an exception) make the edit an error row, as a failed edit is in run_experiment."""
+    with naming(f"method {UNEDITED!r} (reference for {unit.method!r}, edit language {unit.edit_lang!r})"):
+        refs = {lang: preedit.get(lm, record, lang, config.eval_config) for lang in eval_languages}
+    make_edit = None
+    if editor is not None:
+        context: dict[str, Any] = {"cache": cache}
+        if isinstance(masks, Exception):
+            make_edit = partial(_raise, masks)
+        else:
+            if masks is not None:
+                context["masks"] = masks
+            make_edit = partial(editor.edit, lm, record, unit.edit_lang, **context)
+    with naming(f"method {unit.method!r}, edit language {unit.edit_lang!r}"):
+        return _run_unit(lm, unit, record, make_edit, eval_languages, refs, config)
+
+
+def write_unit(path: str | Path, unit: Unit, rows: Sequence[dict[str, Any]]) -> None:
+    """Append one finished unit's rows and its ``done`` marker under one attempt id (the runner's row writer)."""
+    attempt = uuid.uuid4().hex[:12]
+    marker = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang, "kind": "done"}
+    _append(Path(path), [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
+
+
+def run_with_executor(lm: LoadedModel, records: Sequence[Record], methods: Sequence[str],
+                      edit_languages: Sequence[str], eval_languages: Sequence[str], run_dir: str | Path,
+                      shard: str = "0/1", **kwargs: Any) -> Path:
+    """run_experiment's arguments handed to the executor named by ``$MEMLA_EXECUTOR`` (``ray``; the address
+    from ``$MEMLA_RAY_ADDRESS``), which loads the model by ``lm.name`` in every worker."""
+    from .executors import run_experiment_ray, selected_executor
+
+    selected_executor()  # an unknown name is an error, not a silent local run
+    return run_experiment_ray(lm, records, methods, edit_languages, eval_languages, run_dir, shard, **kwargs)
+
+
 __all__ = ["COLUMNS", "NonFiniteError", "RunnerConfig", "UNEDITED", "Unit", "finished_units", "language_matrix",
-           "load_results", "merge_results", "parse_shard", "preflight", "run_experiment", "shard_units",
-           "skipped_records", "summarize", "work_units"]
+           "load_results", "merge_results", "parse_shard", "plan_units", "preflight", "run_experiment",
+           "run_unit", "run_with_executor", "shard_units", "skipped_records", "summarize", "work_units",
+           "write_unit"]

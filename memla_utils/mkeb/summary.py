@@ -5,15 +5,19 @@ Used by notebook 01, the card written next to the built benchmark, and the impor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ..languages import ordered
 from .record import Record
 
+if TYPE_CHECKING:  # pandas loads on first use: records, I/O, the builder and the editors import without it
+    import pandas as pd
+
 
 def counts_by_relation(records: Sequence[Record]) -> pd.DataFrame:
     """Records per relation (rows) and language (columns); a record counts in each language it has."""
+    import pandas as pd
+
     rows = [{"relation": r.meta.get("relation", r.relation_description or "?"), "language": lang}
             for r in records for lang in r.edit]
     if not rows:
@@ -26,6 +30,8 @@ def counts_by_relation(records: Sequence[Record]) -> pd.DataFrame:
 def coverage(records: Sequence[Record]) -> pd.DataFrame:
     """Per language: how many records have each field. A zero means "not available" for the metric using it
     (target_true → the true-answer metrics, neighborhood → NS, multi-hop → QS)."""
+    import pandas as pd
+
     langs = ordered({l for r in records for l in r.edit})
     table = {}
     for lang in langs:
@@ -42,6 +48,8 @@ def coverage(records: Sequence[Record]) -> pd.DataFrame:
 
 def coverage_by_dataset(datasets: Mapping[str, Sequence[Record]]) -> pd.DataFrame:
     """Long table: dataset × language × field counts, for comparing imported benchmarks."""
+    import pandas as pd
+
     frames = []
     for name, recs in datasets.items():
         df = coverage(recs).reset_index()
@@ -53,6 +61,8 @@ def coverage_by_dataset(datasets: Mapping[str, Sequence[Record]]) -> pd.DataFram
 def examples_table(records: Sequence[Record], languages: Sequence[str], *, per_language: int = 1,
                    relation: str | None = None) -> pd.DataFrame:
     """The first ``per_language`` records (optionally of one relation) shown in each language."""
+    import pandas as pd
+
     chosen = [r for r in records if relation is None or r.meta.get("relation") == relation][:per_language]
     rows = []
     for r in chosen:
