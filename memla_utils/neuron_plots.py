@@ -25,7 +25,8 @@ def _plt():
 
 def attribution_summary(attributions: Mapping[tuple[str, str], Sequence[PromptAttribution]]) -> pd.DataFrame:
     """One row per prompt: answer, target at the actual activations (summed over answer tokens: P(token | prefix)
-    for ``target="prob"``), maximum score, IG completeness error."""
+    for ``target="prob"``; for ``method="memla4mke"`` the prefixes are memla4mke's greedy-extended prompts),
+    maximum score, IG completeness error (of the path's IG sum, for either method)."""
     rows = []
     for (rid, lang), atts in attributions.items():
         for a in atts:

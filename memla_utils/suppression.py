@@ -2,8 +2,11 @@
 
 The knowledge-neurons claim the notebook tests rather than assumes: scaling a fact's neurons changes the
 probability of its true answer much more than scaling the same number of random neurons in the same layers.
-Neurons are scaled at the positions they were attributed at (the last prompt position and, for multi-token
-answers, the teacher-forced positions that predict the later answer tokens), as in knowledge-neurons.
+Neurons are scaled at the positions that predict the answer (the last prompt position and, for multi-token
+answers, the teacher-forced positions that predict the later answer tokens), as in knowledge-neurons; the
+scaling acts on the down projection's input (the neuron itself) for both attribution methods, including
+``memla4mke``, which attributes the gate's pre-activation output of the same neuron index and, for later answer
+tokens, greedy-extended rather than teacher-forced prompts.
 """
 from __future__ import annotations
 
