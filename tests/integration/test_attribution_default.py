@@ -7,10 +7,12 @@ import torch
 from memla_utils.attribution import AttributionConfig, attribute_batch, knowledge_neurons
 from memla_utils.cache import ArtifactCache
 from memla_utils.mkeb.record import EditTarget, Record
-from memla_utils.text import encode_answer, encode_prompt
+from memla_utils.text import encode_answer, encode_prompt, join_prompt_answer
 
 pytestmark = pytest.mark.integration
 PROMPT, ANSWER = "The capital of France is", "Paris"
+#: a multi-token answer for the memla4mke path (greedy extension per answer token)
+MT_PROMPT, MT_ANSWER = "The capital of Andorra is", "Andorra la Vella"
 
 
 
@@ -72,8 +74,8 @@ def garns_layer(lm, layer: int, steps: int = 2) -> torch.Tensor:
         finally:
             handle.remove()
 
-    target_label = tok.encode(ANSWER)
-    prompt = PROMPT
+    target_label = join_prompt_answer(tok, MT_PROMPT, MT_ANSWER, "en").answer_ids  # the project's answer ids
+    prompt = MT_PROMPT
     with torch.no_grad():
         first, a0 = run(torch.tensor([tok(prompt)["input_ids"]]))
     greedy = tok.decode(first.logits[0, -1].argmax().item())
@@ -97,10 +99,10 @@ def garns_layer(lm, layer: int, steps: int = 2) -> torch.Tensor:
 
 
 def test_memla4mke_scores_equal_direct_gradients(default_lm):
-    """The default method on the real model and tokenizer (BOS in the answer ids, greedy extension)."""
+    """The default method on the real model and tokenizer (the project's answer ids, greedy extension)."""
     lm = default_lm
-    assert len(lm.tokenizer.encode(ANSWER)) >= 2
-    att = attribute_batch(lm, [(PROMPT, ANSWER, "en")], AttributionConfig(method="memla4mke", steps=2))[0]
+    assert len(join_prompt_answer(lm.tokenizer, MT_PROMPT, MT_ANSWER, "en").answer_ids) >= 2
+    att = attribute_batch(lm, [(MT_PROMPT, MT_ANSWER, "en")], AttributionConfig(method="memla4mke", steps=2))[0]
     for layer in (0, lm.adapter.n_layers - 1):
         want = garns_layer(lm, layer)
         scale = float(want.abs().max())
