@@ -366,7 +366,8 @@ def build_mkeb(seed: int = 0, out_dir: str | Path = DEFAULT_OUT_DIR, *,
 
     def write() -> None:
         save_records(records, records_path)
-        write_card(records, stats, config, card_path, sha256=new_sha, records_name=records_name, sources=sources)
+        write_card(records, stats, config, card_path, sha256=new_sha, relations=RELATIONS,
+                   records_name=records_name, sources=sources)
 
     if not records_path.exists():
         write()

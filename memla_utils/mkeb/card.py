@@ -3,18 +3,15 @@ benchmark's content hash with the source versions that produced it (read back by
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..cache import atomic_path
 from .record import Record
 from .summary import counts_by_relation
-
-if TYPE_CHECKING:
-    from .builder import BuildConfig, BuildStats
 
 
 def _version(pkg: str) -> str:
@@ -78,11 +75,14 @@ def read_card_provenance(path: str | Path) -> CardProvenance | None:
     return CardProvenance(m["name"], m["sha"], sources)
 
 
-def render_card(records: Sequence[Record], stats: BuildStats, config: BuildConfig, *, sha256: str,
+def render_card(records: Sequence[Record], stats: Any, config: Any, *, sha256: str, relations: Mapping[str, Any],
                 records_name: str = "mkeb.jsonl", sources: SourceVersions | None = None) -> str:
     """The card's Markdown. ``sha256`` is the hex digest of the records file's bytes (the canonical content hash).
+
+    ``stats`` / ``config`` are the builder's ``BuildStats`` / ``BuildConfig`` and ``relations`` its
+    ``RELATIONS`` (passed in: the card sits below the builder and never imports it).
     """
-    from .builder import RELATIONS
+    RELATIONS = relations  # noqa: N806
 
     sources = sources or source_versions()
 
@@ -151,9 +151,10 @@ def render_card(records: Sequence[Record], stats: BuildStats, config: BuildConfi
     return "\n".join(lines)
 
 
-def write_card(records: Sequence[Record], stats: BuildStats, config: BuildConfig, path: Path, *, sha256: str,
-               records_name: str = "mkeb.jsonl", sources: SourceVersions | None = None) -> Path:
+def write_card(records: Sequence[Record], stats: Any, config: Any, path: Path, *, sha256: str,
+               relations: Mapping[str, Any], records_name: str = "mkeb.jsonl",
+               sources: SourceVersions | None = None) -> Path:
     with atomic_path(Path(path)) as tmp:
-        tmp.write_text(render_card(records, stats, config, sha256=sha256, records_name=records_name,
+        tmp.write_text(render_card(records, stats, config, sha256=sha256, relations=relations, records_name=records_name,
                                    sources=sources), encoding="utf-8")
     return Path(path)
