@@ -66,12 +66,19 @@ def main() -> None:
     masks = {r.example_id: compute_record_masks(lm, r, "en", mask_cfg, cache=cache) for r in records}
     masks_s = time.perf_counter() - start
     rows = []
+    per_record: list[dict] = []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = RunnerConfig(seed=seed, editor_overrides=mask_overrides(mask_cfg), progress=True)
             run_experiment(lm, records, methods, ["en"], ["en"], tmp, masks=lambda r, _l: masks[r.example_id],
                            config=cfg, cache=cache)
             df = load_results(tmp)
+        for (method, rid), d in df.groupby(["method", "record"], sort=False):
+            ns = d[(d["kind"] == "metric") & (d["metric"] == "NS")]["value"]
+            st = d[d["metric"] == "steps"]["value"]
+            per_record.append({"seed": seed, "method": method, "record": rid,
+                               "NS": float(ns.mean()) if len(ns) else None,
+                               "steps": int(st.iloc[0]) if len(st) else None})
         for method in ["unedited", *methods]:
             d = df[df["method"] == method]
             m = d[d["kind"] == "metric"].groupby("metric")["value"].mean()
@@ -94,6 +101,9 @@ def main() -> None:
                   "memla_mean_steps_at_least_3": bool(summary.loc["memla", "mean_steps"] >= 3)}
     print((summary * pd.Series({"ES": 100, "PS": 100, "NS": 100, "mean_steps": 1})).round(1).to_markdown())
     print(checks)
+    by_record = pd.DataFrame(per_record).pivot_table(index="record", columns="method", values="NS", aggfunc="mean")
+    print("NS per record (mean over seeds, %):")
+    print((100 * by_record).round(1).to_markdown())
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     out = Path(args.out) if args.out else RESULTS / f"memla_fidelity_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +112,9 @@ def main() -> None:
         "dtype": args.dtype, "records": [r.example_id for r in records], "edit_language": "en",
         "eval_language": "en", "seeds": seeds, "mask_config": {k: str(v) for k, v in vars(mask_cfg).items()},
         "masks_seconds": masks_s, "per_seed": rows,
-        "summary": {k: {c: float(v) for c, v in row.items()} for k, row in summary.iterrows()},
+        "per_record": per_record,
+        "summary": {k: {c: (float(v) if pd.notna(v) else None) for c, v in row.items()}
+                    for k, row in summary.iterrows()},
         "checks": checks, "seconds": time.perf_counter() - start}, indent=1), encoding="utf-8")
     log.info("wrote %s", out)
 
