@@ -49,12 +49,14 @@ Why it is fast (same numbers as the loop, see ``benchmarks/bench_attribution.py`
 neurons at position ``p`` changes nothing at positions ``< p`` and nothing below layer ``l``, so every (layer,
 step) *row* is a one-token continuation of the clean prompt's key/value cache: all rows of all layers, steps,
 answer tokens and prompts of a batch go through the model together as single tokens, chunked to fit memory
-(``max_rows``). Only that one position reaches the vocabulary projection, which is computed in vocabulary
+(``max_rows``), in one *staircase* forward per chunk (:mod:`memla_utils.attribution_stair`: layer ``j`` runs the
+rows scaling layers ``<= j``, so the matrix products see hundreds of rows; bloom's alibi falls back to one forward
+per scaled layer). Only that one position reaches the vocabulary projection, which is computed in vocabulary
 chunks with an online softmax that yields the gradient of ``log p(answer)`` with respect to the final hidden
 state in the same pass, in float32. Autograd then carries it back to the injected neurons. Two self-checks
 guard the shortcut: the projection must reproduce the model's own logits, and the ``alpha = 1`` rows must
-reproduce the clean forward (``memla4mke`` adds one ``alpha = 1`` row per path for this check and for the
-completeness log; it does not enter the scores). The completeness of IG (sum over a layer of ``(a - b)`` x
+reproduce the clean forward (``memla4mke`` adds ``alpha = 1`` rows at the first and last layer for this
+check; they do not enter the scores, and ``F(actual)`` for the completeness log is the clean value). The completeness of IG (sum over a layer of ``(a - b)`` x
 the mean gradient vs ``F(a) - F(b)``) is logged.
 """
 from __future__ import annotations
