@@ -30,7 +30,16 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import PROJECT_ROOT, RESULTS, add_model_args, bench_records, environment, load_lm, setup_logging, write_json
+from benchmarks.common import (
+    PROJECT_ROOT,
+    RESULTS,
+    add_model_args,
+    bench_records,
+    environment,
+    load_lm,
+    setup_logging,
+    write_json,
+)
 from benchmarks.reference import interleave, provenance, worker_package_root
 
 log = logging.getLogger("bench_baselines_speed")

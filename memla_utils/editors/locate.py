@@ -478,7 +478,7 @@ class LocateThenEdit(BaseEditor):
         return edit
 
 
-__all__ = ["LayerReads", "LocateConfig", "LocateThenEdit", "Request", "add_to_down_proj", "attention_module", "compute_keys",
-           "context_prefixes", "default_center_layer", "down_proj_param", "layer_reads", "layer_window", "least_squares_update",
-           "optimize_target", "rank_one_update", "read_outputs", "regularized", "subject_head",
-           "subject_last_position"]
+__all__ = ["LayerReads", "LocateConfig", "LocateThenEdit", "Request", "add_to_down_proj", "attention_module",
+           "compute_keys", "context_prefixes", "default_center_layer", "down_proj_param", "layer_reads",
+           "layer_window", "least_squares_update", "optimize_target", "rank_one_update", "read_outputs",
+           "regularized", "subject_head", "subject_last_position"]
