@@ -41,6 +41,7 @@ from ..mkeb.subjects import find_subject
 from ..models import LoadedModel, ModelAdapter
 from ..text import build_batch, encode_prompt, pad_prompts
 from .base import BaseEditor, Edit, EditError, recording_edit
+from .fast_forward import SuffixRunner, gather_head, run_until, split_rows
 from .objective import answer_nll, logits_at
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class LocateConfig:
     mom2_update_weight: float = 15000.0  # MEMIT GPT-J: λ in (λC + KKᵀ)
     cov_ridge: float = 1e-3            # ridge (x mean diag of C): our corpus is far smaller than 100k texts
     optimize_attention: bool = False   # PMET: also optimise the attention output (not used in the update)
+    #: exact shortcuts of :mod:`.fast_forward` (suffix-only steps from layer L on, logits only where the loss
+    #: reads, keys and outputs in one early-stopped forward); False = the full forwards of ROME's released code
+    fast_forward: bool = True
     covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
     seed: int = 0
 
@@ -210,11 +214,49 @@ def read_outputs(lm: LoadedModel, module: nn.Module, requests: Sequence[Request]
     return out[torch.arange(len(prompts)), pos.to(out.device)].to(torch.float64).cpu()
 
 
+# ------------------------------------------------------------------------------------------ keys and outputs, fast
+@dataclass
+class LayerReads:
+    """What one forward reads for a key/value solve (all float64, on CPU).
+
+    ``keys [N, n_neurons]``: mean over prefixes of the down-projection input at ``layer`` (:func:`compute_keys`);
+    ``bare_keys [N, n_neurons]``: the same on the bare prompt; ``outputs [N, hidden]``: ``module``'s output at
+    the bare prompt's subject token (:func:`read_outputs`).
+    """
+
+    keys: torch.Tensor
+    bare_keys: torch.Tensor
+    outputs: torch.Tensor
+
+
+@torch.no_grad()
+def layer_reads(lm: LoadedModel, layer: int, module_layer: int, module: nn.Module, requests: Sequence[Request],
+                prefixes: Sequence[str]) -> LayerReads:
+    """:func:`compute_keys` (with and without prefixes) and :func:`read_outputs` of ``module`` (which belongs
+    to decoder layer ``module_layer``) from one forward over the prefixed prompts, stopped once both layers ran."""
+    groups = list(dict.fromkeys([""] + list(prefixes)))
+    bare, idx = groups.index(""), [groups.index(p) for p in prefixes]
+    prompts = [p + r.view.prompt for r in requests for p in groups]
+    pos = torch.tensor([subject_last_position(lm.tokenizer, r, p) for r in requests for p in groups])
+    ids, att = pad_prompts(lm.tokenizer, prompts, side="right")
+    stop = module if module_layer >= layer else lm.adapter.down_proj(layer)
+    with lm.adapter.neuron_hook(layer, capture=True) as probe, _capture_output(module) as box:
+        run_until(lm.model, stop, input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), logits_to_keep=1)
+    rows = torch.arange(len(prompts))
+    acts = probe.activations[rows, pos.to(probe.activations.device)].to(torch.float64).cpu()
+    acts = acts.reshape(len(requests), len(groups), -1)
+    out = box["out"][rows, pos.to(box["out"].device)].to(torch.float64).cpu().reshape(len(requests), len(groups), -1)
+    return LayerReads(keys=acts[:, idx].mean(1), bare_keys=acts[:, bare], outputs=out[:, bare])
+
+
 # ------------------------------------------------------------------------------------------ target search
-def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Sequence[str],
-                    cfg: LocateConfig) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The vector ``δ`` ``[hidden]`` to add to ``layer``'s down-projection output at the subject's last token."""
-    tok, model, adapter = lm.tokenizer, lm.model, lm.adapter
+Objective = Any  # callable: deltas -> (nll, kl), both 0-d tensors
+
+
+def _full_objective(lm: LoadedModel, layer: int, request: Request, prefixes: Sequence[str],
+                    sites: Sequence[nn.Module]) -> tuple[list[torch.Tensor], Objective]:
+    """The reference objective: one full forward of the prefixed prompts, one of the bare subject (KL)."""
+    tok, model = lm.tokenizer, lm.model
     view = request.view
     prompts = [p + view.prompt for p in prefixes]
     batch = build_batch(tok, prompts, [view.target_new] * len(prompts), request.language).to(lm.device)
@@ -223,18 +265,12 @@ def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Seq
     kl_ids = torch.tensor([encode_prompt(tok, view.subject or view.prompt)], device=lm.device)
     kl_pos = torch.tensor([kl_ids.shape[1] - 1])
     kl_cols = kl_pos.to(lm.device)
-    sites: list[nn.Module] = [adapter.down_proj(layer)]
-    if cfg.optimize_attention:
-        sites.append(attention_module(adapter, layer))
-
     with torch.no_grad():
         ref = logits_at(model, kl_ids, torch.ones_like(kl_ids), kl_cols)
         ref_logp = torch.log_softmax(ref.float(), -1)[:, -1]
         init_norms = [read_outputs(lm, m, [request])[0].norm().float() for m in sites]
-    deltas = [torch.zeros(adapter.hidden_size, device=lm.device, requires_grad=True) for _ in sites]
-    opt = torch.optim.Adam(deltas, lr=cfg.v_lr)
-    history: list[float] = []
-    for _ in range(max(1, cfg.v_steps)):
+
+    def objective(deltas: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         with ExitStack() as stack:
             for m, d in zip(sites, deltas):
                 stack.enter_context(_add_at(m, d, rows, pos))
@@ -245,6 +281,99 @@ def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Seq
             kl_logits = logits_at(model, kl_ids, torch.ones_like(kl_ids), kl_cols)
             kl = F.kl_div(torch.log_softmax(kl_logits.float(), -1)[:, -1], ref_logp, log_target=True,
                           reduction="batchmean")
+        return nll, kl
+
+    return init_norms, objective
+
+
+def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: Sequence[str],
+                      sites: Sequence[nn.Module]) -> tuple[list[torch.Tensor], Objective]:
+    """The same objective from one suffix-only forward per step (:mod:`.fast_forward`).
+
+    Rows: the prefixed prompts + answer, then the bare subject (KL). Each row is split at its subject token (or
+    the last prompt token, if that comes first), layers below ``layer`` are replayed, and the head projects only
+    the answer-predicting positions and the KL position.
+    """
+    tok, model = lm.tokenizer, lm.model
+    view = request.view
+    prompts = [p + view.prompt for p in prefixes]
+    batch = build_batch(tok, prompts, [view.target_new] * len(prompts), request.language)
+    lengths = batch.attention_mask.sum(1).tolist()
+    rows = [batch.input_ids[b, :n].tolist() for b, n in enumerate(lengths)]
+    pos = [subject_last_position(tok, request, p) for p in prefixes]
+    p_lens, a_lens = batch.prompt_lengths.tolist(), batch.answer_lengths.tolist()
+    split = [min(q, pl - 1) for q, pl in zip(pos, p_lens)]
+    kl_row = encode_prompt(tok, view.subject or view.prompt)
+    rows.append(kl_row)
+    pos.append(len(kl_row) - 1)
+    split.append(len(kl_row) - 1)
+    n = len(prompts)
+    sel_rows, sel_cols, targets, owner = [], [], [], []
+    for b in range(n):
+        for j in range(a_lens[b]):
+            sel_rows.append(b)
+            sel_cols.append(p_lens[b] - 1 + j - split[b])
+            targets.append(rows[b][p_lens[b] + j])
+            owner.append(b)
+    sel_rows.append(n)
+    sel_cols.append(0)
+    dev = lm.device
+    sel_r, sel_c = torch.tensor(sel_rows), torch.tensor(sel_cols)
+    targets_t = torch.tensor(targets, device=dev)
+    owner_t = torch.tensor(owner, device=dev)
+    counts = torch.bincount(owner_t, minlength=n).float()
+    all_rows = torch.arange(n + 1)
+    delta_cols = torch.tensor([q - s for q, s in zip(pos, split)])
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    runner = SuffixRunner(model, lm.adapter, split_rows(rows, split, pad), first=layer)
+    with ExitStack() as stack:
+        boxes = [stack.enter_context(_capture_output(m)) for m in sites]
+        stack.enter_context(gather_head(model, sel_r, sel_c))
+        ref = runner.record().logits[0, -1]
+    ref_logp = torch.log_softmax(ref.float(), -1).unsqueeze(0)
+    if "" in prefixes:  # the bare prompt's row: the original outputs read_outputs would give
+        b = list(prefixes).index("")
+        init_norms = [box["out"][b, int(delta_cols[b])].norm().float() for box in boxes]
+    else:
+        init_norms = [read_outputs(lm, m, [request])[0].norm().float() for m in sites]
+
+    def objective(deltas: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with ExitStack() as stack:
+            for m, d in zip(sites, deltas):
+                stack.enter_context(_add_at(m, d, all_rows, delta_cols))
+            stack.enter_context(gather_head(model, sel_r, sel_c))
+            logits = runner.forward().logits[0].float()
+        logp = torch.log_softmax(logits[:-1], -1)
+        picked = logp.gather(-1, targets_t.unsqueeze(-1)).squeeze(-1)
+        per_row = torch.zeros(n, device=picked.device).index_add(0, owner_t, picked)
+        nll = (-per_row / counts.clamp(min=1.0)).mean()
+        kl = F.kl_div(torch.log_softmax(logits[-1:], -1), ref_logp, log_target=True, reduction="batchmean")
+        return nll, kl
+
+    return init_norms, objective
+
+
+def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Sequence[str],
+                    cfg: LocateConfig) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The vector ``δ`` ``[hidden]`` to add to ``layer``'s down-projection output at the subject's last token.
+
+    Loss per step (ROME's ``compute_v``): ``nll_loss_factor`` · mean answer NLL over the prefixed prompts +
+    ``kl_factor`` · KL(next-token distribution after the bare subject, before vs after) + ``v_weight_decay`` ·
+    (‖δ‖ / ‖original output‖)²; Adam, early stop at ``early_stop_nll``, norm clamp after every step.
+    ``cfg.fast_forward`` picks :func:`_suffix_objective` (default) or :func:`_full_objective` (same values up to
+    float rounding). Raises ``EditError`` on a non-finite loss.
+    """
+    adapter = lm.adapter
+    sites: list[nn.Module] = [adapter.down_proj(layer)]
+    if cfg.optimize_attention:
+        sites.append(attention_module(adapter, layer))
+    build = _suffix_objective if cfg.fast_forward else _full_objective
+    init_norms, objective = build(lm, layer, request, prefixes, sites)
+    deltas = [torch.zeros(adapter.hidden_size, device=lm.device, requires_grad=True) for _ in sites]
+    opt = torch.optim.Adam(deltas, lr=cfg.v_lr)
+    history: list[float] = []
+    for _ in range(max(1, cfg.v_steps)):
+        nll, kl = objective(deltas)
         decay = sum((d.norm() / n.clamp(min=1e-8)) ** 2 for d, n in zip(deltas, init_norms))
         loss = cfg.nll_loss_factor * nll + cfg.kl_factor * kl + cfg.v_weight_decay * decay
         history.append(float(nll.detach()))
@@ -349,7 +478,7 @@ class LocateThenEdit(BaseEditor):
         return edit
 
 
-__all__ = ["LocateConfig", "LocateThenEdit", "Request", "add_to_down_proj", "attention_module", "compute_keys",
-           "context_prefixes", "default_center_layer", "down_proj_param", "layer_window", "least_squares_update",
-           "optimize_target", "rank_one_update", "read_outputs", "regularized", "subject_head",
-           "subject_last_position"]
+__all__ = ["LayerReads", "LocateConfig", "LocateThenEdit", "Request", "add_to_down_proj", "attention_module",
+           "compute_keys", "context_prefixes", "default_center_layer", "down_proj_param", "layer_reads",
+           "layer_window", "least_squares_update", "optimize_target", "rank_one_update", "read_outputs",
+           "regularized", "subject_head", "subject_last_position"]

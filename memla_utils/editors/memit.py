@@ -17,6 +17,7 @@ from .locate import (
     add_to_down_proj,
     compute_keys,
     default_center_layer,
+    layer_reads,
     layer_window,
     least_squares_update,
     optimize_target,
@@ -57,11 +58,17 @@ class MemitEditor(LocateThenEdit):
             delta, search = optimize_target(lm, last, req, prefixes, cfg)
             deltas.append(delta)
             searches.append(search)
-        targets = read_outputs(lm, adapter.down_proj(last), requests) + torch.stack(deltas)
+        targets = None
         spread = []
         for i, layer in enumerate(layers):
-            keys = compute_keys(lm, layer, requests, prefixes)               # [N, n]
-            current = read_outputs(lm, adapter.down_proj(last), requests)   # [N, hidden]
+            if cfg.fast_forward:  # keys at `layer` and outputs at `last` from one forward, stopped after `last`
+                reads = layer_reads(lm, layer, last, adapter.down_proj(last), requests, prefixes)
+                keys, current = reads.keys, reads.outputs                  # [N, n], [N, hidden]
+            else:
+                keys = compute_keys(lm, layer, requests, prefixes)
+                current = read_outputs(lm, adapter.down_proj(last), requests)
+            if targets is None:  # nothing written yet: today's outputs + the searched vectors
+                targets = current + torch.stack(deltas)
             residual = (targets - current) / (len(layers) - i)
             upd = least_squares_update(regularized(covs[layer], cfg.cov_ridge), keys.T, residual.T,
                                        cfg.mom2_update_weight)

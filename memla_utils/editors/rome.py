@@ -15,6 +15,7 @@ from .locate import (
     add_to_down_proj,
     compute_keys,
     default_center_layer,
+    layer_reads,
     optimize_target,
     rank_one_update,
     read_outputs,
@@ -50,9 +51,13 @@ class RomeEditor(LocateThenEdit):
         info: dict[str, Any] = {"requests": []}
         for req in requests:  # several facts = sequential rank-one inserts
             delta, search = optimize_target(lm, layer, req, prefixes, cfg)
-            key = compute_keys(lm, layer, [req], prefixes)[0]
-            key_at_prompt = compute_keys(lm, layer, [req], [""])[0]
-            current = read_outputs(lm, adapter.down_proj(layer), [req])[0]
+            if cfg.fast_forward:
+                reads = layer_reads(lm, layer, layer, adapter.down_proj(layer), [req], prefixes)
+                key, key_at_prompt, current = reads.keys[0], reads.bare_keys[0], reads.outputs[0]
+            else:
+                key = compute_keys(lm, layer, [req], prefixes)[0]
+                key_at_prompt = compute_keys(lm, layer, [req], [""])[0]
+                current = read_outputs(lm, adapter.down_proj(layer), [req])[0]
             target = current + delta
             add_to_down_proj(adapter, layer, rank_one_update(cov, key, key_at_prompt, target - current))
             info["requests"].append(search)

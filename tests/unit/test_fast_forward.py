@@ -1,0 +1,77 @@
+"""The exact shortcuts of ``memla_utils.editors.fast_forward`` against the full forwards they replace.
+
+Suffix passes (prefix cache, per-row alignment, replayed lower layers, gathered head rows) must give the full
+forward's logits, and ROME/MEMIT/PMET/FT-L with ``fast_forward=True`` must write the same weights as with
+``fast_forward=False`` (the reference code path), up to float32 rounding, on several architectures.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memla_utils.covariance import CorpusConfig, CovarianceConfig
+from memla_utils.editors import make_editor
+from memla_utils.editors.fast_forward import SuffixRunner, gather_head, split_rows
+from memla_utils.mkeb.record import Record
+from memla_utils.testing import tiny_model
+
+pytestmark = pytest.mark.usefixtures("module_cache")
+
+ARCHS = ("llama", "gpt2", "gemma3_text", "bloom")
+COV = CovarianceConfig(corpus=CorpusConfig(source="model", languages=("en",), samples_per_language=2, sample_tokens=12),
+                       n_samples=2)
+#: as tests/unit/test_baselines.py (tiny random models need big steps), plus context prefixes of unequal length
+LOCATE = dict(covariance=COV, n_context=2, context_tokens=4, v_steps=6, v_lr=1.0, clamp_norm_factor=50.0,
+              v_weight_decay=0.01, early_stop_nll=0.0)
+OVERRIDES = {"rome": LOCATE, "memit": dict(LOCATE, mom2_update_weight=10.0, layers=(1, 2)),
+             "pmet": dict(LOCATE, mom2_update_weight=10.0, layers=(1, 2)), "ft-l": {"steps": 6, "layer": 1}}
+#: max |fast - full| over the edited weights, relative to max |full delta| (float32 rounding, amplified a little by
+#: Adam's normalisation over a few steps)
+REL_TOL = 1e-4
+
+REC = Record.from_dict({
+    "example_id": "r0",
+    "edit": {"en": {"prompt": "The capital of {} is", "subject": "France", "target_new": "Tokyo",
+                    "target_true": "Paris"}},
+    "paraphrase_prompts": {"en": ["France's capital city is"]},
+    "neighborhood_prompts": {"en": ["The capital of Italy is"]}, "neighborhood_answers": {"en": ["Rome"]}})
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_suffix_runner_gives_the_full_forwards_logits(arch):
+    lm = tiny_model(arch, n_layers=4)
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(3, 500, (n,), generator=g).tolist() for n in (7, 20, 12, 3)]
+    split = [3, 15, 0, 2]
+    runner = SuffixRunner(lm.model, lm.adapter, split_rows(rows, split, pad_id=0), first=2)
+    sel_r, sel_c, want = [], [], []
+    for b, (r, s) in enumerate(zip(rows, split)):
+        ids = torch.tensor([r])
+        full = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+        for p in range(s, len(r)):
+            sel_r.append(b), sel_c.append(p - s), want.append(full[p])
+    with torch.no_grad(), gather_head(lm.model, torch.tensor(sel_r), torch.tensor(sel_c)):
+        recorded = runner.record().logits[0]
+        replayed = runner.forward().logits[0]
+    want = torch.stack(want)
+    torch.testing.assert_close(recorded, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(replayed, recorded)  # replaying the recorded lower layers changes nothing
+
+
+def edited_delta(lm, method: str, fast: bool) -> dict[str, torch.Tensor]:
+    edit = make_editor(method, **OVERRIDES[method], fast_forward=fast).edit(lm, REC, "en")
+    out = {n: edit.edited[n] - edit.originals[n] for n in edit.edited}
+    edit.revert()
+    return out
+
+
+@pytest.mark.parametrize("arch", ("llama", "gpt2", "gemma3_text"))
+@pytest.mark.parametrize("method", list(OVERRIDES))
+def test_fast_path_writes_the_reference_paths_weights(arch, method):
+    lm = tiny_model(arch, n_layers=4)
+    full, fast = edited_delta(lm, method, False), edited_delta(lm, method, True)
+    assert full.keys() == fast.keys()
+    scale = max(float(d.abs().max()) for d in full.values())
+    assert scale > 0
+    worst = max(float((fast[n] - full[n]).abs().max()) for n in full)
+    assert worst <= REL_TOL * scale, f"{method} on {arch}: max |fast - full| {worst:.3g} vs max |delta| {scale:.3g}"
