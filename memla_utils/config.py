@@ -54,7 +54,7 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
     "model": Param(str), "device": Param(str), "dtype": Param(str), "seed": Param(int),
     "languages": Param(str, True, ("all",)), "edit_languages": Param(str, True, ("all",)),
     "n_records": Param(int), "methods": Param(str, True, ("all",)),
-    "run_dir": Param(str), "figures_dir": Param(str), "mkeb_path": Param(str),
+    "run_dir": Param(str), "figures_dir": Param(str), "mkeb_path": Param(str), "record_selection": Param(str),
     # 00
     "probe_languages": Param(str, True, ("all",)),
     # 01
@@ -159,6 +159,8 @@ class RunConfig:
     run_dir: Path = PROJECT_ROOT / "runs" / "small"
     figures_dir: Path = PROJECT_ROOT / "figures"
     mkeb_path: Path = PROJECT_ROOT / "data" / "mkeb" / "mkeb.jsonl"
+    record_selection: str = "first"  # "first" n_records of the file (small) | "stratified": equal counts per
+    #                                  relation, seeded by ``seed`` (medium; issue 16) -- mkeb.select.select_records
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -171,6 +173,8 @@ class RunConfig:
         unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown} in methods; available: {', '.join(ALL_METHODS)}")
+        if self.record_selection not in ("first", "stratified"):
+            raise ValueError(f"record_selection must be 'first' or 'stratified', got {self.record_selection!r}")
         if int(self.n_records) < 1:
             raise ValueError(f"n_records must be >= 1, got {self.n_records}")
         self.n_records = int(self.n_records)
@@ -200,6 +204,20 @@ class RunConfig:
         cfg.extra.update(extra)
         return cfg
 
+    def run_records(self, n_train: int = 0) -> tuple[list[Any], list[Any]]:
+        """The records this run evaluates and a disjoint training split of ``n_train`` (MEND, IKE), in its languages.
+
+        ``record_selection="first"`` reads only the first ``n_records + n_train`` records of ``mkeb_path``;
+        ``"stratified"`` reads all of them and draws equal counts per relation (``mkeb.select.split_records``).
+        Errors of the file or of the selection name the file, record or parameter.
+        """
+        from .mkeb import load_records
+        from .mkeb.select import split_records
+
+        n = self.n_records + int(n_train) if self.record_selection == "first" else None
+        records = load_records(self.mkeb_path, languages=self.languages, n=n)
+        return split_records(records, self.n_records, int(n_train), selection=self.record_selection, seed=self.seed)
+
     def seed_everything(self, offset: int = 0) -> None:
         """Seed python, numpy and torch for this run (never at import)."""
         import numpy as np
@@ -218,6 +236,13 @@ class RunConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {},
+    # issue 16: >= 100 records stratified over the builder's 5 relations, edit languages en and zh, evaluated in all
+    # 12; MEMLA, LSE, LIE and the paper's baselines (FT-L, LoRA, unmasked/random masks stay in the small preset);
+    # a multi-session run whose results live in the tracked results/medium/ (figures in figures/medium/)
+    "medium": {"languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"], "n_records": 100,
+               "record_selection": "stratified",
+               "methods": ["memla", "memla-lse", "memla-lie", "ft", "rome", "memit", "pmet", "mend", "ike"],
+               "run_dir": "results/medium", "figures_dir": "figures/medium"},
     "full": {"device": "auto", "dtype": "auto", "languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"],
              "n_records": 1000, "methods": list(ALL_METHODS), "run_dir": "runs/full"},
 }

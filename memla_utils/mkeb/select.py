@@ -37,4 +37,43 @@ def stratified_sample(records: Sequence[Record], per_relation: int, *, seed: int
     return [drawn[rel][i] for i in range(per_relation) for rel in sorted(drawn)]
 
 
-__all__ = ["relation_of", "stratified_sample"]
+#: How a run chooses its records (``RunConfig.record_selection``).
+SELECTIONS: tuple[str, ...] = ("first", "stratified")
+
+
+def select_records(records: Sequence[Record], n: int, *, selection: str = "first", seed: int = 0) -> list[Record]:
+    """The ``n`` records a run evaluates.
+
+    ``"first"``: the first ``n`` in file order (the small preset). ``"stratified"``: ``n / k`` of each of the
+    file's ``k`` relations (:func:`stratified_sample` with ``seed``); ``n`` must be a multiple of ``k`` so that
+    every relation has the same count. Raises ``ValueError`` naming ``n`` / ``selection`` when it cannot.
+    """
+    if n < 1:
+        raise ValueError(f"n_records must be >= 1, got {n}")
+    if selection == "first":
+        if n > len(records):
+            raise ValueError(f"n_records={n} but only {len(records)} records are available")
+        return list(records[:n])
+    if selection != "stratified":
+        raise ValueError(f"record_selection must be one of {SELECTIONS}, got {selection!r}")
+    relations = sorted({relation_of(r) for r in records})
+    if n % len(relations):
+        raise ValueError(f"record_selection='stratified' needs n_records to be a multiple of the {len(relations)} "
+                         f"relations ({', '.join(relations)}) for equal counts, got n_records={n}")
+    return stratified_sample(records, n // len(relations), seed=seed)
+
+
+def split_records(records: Sequence[Record], n: int, n_train: int, *, selection: str = "first",
+                  seed: int = 0) -> tuple[list[Record], list[Record]]:
+    """The evaluated records (:func:`select_records`) and a disjoint training split: the first ``n_train`` of the
+    remaining records in file order (MEND's training data, IKE's demonstrations). Raises ``ValueError`` when
+    fewer than ``n_train`` remain."""
+    chosen = select_records(records, n, selection=selection, seed=seed)
+    ids = {r.example_id for r in chosen}
+    rest = [r for r in records if r.example_id not in ids]
+    if n_train > len(rest):
+        raise ValueError(f"n_train_records={n_train} but only {len(rest)} records remain after the {n} evaluated")
+    return chosen, rest[:n_train]
+
+
+__all__ = ["SELECTIONS", "relation_of", "select_records", "split_records", "stratified_sample"]

@@ -31,3 +31,30 @@ def test_equal_counts_seeded_and_independent_of_other_relations():
 def test_too_few_records_is_a_clear_error():
     with pytest.raises(ValueError, match="'country → language': 4"):
         stratified_sample(recs(), 5)
+
+
+def test_select_first_and_stratified():
+    from memla_utils.mkeb.select import select_records
+
+    assert [r.example_id for r in select_records(recs(), 2)] == ["capital:0", "capital:1"]
+    s = select_records(recs(), 6, selection="stratified", seed=3)
+    assert sorted(relation_of(r) for r in s).count("country → currency") == 2
+    assert s == stratified_sample(recs(), 2, seed=3)
+    with pytest.raises(ValueError, match="multiple of the 3 relations"):
+        select_records(recs(), 7, selection="stratified")
+    with pytest.raises(ValueError, match="record_selection must be one of"):
+        select_records(recs(), 3, selection="random")
+    with pytest.raises(ValueError, match="only 16 records"):
+        select_records(recs(), 17)
+
+
+def test_split_records_is_disjoint_and_in_file_order():
+    from memla_utils.mkeb.select import split_records
+
+    ev, tr = split_records(recs(), 3, 4, selection="stratified", seed=0)
+    assert not {r.example_id for r in ev} & {r.example_id for r in tr}
+    order = [r.example_id for r in recs()]
+    assert [r.example_id for r in tr] == sorted((r.example_id for r in tr), key=order.index)
+    assert len(tr) == 4
+    with pytest.raises(ValueError, match="n_train_records=20"):
+        split_records(recs(), 3, 20)

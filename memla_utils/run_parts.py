@@ -1,0 +1,136 @@
+"""The parts of a multi-session run: when each ran, on which commit, for how long, and how far it got.
+
+A run too long for one session (the medium preset, issue 16) is built in parts: each ``make paper PRESET=medium``
+is one part, stopped at a deadline (``--hours``) between two units and resumed by the next part. The run folder's
+``parts.json`` lists every part (:class:`Part`), so the run's manifest can say which commits and how many hours
+produced it. Written atomically after every change; an unfinished part (a session that stopped mid-way) keeps
+``finished_utc = None`` and is closed by the next :func:`begin_part`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .cache import PROJECT_ROOT, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PARTS_FILE = "parts.json"
+#: Environment variable through which the batch driver hands a part's deadline (UNIX time) to the runner.
+DEADLINE_ENV = "MEMLA_DEADLINE"
+
+
+class DeadlineReached(RuntimeError):
+    """The part's time is up: the runner stopped between two units (results so far are written). Not an error:
+    the next part resumes where this one stopped."""
+
+
+@dataclass
+class Part:
+    """One part of a run. ``units_before`` / ``units_after``: finished units at its start / end."""
+
+    part: int
+    started_utc: str
+    commit: str | None
+    dirty: bool | None
+    machine: str
+    units_before: int
+    finished_utc: str | None = None
+    hours: float | None = None
+    units_after: int | None = None
+    outcome: str | None = None  # "complete" | "deadline" | "failed" | "interrupted"
+
+
+def _utc() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        r = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def read_parts(run_dir: str | Path) -> list[Part]:
+    """The parts recorded in ``run_dir`` (empty list when none); raises ``ValueError`` naming an unreadable file."""
+    path = Path(run_dir) / PARTS_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [Part(**p) for p in json.loads(path.read_text(encoding="utf-8"))]
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: unreadable parts list ({err})") from err
+
+
+def _write(run_dir: Path, parts: list[Part]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / PARTS_FILE, [asdict(p) for p in parts])
+
+
+def begin_part(run_dir: str | Path, units_before: int) -> Part:
+    """Record the start of a new part (an earlier part left open is marked ``interrupted``) and return it."""
+    run_dir = Path(run_dir)
+    parts = read_parts(run_dir)
+    for p in parts:
+        if p.finished_utc is None:
+            p.outcome = p.outcome or "interrupted"
+    status = _git("status", "--porcelain", "--", "memla_utils", "notebooks", "requirements-lock.txt")
+    part = Part(part=len(parts) + 1, started_utc=_utc(), commit=_git("rev-parse", "HEAD"),
+                dirty=None if status is None else bool(status), machine=f"{platform.node()} {platform.machine()}",
+                units_before=units_before)
+    parts.append(part)
+    _write(run_dir, parts)
+    part._t0 = time.time()  # type: ignore[attr-defined]
+    return part
+
+
+def end_part(run_dir: str | Path, part: Part, units_after: int, outcome: str) -> Part:
+    """Close ``part`` with its duration (hours), finished units and outcome, and rewrite ``parts.json``."""
+    run_dir = Path(run_dir)
+    parts = read_parts(run_dir)
+    started = getattr(part, "_t0", None)
+    if started is None:
+        t0 = _dt.datetime.strptime(part.started_utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc)
+        started = t0.timestamp()
+    part.finished_utc, part.units_after, part.outcome = _utc(), units_after, outcome
+    part.hours = round((time.time() - started) / 3600, 4)
+    parts = [part if p.part == part.part else p for p in parts] if any(p.part == part.part for p in parts) \
+        else [*parts, part]
+    _write(run_dir, parts)
+    log.info("%s: part %d %s after %.2f h (%d -> %d units)", run_dir, part.part, outcome, part.hours,
+             part.units_before, units_after)
+    return part
+
+
+def summary(run_dir: str | Path) -> dict[str, Any]:
+    """Parts, distinct commits and total hours (for the run manifest)."""
+    parts = read_parts(run_dir)
+    return {"parts": len(parts), "hours": round(sum(p.hours or 0.0 for p in parts), 3),
+            "commits": sorted({p.commit for p in parts if p.commit}), "list": [asdict(p) for p in parts]}
+
+
+def deadline_from_env() -> float | None:
+    """The running part's deadline (UNIX time) from :data:`DEADLINE_ENV`, or ``None``; a bad value raises
+    ``ValueError`` naming the variable."""
+    import os
+
+    raw = os.environ.get(DEADLINE_ENV)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{DEADLINE_ENV} must be a UNIX time in seconds, got {raw!r}") from None
+
+
+__all__ = ["DEADLINE_ENV", "DeadlineReached", "PARTS_FILE", "Part", "begin_part", "deadline_from_env", "end_part",
+           "read_parts", "summary"]
