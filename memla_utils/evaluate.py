@@ -56,7 +56,9 @@ VARIANT_METRICS: tuple[str, ...] = ("ES_token_acc", "ES_exact_match", "PS_token_
 class EvalConfig:
     """What to evaluate; defaults = everything the record has (memla4mke evaluates every prompt)."""
 
-    batch_size: int = 16                   # prompts per forward (memory only; results do not depend on it)
+    batch_size: int = 64                   # prompts per forward (memory only; results do not depend on it). 64: one
+    #                                        MKEB record's 12 languages (72 scored rows, 48 continuations) in a few
+    #                                        forwards (evaluate_record projects logits only at answer positions)
     max_paraphrases: int | None = None     # None: all (paper)
     max_neighborhood: int | None = None    # None: all (paper)
     max_multi_hop: int | None = None       # None: all (paper)
