@@ -38,7 +38,7 @@ from .finite import finite_evaluation, finite_logits, naming, require_finite_met
 from .languages import NO_SPACE_LANGUAGES
 from .mkeb.record import LanguageView, Record
 from .models import LoadedModel
-from .prefix_scoring import score_answers_shared
+from .prefix_scoring import PADDING_SLACK, score_answers_shared
 from .scoring import score_answers
 from .text import JOIN_VERSION, encode_answer, encode_prompt, normalize_prompt
 
@@ -170,17 +170,24 @@ def _greedy_cache_free(lm: LoadedModel, rows: list[list[int]], steps: list[int],
 def _generation_chunks(lengths: Sequence[int], prompt_lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices of the prompts, in batches of one continuation length each and similar prompt lengths.
 
-    Sorted by (continuation length, prompt length) and cut where the continuation length changes or a batch is
-    full: no row decodes steps beyond its own length and little left padding is computed (on MKEB most
-    continuations are one token, i.e. one forward, a few are 2-5). Prompts with length <= 0 are left out.
+    Sorted by (continuation length, prompt length) and cut where the continuation length changes, a batch is
+    full, or a longer prompt would pad the batch by more than
+    :data:`memla_utils.prefix_scoring.PADDING_SLACK` of its real tokens: no row decodes steps beyond its own
+    length and little left padding is computed (on MKEB most continuations are one token, i.e. one forward, a
+    few are 2-5). Prompts with length <= 0 are left out.
     """
     order = sorted((i for i, k in enumerate(lengths) if k > 0), key=lambda i: (lengths[i], prompt_lengths[i], i))
     chunks: list[list[int]] = []
+    real = 0
     for i in order:
-        if chunks and lengths[chunks[-1][0]] == lengths[i] and len(chunks[-1]) < batch_size:
-            chunks[-1].append(i)
+        last = chunks[-1] if chunks else []
+        if (last and lengths[last[0]] == lengths[i] and len(last) < batch_size
+                and (len(last) + 1) * prompt_lengths[i] <= (1 + PADDING_SLACK) * (real + prompt_lengths[i])):
+            last.append(i)
+            real += prompt_lengths[i]
         else:
             chunks.append([i])
+            real = prompt_lengths[i]
     return chunks
 
 

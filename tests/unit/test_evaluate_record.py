@@ -174,8 +174,10 @@ def test_record_evaluation_raises_on_nan_naming_the_record():
 
 
 def test_generation_batches_hold_one_continuation_length():
-    chunks = ev._generation_chunks([1, 3, 1, 0, 2, 1], [5, 2, 3, 4, 1, 9], batch_size=2)
-    assert chunks == [[2, 0], [5], [4], [1]]  # sorted by (length, prompt length); length 0: nothing to run
+    chunks = ev._generation_chunks([1, 3, 1, 0, 2, 1, 1], [5, 2, 3, 4, 1, 9, 5], batch_size=2)
+    # sorted by (continuation length, prompt length); cut where the continuation length changes (4, 1), a batch is
+    # full (5), or padding would exceed PADDING_SLACK (0 after 2: 2 x 5 > 1.2 x 8); length 0: nothing to run
+    assert chunks == [[2], [0, 6], [5], [4], [1]]
 
 
 def test_runner_evaluates_unedited_once_per_record_and_each_edit_in_one_call(tmp_path, monkeypatch):
