@@ -151,9 +151,14 @@ def _cache_kwarg(model: nn.Module) -> str:
 
 def _can_share(model: nn.Module, longest: int) -> bool:
     """Prefix sharing leaves padding holes between a row's prefix and suffix in the cache: harmless where
-    attention depends on positions and the mask, not where a sliding window counts cache slots."""
-    window = getattr(getattr(model, "config", None), "sliding_window", None)
-    return not (isinstance(window, int) and 0 < window < longest)
+    attention depends on positions and the mask, not where a sliding window counts cache slots. Positions must
+    be passed explicitly (``position_ids`` in the forward's signature) or come from the mask (BLOOM's ALiBi);
+    a wrapper that only forwards ``**kwargs`` would number the suffix from the cache's length."""
+    config = getattr(model, "config", None)
+    window = getattr(config, "sliding_window", None)
+    if isinstance(window, int) and 0 < window < longest:
+        return False
+    return _accepts(model, "position_ids") or getattr(config, "model_type", None) == "bloom"
 
 
 @dataclass

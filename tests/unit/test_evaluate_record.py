@@ -108,6 +108,26 @@ def test_each_prompt_runs_once_and_only_answer_positions_are_projected(arch):
     assert shared["projected"] <= sum(len(j.answer_ids) for j in joined) < seen["projected"]
 
 
+def test_models_without_explicit_positions_score_without_sharing(monkeypatch):
+    """A forward that does not take position_ids (a wrapper passing **kwargs) would number a row's own ids from
+    the cache's padded length: such models are scored without shared prefixes, and still the same."""
+    import memla_utils.prefix_scoring as ps
+
+    lm = tiny_model("llama", seed=1)
+    real = ps._accepts
+    monkeypatch.setattr(ps, "_accepts", lambda model, name: name != "position_ids" and real(model, name))
+    seen, handles = _count_work(lm)
+    try:
+        shared = score_answers_shared(lm.model, lm.tokenizer, PROMPTS, ANSWERS, LANGUAGES, batch_size=64)
+    finally:
+        for h in handles:
+            h.remove()
+    _assert_same_scores(score_answers(lm.model, lm.tokenizer, PROMPTS, ANSWERS, LANGUAGES), shared)
+    full = sum(len(j.prompt_ids) + len(j.answer_ids) - 1 for j in
+               (join_prompt_answer(lm.tokenizer, p, a, lang) for p, a, lang in zip(PROMPTS, ANSWERS, LANGUAGES)))
+    assert seen["tokens"] == full
+
+
 def _gemma(window: int):
     from transformers import AutoModelForCausalLM
 
