@@ -27,19 +27,20 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from .cache import ArtifactCache, cache_key
-from .finite import finite_evaluation, require_finite_tensor
+from .finite import finite_evaluation, finite_logits, naming, require_finite_metrics, require_finite_tensor
 from .languages import NO_SPACE_LANGUAGES
 from .mkeb.record import LanguageView, Record
 from .models import LoadedModel
+from .prefix_scoring import PADDING_SLACK, score_answers_shared
 from .scoring import score_answers
-from .text import JOIN_VERSION, encode_answer, encode_prompt, normalize_prompt, pad_prompts
+from .text import JOIN_VERSION, encode_answer, encode_prompt, normalize_prompt
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ VARIANT_METRICS: tuple[str, ...] = ("ES_token_acc", "ES_exact_match", "PS_token_
 class EvalConfig:
     """What to evaluate; defaults = everything the record has (memla4mke evaluates every prompt)."""
 
-    batch_size: int = 16                   # prompts per forward (memory only; results do not depend on it)
+    batch_size: int = 64                   # prompts per forward (memory only; results do not depend on it). 64: one
+    #                                        MKEB record's 12 languages (72 scored rows, 48 continuations) in a few
+    #                                        forwards (evaluate_record projects logits only at answer positions)
     max_paraphrases: int | None = None     # None: all (paper)
     max_neighborhood: int | None = None    # None: all (paper)
     max_multi_hop: int | None = None       # None: all (paper)
@@ -164,6 +167,40 @@ def _greedy_cache_free(lm: LoadedModel, rows: list[list[int]], steps: list[int],
             done[b] = len(out[b]) >= steps[b]
 
 
+def _generation_chunks(lengths: Sequence[int], prompt_lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of the prompts, in batches of one continuation length each and similar prompt lengths.
+
+    Sorted by (continuation length, prompt length) and cut where the continuation length changes, a batch is
+    full, or a longer prompt would pad the batch by more than
+    :data:`memla_utils.prefix_scoring.PADDING_SLACK` of its real tokens: no row decodes steps beyond its own
+    length and little left padding is computed (on MKEB most continuations are one token, i.e. one forward, a
+    few are 2-5). Prompts with length <= 0 are left out.
+    """
+    order = sorted((i for i, k in enumerate(lengths) if k > 0), key=lambda i: (lengths[i], prompt_lengths[i], i))
+    chunks: list[list[int]] = []
+    real = 0
+    for i in order:
+        last = chunks[-1] if chunks else []
+        if (last and lengths[last[0]] == lengths[i] and len(last) < batch_size
+                and (len(last) + 1) * prompt_lengths[i] <= (1 + PADDING_SLACK) * (real + prompt_lengths[i])):
+            last.append(i)
+            real += prompt_lengths[i]
+        else:
+            chunks.append([i])
+            real = prompt_lengths[i]
+    return chunks
+
+
+def _pad_left(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    att = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, width - len(r):] = torch.tensor(list(r))
+        att[b, width - len(r):] = 1
+    return ids, att
+
+
 @torch.no_grad()
 def greedy_continuations(lm: LoadedModel, prompts: Sequence[str], n_tokens: Sequence[int], *,
                          batch_size: int = 16, padding_side: str = "left") -> list[list[int]]:
@@ -171,9 +208,11 @@ def greedy_continuations(lm: LoadedModel, prompts: Sequence[str], n_tokens: Sequ
 
     Generation starts from :func:`memla_utils.text.normalize_prompt` of each prompt (as in the prompt/answer
     join). Any of :func:`eos_token_ids` ends a continuation and is not part of it, so the result of one prompt
-    does not depend on ``batch_size``, on the other prompts in its batch or on ``padding_side``: ``"left"``
-    (default) uses ``model.generate`` with a KV cache on left-padded batches, ``"right"`` a cache-free loop
-    over right-padded rows (slower; a cross-check). Returns ``len(prompts)`` lists of ids (possibly empty).
+    does not depend on ``batch_size``, on the other prompts in its batch or on ``padding_side`` (up to float
+    rounding of near-ties): ``"left"`` (default) uses ``model.generate`` with a KV cache on left-padded batches
+    of prompts that want the same number of tokens (:func:`_generation_chunks`; ``batch_size`` prompts at
+    most), ``"right"`` a cache-free loop over right-padded rows (slower; a cross-check). Returns
+    ``len(prompts)`` lists of ids (possibly empty), in the order of ``prompts``.
     """
     from transformers import GenerationConfig
 
@@ -184,25 +223,25 @@ def greedy_continuations(lm: LoadedModel, prompts: Sequence[str], n_tokens: Sequ
     tok = lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     eos = eos_token_ids(lm)
-    out: list[list[int]] = []
-    for s in range(0, len(prompts), batch_size):
-        chunk = [normalize_prompt(p) for p in prompts[s:s + batch_size]]
-        lengths = [int(k) for k in n_tokens[s:s + batch_size]]
-        if padding_side == "right":
-            rows = [encode_prompt(tok, p) for p in chunk]
-            out.extend(_greedy_cache_free(lm, rows, lengths, set(eos), pad))
-            continue
-        if max(lengths) <= 0:
-            out.extend([] for _ in chunk)
-            continue
-        ids, att = pad_prompts(tok, chunk, side="left")
-        gen = GenerationConfig(do_sample=False, max_new_tokens=max(lengths), pad_token_id=pad,
-                               eos_token_id=eos or None, bos_token_id=tok.bos_token_id)
+    lengths = [int(k) for k in n_tokens]
+    rows = [encode_prompt(tok, normalize_prompt(p)) for p in prompts]
+    if padding_side == "right":
+        out: list[list[int]] = []
+        for s in range(0, len(rows), batch_size):
+            out.extend(_greedy_cache_free(lm, rows[s:s + batch_size], lengths[s:s + batch_size], set(eos), pad))
+        return out
+    result: list[list[int]] = [[] for _ in prompts]
+    for chunk in _generation_chunks(lengths, [len(r) for r in rows], batch_size):
+        ids, att = _pad_left([rows[i] for i in chunk], pad)
+        k = lengths[chunk[0]]
+        gen = GenerationConfig(do_sample=False, max_new_tokens=k, pad_token_id=pad, eos_token_id=eos or None,
+                               bos_token_id=tok.bos_token_id)
         seq = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device),
                                 generation_config=gen)
         new = seq[:, ids.shape[1]:].cpu()
-        out.extend(cut_at_eos(new[b, :k].tolist(), eos) for b, k in enumerate(lengths))
-    return out
+        for b, i in enumerate(chunk):
+            result[i] = cut_at_eos(new[b, :k].tolist(), eos)
+    return result
 
 
 def _take(items: list[Any], limit: int | None) -> list[Any]:
@@ -228,54 +267,42 @@ class LanguageEvaluation:
         return cls({k: MetricValue(**v) for k, v in data["metrics"].items()}, data["continuations"])
 
 
-def _reliability(lm: LoadedModel, groups: dict[str, list[str]], view: LanguageView,
-                 config: EvalConfig) -> dict[str, MetricValue]:
-    """ES / PS (one group of prompts each): P(new) > P(true), plus teacher-forced accuracy of target_new.
+@dataclass(frozen=True)
+class _Plan:
+    """What evaluating one (record, language) computes, before any forward: the rows to score and to continue.
 
-    All prompts of all groups and both answers are scored in one batched call.
+    ``groups``: ES / PS -> the (wrapped) prompts scored with ``target_new`` and, when the record has one,
+    ``target_true``. ``jobs``: (NS|QS, wrapped prompt, answer text) to continue greedily for as many tokens as
+    ``answer_ids`` (the answer's ids after the unwrapped prompt, :func:`memla_utils.text.encode_answer`).
     """
-    prompts = [p for g in groups.values() for p in g]
-    n = len(prompts)
-    has_new = bool(view.target_new.strip())  # empty: nothing to score (the editor reports the bad record)
-    has_true = has_new and bool((view.target_true or "").strip())
-    scores: dict[str, torch.Tensor] = {}
-    if n and has_new:
-        answers = [view.target_new] * n + ([view.target_true] * n if has_true else [])  # type: ignore[list-item]
-        scores = score_answers(lm.model, lm.tokenizer, prompts * (2 if has_true else 1), answers, view.language,
-                               batch_size=config.batch_size)
-        require_finite_tensor(scores["logprob"], f"language {view.language!r}: answer log-probabilities for "
-                                                 f"{'/'.join(groups)}")
-    out: dict[str, MetricValue] = {}
-    start = 0
-    for prefix, group in groups.items():
-        sl = slice(start, start + len(group))
-        start += len(group)
-        ok = bool(group) and bool(scores)
-        wins = (scores["logprob"][sl] > scores["logprob"][n:][sl]).float().tolist() if ok and has_true else []
-        out[prefix] = _mean(wins)  # no prompts or no old answer: not available
-        if config.variants:
-            out[f"{prefix}_token_acc"] = _mean(scores["token_accuracy"][sl].tolist() if ok else [])
-            out[f"{prefix}_exact_match"] = _mean(scores["exact_match"][sl].tolist() if ok else [])
-    return out
+
+    language: str
+    groups: dict[str, list[str]]
+    target_new: str
+    target_true: str | None
+    jobs: list[tuple[str, str, str]]
+    answer_ids: list[list[int]]
+
+    @property
+    def has_new(self) -> bool:  # empty: nothing to score (the editor reports the bad record)
+        return bool(self.target_new.strip())
+
+    @property
+    def has_true(self) -> bool:
+        return self.has_new and bool((self.target_true or "").strip())
+
+    def score_rows(self) -> tuple[list[str], list[str]]:
+        """(prompts, answers) to score: every prompt with target_new, then (if any) every prompt with target_true."""
+        prompts = [p for g in self.groups.values() for p in g]
+        if not prompts or not self.has_new:
+            return [], []
+        answers = [self.target_new] * len(prompts) + ([self.target_true] * len(prompts) if self.has_true else [])
+        return prompts * (2 if self.has_true else 1), answers  # type: ignore[list-item]
 
 
-@finite_evaluation  # NonFiniteError naming record and language instead of a NaN-derived metric
-def evaluate_language(lm: LoadedModel, record: Record, language: str, *, wrap: Wrap | None = None,
-                      config: EvalConfig | None = None,
-                      reference: LanguageEvaluation | None = None) -> LanguageEvaluation:
-    """ES, PS, NS, QS (+ variants) of ``record`` in ``language`` for the model as it is now.
-
-    ``wrap`` maps each prompt to what the edited model sees (IKE's prefixes); ``reference`` is the unedited
-    model's evaluation of the same record and language (for ``NS_vs_unedited``).
-    """
-    config = config or EvalConfig()
-    wrap = wrap or _identity
-    view = record.for_language(language)
-    metrics: dict[str, MetricValue] = {}
+def _plan(lm: LoadedModel, record: Record, language: str, wrap: Wrap, config: EvalConfig) -> _Plan:
+    view: LanguageView = record.for_language(language)
     paras = [wrap(p, language) for p in _take(view.paraphrase_prompts, config.max_paraphrases)]
-    metrics.update(_reliability(lm, {"ES": [wrap(view.prompt, language)], "PS": paras}, view, config))
-
-    # generation-based metrics: neighborhood (gold answers) and multi-hop (new answer), in one batch
     ngh = list(zip(view.neighborhood_prompts, view.neighborhood_answers))
     if len(view.neighborhood_prompts) != len(view.neighborhood_answers):
         log.warning("record %r (%s): %d neighborhood prompts but %d answers; using the first %d pairs",
@@ -284,17 +311,41 @@ def evaluate_language(lm: LoadedModel, record: Record, language: str, *, wrap: W
     ngh = [(p, a) for p, a in _take(ngh, config.max_neighborhood) if a.strip()]
     mh_answer = (view.multi_hop_new_answer or "").strip()
     mhq = [(q, mh_answer) for q in _take(view.multi_hop_questions, config.max_multi_hop)] if mh_answer else []
-    jobs = [("NS", p, a) for p, a in ngh] + [("QS", q, a) for q, a in mhq]
-    answers = [encode_answer(lm.tokenizer, a, language, p) for _, p, a in jobs]
-    preds = greedy_continuations(lm, [wrap(p, language) for _, p, _ in jobs], [len(a) for a in answers],
-                                 batch_size=config.batch_size) if jobs else []
+    raw = [("NS", p, a) for p, a in ngh] + [("QS", q, a) for q, a in mhq]
+    return _Plan(language, {"ES": [wrap(view.prompt, language)], "PS": paras}, view.target_new, view.target_true,
+                 [(kind, wrap(p, language), a) for kind, p, a in raw],
+                 [encode_answer(lm.tokenizer, a, language, p) for _, p, a in raw])
+
+
+def _reliability(plan: _Plan, scores: dict[str, torch.Tensor], config: EvalConfig) -> dict[str, MetricValue]:
+    """ES / PS (one group of prompts each): P(new) > P(true), plus teacher-forced accuracy of target_new,
+    from the scores of :meth:`_Plan.score_rows` (empty when there was nothing to score)."""
+    n = sum(len(g) for g in plan.groups.values())
+    out: dict[str, MetricValue] = {}
+    start = 0
+    for prefix, group in plan.groups.items():
+        sl = slice(start, start + len(group))
+        start += len(group)
+        ok = bool(group) and bool(scores)
+        wins = (scores["logprob"][sl] > scores["logprob"][n:][sl]).float().tolist() if ok and plan.has_true else []
+        out[prefix] = _mean(wins)  # no prompts or no old answer: not available
+        if config.variants:
+            out[f"{prefix}_token_acc"] = _mean(scores["token_accuracy"][sl].tolist() if ok else [])
+            out[f"{prefix}_exact_match"] = _mean(scores["exact_match"][sl].tolist() if ok else [])
+    return out
+
+
+def _assemble(lm: LoadedModel, plan: _Plan, scores: dict[str, torch.Tensor], preds: Sequence[list[int]],
+              config: EvalConfig, reference: LanguageEvaluation | None) -> LanguageEvaluation:
+    """The metrics of one (record, language) from its scores and greedy continuations (in the plan's order)."""
+    metrics = _reliability(plan, scores, config)
     conts: dict[str, list[list[int]]] = {"NS": [], "QS": []}
     f1: dict[str, list[float]] = {"NS": [], "QS": []}
     tf1: dict[str, list[float]] = {"NS": [], "QS": []}
-    for (kind, _, ans_text), ans_ids, pred in zip(jobs, answers, preds):
+    for (kind, _, ans_text), ans_ids, pred in zip(plan.jobs, plan.answer_ids, preds):
         conts[kind].append(pred)
         f1[kind].append(set_f1(ans_ids, pred))
-        tf1[kind].append(text_f1(lm.tokenizer.decode(pred, skip_special_tokens=True), ans_text, language))
+        tf1[kind].append(text_f1(lm.tokenizer.decode(pred, skip_special_tokens=True), ans_text, plan.language))
     metrics["NS"], metrics["QS"] = _mean(f1["NS"]), _mean(f1["QS"])
     if config.variants:
         metrics["NS_text_f1"], metrics["QS_text_f1"] = _mean(tf1["NS"]), _mean(tf1["QS"])
@@ -306,11 +357,80 @@ def evaluate_language(lm: LoadedModel, record: Record, language: str, *, wrap: W
     return LanguageEvaluation(metrics, conts)
 
 
+def _checked_scores(scores: dict[str, torch.Tensor], plan: _Plan) -> dict[str, torch.Tensor]:
+    if scores:
+        require_finite_tensor(scores["logprob"], f"language {plan.language!r}: answer log-probabilities for "
+                                                 f"{'/'.join(plan.groups)}")
+    return scores
+
+
+@finite_evaluation  # NonFiniteError naming record and language instead of a NaN-derived metric
+def evaluate_language(lm: LoadedModel, record: Record, language: str, *, wrap: Wrap | None = None,
+                      config: EvalConfig | None = None,
+                      reference: LanguageEvaluation | None = None) -> LanguageEvaluation:
+    """ES, PS, NS, QS (+ variants) of ``record`` in ``language`` for the model as it is now.
+
+    ``wrap`` maps each prompt to what the edited model sees (IKE's prefixes); ``reference`` is the unedited
+    model's evaluation of the same record and language (for ``NS_vs_unedited``). One language at a time, with
+    :func:`memla_utils.scoring.score_answers` (one teacher-forced batch per prompt/answer pair); the runner
+    evaluates all languages of an edit at once with :func:`evaluate_record` (same metrics, faster).
+    """
+    config = config or EvalConfig()
+    plan = _plan(lm, record, language, wrap or _identity, config)
+    prompts, answers = plan.score_rows()
+    scores = _checked_scores(score_answers(lm.model, lm.tokenizer, prompts, answers, language,
+                                           batch_size=config.batch_size) if prompts else {}, plan)
+    preds = greedy_continuations(lm, [p for _, p, _ in plan.jobs], [len(a) for a in plan.answer_ids],
+                                 batch_size=config.batch_size) if plan.jobs else []
+    return _assemble(lm, plan, scores, preds, config, reference)
+
+
+def evaluate_record(lm: LoadedModel, record: Record, languages: Sequence[str], *, wrap: Wrap | None = None,
+                    config: EvalConfig | None = None,
+                    references: Mapping[str, LanguageEvaluation] | None = None) -> dict[str, LanguageEvaluation]:
+    """:func:`evaluate_language` of ``record`` in every one of ``languages`` at once: ``{language: evaluation}``.
+
+    The same metrics from the same rows (the tests check equality), computed together: every language's ES/PS
+    rows in one call of :func:`memla_utils.prefix_scoring.score_answers_shared` (each prompt run once for both
+    answers, logits only at answer positions, length-sorted batches of ``config.batch_size`` rows) and every
+    language's NS/QS continuations in one :func:`greedy_continuations` call (batches of equal continuation
+    length). ``references``: the unedited model's evaluation per language (``NS_vs_unedited``). Raises
+    ``NonFiniteError`` naming the record (and the language, where one is at fault) for non-finite outputs.
+    """
+    config = config or EvalConfig()
+    wrap = wrap or _identity
+    references = references or {}
+    where = f"record {record.example_id!r}, languages {','.join(languages)}"
+    plans = [_plan(lm, record, lang, wrap, config) for lang in dict.fromkeys(languages)]
+    with finite_logits(lm.model, where):
+        rows = [plan.score_rows() for plan in plans]
+        flat = score_answers_shared(lm.model, lm.tokenizer, [p for ps, _ in rows for p in ps],
+                                    [a for _, ans in rows for a in ans],
+                                    [plan.language for plan, (ps, _) in zip(plans, rows) for _ in ps],
+                                    batch_size=config.batch_size)
+        jobs = [(p, len(a)) for plan in plans for (_, p, _), a in zip(plan.jobs, plan.answer_ids)]
+        preds = greedy_continuations(lm, [p for p, _ in jobs], [k for _, k in jobs],
+                                     batch_size=config.batch_size) if jobs else []
+    out: dict[str, LanguageEvaluation] = {}
+    s = g = 0
+    for plan, (ps, _) in zip(plans, rows):
+        named = f"record {record.example_id!r}, language {plan.language!r}"
+        scores = {k: v[s:s + len(ps)] for k, v in flat.items()} if ps else {}
+        with naming(named):
+            _checked_scores(scores, plan)
+        res = _assemble(lm, plan, scores, preds[g:g + len(plan.jobs)], config, references.get(plan.language))
+        require_finite_metrics(res.metrics, named)
+        out[plan.language] = res
+        s, g = s + len(ps), g + len(plan.jobs)
+    return out
+
+
 class PreEditCache:
     """Unedited-model evaluations, computed once per (model fingerprint, record, language, config).
 
-    Kept in memory and, with an :class:`ArtifactCache`, on disk as JSON. Call :meth:`get` only while the model
-    is unedited (the runner evaluates the reference before every edit unit).
+    Kept in memory and, with an :class:`ArtifactCache`, on disk as JSON. Call :meth:`get` / :meth:`get_many` only
+    while the model is unedited (the runner asks before every edit unit: a record's languages are computed together
+    at its first unit and every later unit, whatever its method or edit language, reuses them).
     """
 
     def __init__(self, cache: ArtifactCache | None = None) -> None:
@@ -323,23 +443,37 @@ class PreEditCache:
 
     def get(self, lm: LoadedModel, record: Record, language: str, config: EvalConfig | None = None
             ) -> LanguageEvaluation:
+        """The unedited evaluation of ``record`` in ``language`` (:meth:`get_many` of one language)."""
+        return self.get_many(lm, record, [language], config)[language]
+
+    def get_many(self, lm: LoadedModel, record: Record, languages: Sequence[str],
+                 config: EvalConfig | None = None) -> dict[str, LanguageEvaluation]:
+        """``{language: unedited evaluation}`` for every one of ``languages``: from memory, else from disk, else
+        computed, all missing languages of the record together (:func:`evaluate_record`)."""
         config = config or EvalConfig()
-        key = self.key(lm, record, language, config)
-        if key in self._memory:
-            return self._memory[key]
-        stored = self.cache.get_json(key) if self.cache is not None else None
-        if stored is not None:
-            value = LanguageEvaluation.from_json(stored)
-        else:
-            value = evaluate_language(lm, record, language, config=config)
-            if config.variants:  # the unedited model agrees with itself wherever there is a continuation
-                value.metrics["NS_vs_unedited"] = _mean([1.0 for c in value.continuations["NS"] if c])
-            if self.cache is not None:
-                self.cache.put_json(key, value.to_json())
-        self._memory[key] = value
-        return value
+        out: dict[str, LanguageEvaluation] = {}
+        missing: dict[str, str] = {}  # language -> key
+        for lang in dict.fromkeys(languages):
+            key = self.key(lm, record, lang, config)
+            stored = self.cache.get_json(key) if key not in self._memory and self.cache is not None else None
+            if stored is not None:
+                self._memory[key] = LanguageEvaluation.from_json(stored)
+            if key in self._memory:
+                out[lang] = self._memory[key]
+            else:
+                missing[lang] = key
+        if missing:
+            computed = evaluate_record(lm, record, list(missing), config=config)
+            for lang, key in missing.items():
+                value = computed[lang]
+                if config.variants:  # the unedited model agrees with itself wherever there is a continuation
+                    value.metrics["NS_vs_unedited"] = _mean([1.0 for c in value.continuations["NS"] if c])
+                if self.cache is not None:
+                    self.cache.put_json(key, value.to_json())
+                self._memory[key] = out[lang] = value
+        return {lang: out[lang] for lang in dict.fromkeys(languages)}
 
 
 __all__ = ["EvalConfig", "LanguageEvaluation", "MetricValue", "PAPER_METRICS", "PreEditCache", "VARIANT_METRICS",
-           "Wrap", "cut_at_eos", "eos_token_ids", "evaluate_language", "greedy_continuations", "set_f1", "text_f1",
-           "text_tokens"]
+           "Wrap", "cut_at_eos", "eos_token_ids", "evaluate_language", "evaluate_record", "greedy_continuations",
+           "set_f1", "text_f1", "text_tokens"]

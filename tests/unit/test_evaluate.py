@@ -111,21 +111,26 @@ def test_prompts_go_through_wrap(lm):
 
 def test_preedit_cache_computes_once_and_persists(lm, tmp_path, monkeypatch):
     calls = []
-    real = ev.evaluate_language
+    real = ev.evaluate_record
 
     def counting(*a, **k):
-        calls.append(a[2])
+        calls.append(list(a[2]))
         return real(*a, **k)
 
-    monkeypatch.setattr(ev, "evaluate_language", counting)
+    monkeypatch.setattr(ev, "evaluate_record", counting)
     cache = PreEditCache(ArtifactCache(tmp_path))
     first = cache.get(lm, full_record(), "en")
-    assert cache.get(lm, full_record(), "en") is first and calls == ["en"]
+    assert cache.get(lm, full_record(), "en") is first and calls == [["en"]]
     again = PreEditCache(ArtifactCache(tmp_path)).get(lm, full_record(), "en")  # from disk
-    assert calls == ["en"] and again.metrics == first.metrics
+    assert calls == [["en"]] and again.metrics == first.metrics
     assert first.metrics["NS_vs_unedited"].value == 1.0
+    # the record's other languages are computed together, once; the cached one is not recomputed
+    many = cache.get_many(lm, full_record(), ["zh", "en", "th"])
+    assert calls == [["en"], ["zh", "th"]] and list(many) == ["zh", "en", "th"] and many["en"] is first
+    assert cache.get_many(lm, full_record(), ["th", "zh"]) == {"th": many["th"], "zh": many["zh"]}
+    assert len(calls) == 2
     # an unchanged model evaluated against its own reference agrees with itself
-    res = real(lm, full_record(), "en", reference=first)
+    res = ev.evaluate_language(lm, full_record(), "en", reference=first)
     assert res.metrics["NS_vs_unedited"].value == 1.0 and res.metrics["NS"] == first.metrics["NS"]
 
 

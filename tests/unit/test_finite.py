@@ -111,15 +111,16 @@ def test_runner_raises_naming_record_and_method(tmp_path, monkeypatch):
                            config=RunnerConfig(editor_overrides={"ft": {"steps": 1}}, progress=False))
     finally:
         handle.remove()
-    real = runner.evaluate_language
+    real = runner.evaluate_record
 
-    def nan_after_edit(lm_, record, language, *, wrap=None, config=None, reference=None):
-        out = real(lm_, record, language, wrap=wrap, config=config, reference=reference)
-        if reference is not None:  # an edited model's evaluation
-            out.metrics["ES"] = MetricValue(float("nan"), 1)
+    def nan_after_edit(lm_, record, languages, *, wrap=None, config=None, references=None):
+        out = real(lm_, record, languages, wrap=wrap, config=config, references=references)
+        if references is not None:  # an edited model's evaluation
+            for res in out.values():
+                res.metrics["ES"] = MetricValue(float("nan"), 1)
         return out
 
-    monkeypatch.setattr(runner, "evaluate_language", nan_after_edit)
+    monkeypatch.setattr(runner, "evaluate_record", nan_after_edit)
     with pytest.raises(NonFiniteError, match=r"method 'ft'.*record 'r0', method 'ft'.*metric ES"):
         run_experiment(lm, [rec()], ["ft"], ["en"], ["en"], tmp_path / "b",
                        config=RunnerConfig(editor_overrides={"ft": {"steps": 1}}, progress=False))
