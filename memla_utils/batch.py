@@ -35,7 +35,7 @@ NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 KERNEL = "memla"
 #: The shared parameter names every notebook's parameters cell holds (RunConfig fields that are notebook params).
 SHARED_PARAMETERS: tuple[str, ...] = ("model", "device", "dtype", "seed", "languages", "edit_languages",
-                                      "n_records", "methods", "run_dir", "figures_dir", "mkeb_path")
+                                      "n_records", "methods", "run_dir", "figures_dir", "mkeb_path", "record_selection")
 
 
 class BatchError(RuntimeError):
