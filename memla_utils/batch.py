@@ -203,19 +203,59 @@ class ChainResult:
     plan: BatchPlan
     executed: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    outcome: str = "complete"  # "complete" | "deadline" (the part's time ran out between two units)
+
+
+def _finished_count(run_dir: Path) -> int:
+    from .runner import finished_units
+
+    return len(finished_units(run_dir)) if run_dir.exists() else 0
 
 
 def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = KERNEL,
-              log_output: bool = False, cwd: Path = PROJECT_ROOT) -> ChainResult:
-    """Execute the notebooks in order; raise :class:`BatchError` naming the first one that fails."""
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+              log_output: bool = False, cwd: Path = PROJECT_ROOT, hours: float | None = None) -> ChainResult:
+    """Execute the notebooks in order; raise :class:`BatchError` naming the first one that fails.
+
+    Every call is one *part* of the run (``<run_dir>/parts.json``, :mod:`memla_utils.run_parts`: commit, hours,
+    finished units before/after). With ``hours`` the part has a deadline, handed to the runner through
+    ``$MEMLA_DEADLINE``: the runner stops between two units once it has passed (results so far written), the
+    chain ends there with outcome ``"deadline"`` and the next call resumes.
+    """
+    import os
+
+    from . import run_parts
 
     out_dir = plan.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest("batch", parameters=plan.parameters, inputs={"notebooks": [p.name for p in
                                                                                            notebook_paths]})
     result = ChainResult(plan)
+    if hours is not None:
+        if not hours > 0:
+            raise BatchError(f"--hours must be > 0, got {hours}")
+        os.environ[run_parts.DEADLINE_ENV] = str(time.time() + 3600 * hours)
+    else:
+        os.environ.pop(run_parts.DEADLINE_ENV, None)
+    part = run_parts.begin_part(plan.run_dir, _finished_count(plan.run_dir))
+    try:
+        _run_notebooks(plan, notebook_paths, out_dir, manifest, result, kernel, log_output, cwd)
+    except BaseException:
+        run_parts.end_part(plan.run_dir, part, _finished_count(plan.run_dir), "failed")
+        raise
+    finally:
+        os.environ.pop(run_parts.DEADLINE_ENV, None)
+    run_parts.end_part(plan.run_dir, part, _finished_count(plan.run_dir), result.outcome)
+    manifest.inputs["parts"] = run_parts.summary(plan.run_dir)
+    manifest.write(plan.run_dir / "batch_manifest.json")
+    return result
+
+
+def _run_notebooks(plan: BatchPlan, notebook_paths: Sequence[Path], out_dir: Path, manifest: Any,
+                   result: ChainResult, kernel: str, log_output: bool, cwd: Path) -> None:
+    """The notebooks of one part, in order (see :func:`run_chain`); stops early at the part's deadline."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
     for nb in notebook_paths:
         target = out_dir / nb.name
         log.info("[%s] running %s", plan.label, nb.name)
@@ -225,6 +265,11 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
                                 cwd=str(cwd), log_output=log_output, progress_bar=False)
         except PapermillExecutionError as err:
             manifest.time(nb.name, time.perf_counter() - start)
+            if err.ename == "DeadlineReached":  # the part's time is up: not a failure, the next part resumes
+                log.info("[%s] %s stopped at the part's deadline; run the same command again to continue",
+                         plan.label, nb.name)
+                result.outcome = "deadline"
+                return
             manifest.inputs["failed"] = nb.name
             manifest.write(plan.run_dir / "batch_manifest.json")
             raise BatchError(f"notebook {nb.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
@@ -238,8 +283,6 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
         result.executed.append(target)
         result.seconds[nb.name] = seconds
         log.info("[%s] %s done in %.1f s", plan.label, nb.name, seconds)
-    manifest.write(plan.run_dir / "batch_manifest.json")
-    return result
 
 
 def executor_environment(executor: str, address: str | None = None) -> dict[str, str]:
@@ -281,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where run_experiment runs its units (notebooks 04-06): in the notebook's process, or as "
                          "Ray tasks, one GPU each (pip install .[cluster]); passed on as $MEMLA_EXECUTOR "
                          "(default: leave the environment as it is, i.e. local)")
+    ap.add_argument("--hours", type=float, default=None,
+                    help="end this part of the run after about this many hours, between two units (a multi-"
+                         "session run such as the medium preset; the next call resumes; parts.json records each)")
     ap.add_argument("--address", default=None,
                     help="with --executor ray: the Ray cluster to join ('auto' = the one this node belongs to, "
                          "or host:port); without it each notebook starts a local cluster")
@@ -308,9 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"  parameters: {plan.parameters}")
             return 0
         for plan in plans:
-            res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output)
-            log.info("chain %s finished: %d notebooks, %.0f s", plan.label, len(res.executed),
-                     sum(res.seconds.values()))
+            res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output,
+                            hours=args.hours)
+            log.info("chain %s %s: %d notebooks, %.0f s", plan.label,
+                     "finished" if res.outcome == "complete" else "stopped at the deadline (run again to resume)",
+                     len(res.executed), sum(res.seconds.values()))
+            if res.outcome != "complete":
+                break
     except BatchError as err:
         print(f"batch: {err}", file=sys.stderr)
         return 1

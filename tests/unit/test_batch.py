@@ -123,3 +123,32 @@ def test_every_committed_notebook_takes_the_shared_parameters():
         missing = set(batch.SHARED_PARAMETERS) - names
         assert not missing, f"{path.name}: parameters cell lacks {sorted(missing)}"
         assert nb.metadata.get("kernelspec", {}).get("name") == "memla", f"{path.name}: kernel is not memla"
+
+
+def test_a_part_ends_cleanly_at_its_deadline_and_is_recorded(tmp_path):
+    """--hours hands the deadline to the kernels; DeadlineReached ends the part (exit 0), parts.json says so."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "00_first.ipynb",
+              "import os, pathlib\n"
+              "p = pathlib.Path(run_dir); p.mkdir(parents=True, exist_ok=True)\n"
+              "(p / 'deadline.txt').write_text(os.environ.get('MEMLA_DEADLINE', 'none'))\n"
+              "from memla_utils.run_parts import DeadlineReached\n"
+              "if os.environ.get('MEMLA_DEADLINE'): raise DeadlineReached('time is up')")
+    _notebook(nbs / "01_second.ipynb",
+              "import pathlib\n(pathlib.Path(run_dir) / 'second.txt').write_text('ran')")
+    run_dir = tmp_path / "run"
+    rc = batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}", "--hours", "0.5"])
+    assert rc == 0
+    assert float((run_dir / "deadline.txt").read_text()) > 0
+    assert not (run_dir / "second.txt").exists()  # the part stopped at the deadline
+    parts = json.loads((run_dir / "parts.json").read_text())
+    assert [p["outcome"] for p in parts] == ["deadline"] and parts[0]["hours"] >= 0
+    # the next part (no deadline) runs to the end and is recorded as part 2
+    rc = batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}"])
+    assert rc == 0 and (run_dir / "second.txt").read_text() == "ran"
+    assert (run_dir / "deadline.txt").read_text() == "none"
+    parts = json.loads((run_dir / "parts.json").read_text())
+    assert [(p["part"], p["outcome"]) for p in parts] == [(1, "deadline"), (2, "complete")]
+    manifest = json.loads((run_dir / "batch_manifest.json").read_text())
+    assert manifest["inputs"]["parts"]["parts"] == 2
