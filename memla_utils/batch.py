@@ -206,6 +206,32 @@ class ChainResult:
     outcome: str = "complete"  # "complete" | "deadline" (the part's time ran out between two units)
 
 
+#: Presets whose runs are built in parts over several sessions: a part refuses to extend a run started with other
+#: code, lock file, model, records or parameters (``--restart-run`` moves the earlier results aside). Every other
+#: run is restarted (earlier results moved aside) when its inputs changed, so no run mixes two versions.
+MULTI_SESSION_PRESETS: tuple[str, ...] = ("medium",)
+
+
+def check_identity(plan: BatchPlan, *, restart: bool) -> Path:
+    """Record / compare the run's identity (:mod:`memla_utils.run_identity`) before any notebook runs.
+
+    The identity is the package code per stage, the lock file, the model parameters, the run's records (read
+    with :meth:`RunConfig.run_records`) and the chain's parameters. Raises :class:`BatchError` with every
+    difference when the run folder was started with other inputs and ``restart`` is false.
+    """
+    from .run_identity import RunIdentityError, check_run_identity, run_identity
+
+    declared = {k: v for k, v in plan.parameters.items() if k in NOTEBOOK_PARAMETERS}
+    cfg = RunConfig.from_params(**declared)
+    records, _ = cfg.run_records()
+    model = f"{cfg.model} ({cfg.dtype} on {cfg.device})"
+    identity = run_identity(model, records, {k: _as_param(v) for k, v in plan.parameters.items()})
+    try:
+        return check_run_identity(plan.run_dir, identity, restart=restart)
+    except RunIdentityError as err:
+        raise BatchError(str(err)) from None
+
+
 def _finished_count(run_dir: Path) -> int:
     from .runner import finished_units
 
@@ -213,18 +239,21 @@ def _finished_count(run_dir: Path) -> int:
 
 
 def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = KERNEL,
-              log_output: bool = False, cwd: Path = PROJECT_ROOT, hours: float | None = None) -> ChainResult:
+              log_output: bool = False, cwd: Path = PROJECT_ROOT, hours: float | None = None,
+              restart: bool | None = None, preset: str | None = None) -> ChainResult:
     """Execute the notebooks in order; raise :class:`BatchError` naming the first one that fails.
 
     Every call is one *part* of the run (``<run_dir>/parts.json``, :mod:`memla_utils.run_parts`: commit, hours,
     finished units before/after). With ``hours`` the part has a deadline, handed to the runner through
     ``$MEMLA_DEADLINE``: the runner stops between two units once it has passed (results so far written), the
-    chain ends there with outcome ``"deadline"`` and the next call resumes.
+    chain ends there with outcome ``"deadline"`` and the next call resumes. Before that, :func:`check_identity`:
+    ``restart=None`` restarts a changed run unless ``preset`` is in :data:`MULTI_SESSION_PRESETS` (then it refuses).
     """
     import os
 
     from . import run_parts
 
+    check_identity(plan, restart=(preset not in MULTI_SESSION_PRESETS) if restart is None else restart)
     out_dir = plan.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest("batch", parameters=plan.parameters, inputs={"notebooks": [p.name for p in
@@ -327,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hours", type=float, default=None,
                     help="end this part of the run after about this many hours, between two units (a multi-"
                          "session run such as the medium preset; the next call resumes; parts.json records each)")
+    ap.add_argument("--restart-run", action="store_true",
+                    help="start the run over when its recorded code, lock file, model, records or parameters differ "
+                         "(earlier results are moved to <run_dir>/superseded-<time>/); without it a medium-preset "
+                         "run refuses, any other run restarts")
     ap.add_argument("--address", default=None,
                     help="with --executor ray: the Ray cluster to join ('auto' = the one this node belongs to, "
                          "or host:port); without it each notebook starts a local cluster")
@@ -355,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         for plan in plans:
             res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output,
-                            hours=args.hours)
+                            hours=args.hours, restart=True if args.restart_run else None, preset=args.preset)
             log.info("chain %s %s: %d notebooks, %.0f s", plan.label,
                      "finished" if res.outcome == "complete" else "stopped at the deadline (run again to resume)",
                      len(res.executed), sum(res.seconds.values()))
