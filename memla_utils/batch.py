@@ -35,7 +35,7 @@ NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 KERNEL = "memla"
 #: The shared parameter names every notebook's parameters cell holds (RunConfig fields that are notebook params).
 SHARED_PARAMETERS: tuple[str, ...] = ("model", "device", "dtype", "seed", "languages", "edit_languages",
-                                      "n_records", "methods", "run_dir", "figures_dir", "mkeb_path")
+                                      "n_records", "methods", "run_dir", "figures_dir", "mkeb_path", "record_selection")
 
 
 class BatchError(RuntimeError):
@@ -203,19 +203,88 @@ class ChainResult:
     plan: BatchPlan
     executed: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    outcome: str = "complete"  # "complete" | "deadline" (the part's time ran out between two units)
+
+
+#: Presets whose runs are built in parts over several sessions: a part refuses to extend a run started with other
+#: code, lock file, model, records or parameters (``--restart-run`` moves the earlier results aside). Every other
+#: run is restarted (earlier results moved aside) when its inputs changed, so no run mixes two versions.
+MULTI_SESSION_PRESETS: tuple[str, ...] = ("medium",)
+
+
+def check_identity(plan: BatchPlan, *, restart: bool) -> Path:
+    """Record / compare the run's identity (:mod:`memla_utils.run_identity`) before any notebook runs.
+
+    The identity is the package code per stage, the lock file, the model parameters, the run's records (read
+    with :meth:`RunConfig.run_records`) and the chain's parameters. Raises :class:`BatchError` with every
+    difference when the run folder was started with other inputs and ``restart`` is false.
+    """
+    from .run_identity import RunIdentityError, check_run_identity, run_identity
+
+    declared = {k: v for k, v in plan.parameters.items() if k in NOTEBOOK_PARAMETERS}
+    cfg = RunConfig.from_params(**declared)
+    records, _ = cfg.run_records()
+    model = f"{cfg.model} ({cfg.dtype} on {cfg.device})"
+    identity = run_identity(model, records, {k: _as_param(v) for k, v in plan.parameters.items()})
+    try:
+        return check_run_identity(plan.run_dir, identity, restart=restart)
+    except RunIdentityError as err:
+        raise BatchError(str(err)) from None
+
+
+def _finished_count(run_dir: Path) -> int:
+    from .runner import finished_units
+
+    return len(finished_units(run_dir)) if run_dir.exists() else 0
 
 
 def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = KERNEL,
-              log_output: bool = False, cwd: Path = PROJECT_ROOT) -> ChainResult:
-    """Execute the notebooks in order; raise :class:`BatchError` naming the first one that fails."""
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+              log_output: bool = False, cwd: Path = PROJECT_ROOT, hours: float | None = None,
+              restart: bool | None = None, preset: str | None = None) -> ChainResult:
+    """Execute the notebooks in order; raise :class:`BatchError` naming the first one that fails.
 
+    Every call is one *part* of the run (``<run_dir>/parts.json``, :mod:`memla_utils.run_parts`: commit, hours,
+    finished units before/after). With ``hours`` the part has a deadline, handed to the runner through
+    ``$MEMLA_DEADLINE``: the runner stops between two units once it has passed (results so far written), the
+    chain ends there with outcome ``"deadline"`` and the next call resumes. Before that, :func:`check_identity`:
+    ``restart=None`` restarts a changed run unless ``preset`` is in :data:`MULTI_SESSION_PRESETS` (then it refuses).
+    """
+    import os
+
+    from . import run_parts
+
+    check_identity(plan, restart=(preset not in MULTI_SESSION_PRESETS) if restart is None else restart)
     out_dir = plan.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest("batch", parameters=plan.parameters, inputs={"notebooks": [p.name for p in
                                                                                            notebook_paths]})
     result = ChainResult(plan)
+    if hours is not None:
+        if not hours > 0:
+            raise BatchError(f"--hours must be > 0, got {hours}")
+        os.environ[run_parts.DEADLINE_ENV] = str(time.time() + 3600 * hours)
+    else:
+        os.environ.pop(run_parts.DEADLINE_ENV, None)
+    part = run_parts.begin_part(plan.run_dir, _finished_count(plan.run_dir))
+    try:
+        _run_notebooks(plan, notebook_paths, out_dir, manifest, result, kernel, log_output, cwd)
+    except BaseException:
+        run_parts.end_part(plan.run_dir, part, _finished_count(plan.run_dir), "failed")
+        raise
+    finally:
+        os.environ.pop(run_parts.DEADLINE_ENV, None)
+    run_parts.end_part(plan.run_dir, part, _finished_count(plan.run_dir), result.outcome)
+    manifest.inputs["parts"] = run_parts.summary(plan.run_dir)
+    manifest.write(plan.run_dir / "batch_manifest.json")
+    return result
+
+
+def _run_notebooks(plan: BatchPlan, notebook_paths: Sequence[Path], out_dir: Path, manifest: Any,
+                   result: ChainResult, kernel: str, log_output: bool, cwd: Path) -> None:
+    """The notebooks of one part, in order (see :func:`run_chain`); stops early at the part's deadline."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
     for nb in notebook_paths:
         target = out_dir / nb.name
         log.info("[%s] running %s", plan.label, nb.name)
@@ -225,6 +294,11 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
                                 cwd=str(cwd), log_output=log_output, progress_bar=False)
         except PapermillExecutionError as err:
             manifest.time(nb.name, time.perf_counter() - start)
+            if err.ename == "DeadlineReached":  # the part's time is up: not a failure, the next part resumes
+                log.info("[%s] %s stopped at the part's deadline; run the same command again to continue",
+                         plan.label, nb.name)
+                result.outcome = "deadline"
+                return
             manifest.inputs["failed"] = nb.name
             manifest.write(plan.run_dir / "batch_manifest.json")
             raise BatchError(f"notebook {nb.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
@@ -238,8 +312,6 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
         result.executed.append(target)
         result.seconds[nb.name] = seconds
         log.info("[%s] %s done in %.1f s", plan.label, nb.name, seconds)
-    manifest.write(plan.run_dir / "batch_manifest.json")
-    return result
 
 
 def executor_environment(executor: str, address: str | None = None) -> dict[str, str]:
@@ -281,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where run_experiment runs its units (notebooks 04-06): in the notebook's process, or as "
                          "Ray tasks, one GPU each (pip install .[cluster]); passed on as $MEMLA_EXECUTOR "
                          "(default: leave the environment as it is, i.e. local)")
+    ap.add_argument("--hours", type=float, default=None,
+                    help="end this part of the run after about this many hours, between two units (a multi-"
+                         "session run such as the medium preset; the next call resumes; parts.json records each)")
+    ap.add_argument("--restart-run", action="store_true",
+                    help="start the run over when its recorded code, lock file, model, records or parameters differ "
+                         "(earlier results are moved to <run_dir>/superseded-<time>/); without it a medium-preset "
+                         "run refuses, any other run restarts")
     ap.add_argument("--address", default=None,
                     help="with --executor ray: the Ray cluster to join ('auto' = the one this node belongs to, "
                          "or host:port); without it each notebook starts a local cluster")
@@ -308,9 +387,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"  parameters: {plan.parameters}")
             return 0
         for plan in plans:
-            res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output)
-            log.info("chain %s finished: %d notebooks, %.0f s", plan.label, len(res.executed),
-                     sum(res.seconds.values()))
+            res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output,
+                            hours=args.hours, restart=True if args.restart_run else None, preset=args.preset)
+            log.info("chain %s %s: %d notebooks, %.0f s", plan.label,
+                     "finished" if res.outcome == "complete" else "stopped at the deadline (run again to resume)",
+                     len(res.executed), sum(res.seconds.values()))
+            if res.outcome != "complete":
+                break
     except BatchError as err:
         print(f"batch: {err}", file=sys.stderr)
         return 1

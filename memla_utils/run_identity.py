@@ -138,8 +138,8 @@ def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: b
         if not restart:
             raise RunIdentityError(
                 f"{run_dir} was started with other inputs, so its results cannot be extended: "
-                + "; ".join(diff) + ". Pass restart=True (notebook parameter restart_run=True) to move the earlier "
-                "results aside and start over, or check out the code and lock file the run was started with.")
+                + "; ".join(diff) + ". Start over with restart=True (make paper ARGS=--restart-run), which moves "
+                "the earlier results aside, or check out the code and lock file the run was started with.")
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         aside = run_dir / f"superseded-{stamp}"
         aside.mkdir(parents=True)

@@ -123,3 +123,64 @@ def test_every_committed_notebook_takes_the_shared_parameters():
         missing = set(batch.SHARED_PARAMETERS) - names
         assert not missing, f"{path.name}: parameters cell lacks {sorted(missing)}"
         assert nb.metadata.get("kernelspec", {}).get("name") == "memla", f"{path.name}: kernel is not memla"
+
+
+def test_a_part_ends_cleanly_at_its_deadline_and_is_recorded(tmp_path):
+    """--hours hands the deadline to the kernels; DeadlineReached ends the part (exit 0), parts.json says so."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "00_first.ipynb",
+              "import os, pathlib\n"
+              "p = pathlib.Path(run_dir); p.mkdir(parents=True, exist_ok=True)\n"
+              "(p / 'deadline.txt').write_text(os.environ.get('MEMLA_DEADLINE', 'none'))\n"
+              "from memla_utils.run_parts import DeadlineReached\n"
+              "if os.environ.get('MEMLA_DEADLINE'): raise DeadlineReached('time is up')")
+    _notebook(nbs / "01_second.ipynb",
+              "import pathlib\n(pathlib.Path(run_dir) / 'second.txt').write_text('ran')")
+    run_dir = tmp_path / "run"
+    rc = batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}", "--hours", "0.5"])
+    assert rc == 0
+    assert float((run_dir / "deadline.txt").read_text()) > 0
+    assert not (run_dir / "second.txt").exists()  # the part stopped at the deadline
+    parts = json.loads((run_dir / "parts.json").read_text())
+    assert [p["outcome"] for p in parts] == ["deadline"] and parts[0]["hours"] >= 0
+    # the next part (no deadline) runs to the end and is recorded as part 2
+    rc = batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}"])
+    assert rc == 0 and (run_dir / "second.txt").read_text() == "ran"
+    assert (run_dir / "deadline.txt").read_text() == "none"
+    parts = json.loads((run_dir / "parts.json").read_text())
+    assert [(p["part"], p["outcome"]) for p in parts] == [(1, "deadline"), (2, "complete")]
+    manifest = json.loads((run_dir / "batch_manifest.json").read_text())
+    assert manifest["inputs"]["parts"]["parts"] == 2
+
+
+def _tamper_identity(run_dir):
+    ident = json.loads((run_dir / "run_identity.json").read_text())
+    ident["code"]["editing"] = "0" * 16
+    (run_dir / "run_identity.json").write_text(json.dumps(ident))
+
+
+def test_changed_inputs_restart_a_run_or_are_refused_for_multi_session_presets(tmp_path, capsys):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "00_first.ipynb", "import pathlib\n(pathlib.Path(run_dir) / 'out.txt').write_text('x')")
+    run_dir = tmp_path / "run"
+    args = ["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}", "-p", "n_records=5", "-p", "languages=en,zh"]
+    assert batch.main(args) == 0 and (run_dir / "run_identity.json").exists()
+    assert batch.main(args) == 0 and not list(run_dir.glob("superseded-*"))  # same inputs: extended in place
+    _tamper_identity(run_dir)  # as if the editing code had changed since the run started
+    assert batch.main(args) == 0
+    aside = list(run_dir.glob("superseded-*"))
+    assert len(aside) == 1 and (aside[0] / "out.txt").exists()  # earlier results moved aside, not mixed
+    # a multi-session preset refuses instead, naming what changed; --restart-run starts over
+    run_m = tmp_path / "medium"
+    medium = ["--notebooks-dir", str(nbs), "--preset", "medium", "-p", f"run_dir={run_m}", "-p", "n_records=5",
+              "-p", "languages=en,zh"]
+    assert batch.main(medium) == 0
+    _tamper_identity(run_m)
+    assert batch.main(medium) == 1
+    err = capsys.readouterr().err
+    assert "code of stage 'editing'" in err and "--restart-run" in err
+    assert (run_m / "out.txt").exists()  # nothing moved or lost
+    assert batch.main(medium + ["--restart-run"]) == 0
+    assert len(list(run_m.glob("superseded-*"))) == 1

@@ -58,3 +58,28 @@ def test_split_records_is_disjoint_and_in_file_order():
     assert len(tr) == 4
     with pytest.raises(ValueError, match="n_train_records=20"):
         split_records(recs(), 3, 20)
+
+
+def test_run_records_first_equals_the_notebooks_old_slicing():
+    from memla_utils.config import RunConfig
+    from memla_utils.mkeb import load_records
+
+    cfg = RunConfig(n_records=3, languages=["en", "zh"], edit_languages=["en"])
+    ev, tr = cfg.run_records(n_train=2)
+    old = load_records(cfg.mkeb_path, languages=cfg.languages, n=5)
+    assert [r.example_id for r in ev] == [r.example_id for r in old[:3]]
+    assert [r.example_id for r in tr] == [r.example_id for r in old[3:]]
+
+
+def test_medium_preset_draws_equal_counts_per_relation_from_mkeb():
+    from memla_utils.config import RunConfig
+
+    cfg = RunConfig.from_params(preset="medium", n_records=10, languages="en,zh")
+    ev, tr = cfg.run_records(n_train=4)
+    counts = {}
+    for r in ev:
+        counts[relation_of(r)] = counts.get(relation_of(r), 0) + 1
+    assert len(counts) == 5 and set(counts.values()) == {2}
+    assert not {r.example_id for r in ev} & {r.example_id for r in tr} and len(tr) == 4
+    with pytest.raises(ValueError, match="multiple of the 5 relations"):
+        RunConfig.from_params(preset="medium", n_records=12, languages="en,zh").run_records()

@@ -232,3 +232,18 @@ def test_parallel_edits_give_the_single_edit_results(lm, tmp_path):
     assert set(batched["value"]) == {2.0, 3.0}  # en: 3 facts per batch; zh: 2 (r1 failed before training)
     with pytest.raises(ValueError, match="parallel_edits"):
         replace(CONFIG, parallel_edits=0)
+
+
+def test_a_passed_deadline_stops_between_units_and_the_next_part_resumes(lm, tmp_path, monkeypatch):
+    """batch --hours: the runner stops before the next unit once $MEMLA_DEADLINE has passed; nothing is lost."""
+    import time as _time
+
+    from memla_utils.run_parts import DEADLINE_ENV, DeadlineReached
+
+    monkeypatch.setenv(DEADLINE_ENV, str(_time.time() - 1))
+    with pytest.raises(DeadlineReached, match="after 0 of"):
+        run(lm, tmp_path)
+    assert not finished_units(tmp_path)
+    monkeypatch.delenv(DEADLINE_ENV)
+    run(lm, tmp_path)
+    assert len(finished_units(tmp_path)) == 3 * 2 * (len(METHODS) + 1)  # records x edit languages x (unedited + methods)
