@@ -89,7 +89,6 @@ def begin_part(run_dir: str | Path, units_before: int) -> Part:
                 units_before=units_before)
     parts.append(part)
     _write(run_dir, parts)
-    part._t0 = time.time()  # type: ignore[attr-defined]
     return part
 
 
@@ -97,14 +96,13 @@ def end_part(run_dir: str | Path, part: Part, units_after: int, outcome: str) ->
     """Close ``part`` with its duration (hours), finished units and outcome, and rewrite ``parts.json``."""
     run_dir = Path(run_dir)
     parts = read_parts(run_dir)
-    started = getattr(part, "_t0", None)
-    if started is None:
-        t0 = _dt.datetime.strptime(part.started_utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc)
-        started = t0.timestamp()
+    started = _dt.datetime.strptime(part.started_utc, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=_dt.timezone.utc).timestamp()
     part.finished_utc, part.units_after, part.outcome = _utc(), units_after, outcome
     part.hours = round((time.time() - started) / 3600, 4)
-    parts = [part if p.part == part.part else p for p in parts] if any(p.part == part.part for p in parts) \
-        else [*parts, part]
+    parts = [part if p.part == part.part else p for p in parts]
+    if not any(p.part == part.part for p in parts):
+        parts.append(part)
     _write(run_dir, parts)
     log.info("%s: part %d %s after %.2f h (%d -> %d units)", run_dir, part.part, outcome, part.hours,
              part.units_before, units_after)
