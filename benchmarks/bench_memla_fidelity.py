@@ -12,6 +12,7 @@ Targets (issue 12): MEMLA's mean NS within 10 points of the unedited model's, an
 Usage:
     .venv/bin/python benchmarks/bench_memla_fidelity.py                # 12 records x 3 seeds (CPU: ~1 h cold)
     .venv/bin/python benchmarks/bench_memla_fidelity.py --records 3 --seeds 0
+    .venv/bin/python benchmarks/bench_memla_fidelity.py --attribution-method exact   # masks from exact IG
 -> prints a table, writes benchmarks/results/memla_fidelity_<device>.json
 """
 from __future__ import annotations
@@ -36,6 +37,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--records", type=int, default=12)
+    p.add_argument("--only", default="",
+                   help="comma-separated record ids to keep among the first --records (a diagnostic subset)")
+    p.add_argument("--attribution-method", default="memla4mke", choices=("memla4mke", "exact"),
+                   help="how the masks' neurons are attributed (memla4mke: the released locator, the default of "
+                        "every preset; exact: exact IG, a labelled ablation)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default="memla,memla-zero-hidden")
     p.add_argument("--mkeb", default="data/mkeb/mkeb.jsonl")
@@ -49,6 +55,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from memla_utils.attribution import AttributionConfig
     from memla_utils.cache import ArtifactCache
     from memla_utils.editors.memla import mask_overrides
     from memla_utils.masks import MaskConfig, compute_record_masks
@@ -58,10 +65,16 @@ def main() -> None:
 
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     records = load_records(args.mkeb)[: args.records]
+    if args.only:
+        keep = {x.strip() for x in args.only.split(",") if x.strip()}
+        missing = keep - {r.example_id for r in records}
+        if missing:
+            raise SystemExit(f"--only: {sorted(missing)} not among the first {args.records} records of {args.mkeb}")
+        records = [r for r in records if r.example_id in keep]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     cache = ArtifactCache()
-    mask_cfg = MaskConfig()
+    mask_cfg = MaskConfig(attribution=AttributionConfig(method=args.attribution_method))
     start = time.perf_counter()
     masks = {r.example_id: compute_record_masks(lm, r, "en", mask_cfg, cache=cache) for r in records}
     masks_s = time.perf_counter() - start
@@ -105,7 +118,9 @@ def main() -> None:
     print("NS per record (mean over seeds, %):")
     print((100 * by_record).round(1).to_markdown())
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    out = Path(args.out) if args.out else RESULTS / f"memla_fidelity_{args.device}.json"
+    suffix = "" if args.attribution_method == "memla4mke" else f"_{args.attribution_method}"
+    suffix += f"_{len(records)}records" if args.only else ""
+    out = Path(args.out) if args.out else RESULTS / f"memla_fidelity_{args.device}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "memla_fidelity", "commit": commit, "model": args.model, "device": args.device,
