@@ -77,6 +77,7 @@ from .attribution_stair import StaircaseUnsupported, inject, staircase
 from .cache import ArtifactCache, cache_key
 from .mkeb.record import Record, RecordError
 from .models import LoadedModel
+from .run_parts import check_deadline
 from .text import JOIN_VERSION, join_prompt_answer
 
 if TYPE_CHECKING:  # masks.py imports this module; the types are only needed for annotations here
@@ -847,7 +848,8 @@ def record_attributions(lm: LoadedModel, record: Record, languages: str | Sequen
 
     ``cache=None`` uses the project cache (:class:`ArtifactCache` default root); pass
     ``ArtifactCache(enabled=False)`` to disable caching. Each prompt is written as soon as its batch finishes,
-    so an interrupted run resumes where it stopped.
+    so an interrupted run resumes where it stopped. Raises :class:`~memla_utils.run_parts.DeadlineReached` before
+    computing anything when a part of a multi-session run (``batch --hours``) has passed its deadline.
     """
     config = config or AttributionConfig()
     cache = cache if cache is not None else ArtifactCache()
@@ -863,6 +865,8 @@ def record_attributions(lm: LoadedModel, record: Record, languages: str | Sequen
             elif item not in missing:
                 missing.append(item)
     if missing:
+        # a part of a multi-session run (batch --hours) stops here, before new work; what is cached stays
+        check_deadline(f"attribution of record {record.example_id!r} ({len(missing)} prompt(s) not cached)")
         log.info("attributing %d prompt(s) of record %r (%d cached)", len(missing), record.example_id, len(found))
         for item, att in zip(missing, attribute_batch(lm, missing, config, progress=progress)):
             cache.put_tensors(_item_key(lm, record, item, config), att.to_tensors(),

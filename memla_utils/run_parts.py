@@ -130,5 +130,18 @@ def deadline_from_env() -> float | None:
         raise ValueError(f"{DEADLINE_ENV} must be a UNIX time in seconds, got {raw!r}") from None
 
 
-__all__ = ["DEADLINE_ENV", "DeadlineReached", "PARTS_FILE", "Part", "begin_part", "deadline_from_env", "end_part",
-           "read_parts", "summary"]
+def check_deadline(where: str, deadline: float | None = None) -> None:
+    """Raise :class:`DeadlineReached` naming ``where`` when the running part's deadline has passed.
+
+    Called between two units of work whose results are already saved (the runner's units, a record's
+    attributions), so the next part resumes from them. ``deadline`` defaults to :func:`deadline_from_env`
+    (``None``: no part is running, never raises).
+    """
+    deadline = deadline_from_env() if deadline is None else deadline
+    if deadline is not None and time.time() > deadline:
+        raise DeadlineReached(f"{where}: the part's deadline passed (results so far are saved; run the same "
+                              f"command again to continue)")
+
+
+__all__ = ["DEADLINE_ENV", "DeadlineReached", "PARTS_FILE", "Part", "begin_part", "check_deadline",
+           "deadline_from_env", "end_part", "read_parts", "summary"]

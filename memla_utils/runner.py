@@ -43,7 +43,7 @@ from .manifest import skipped_in
 from .masks import RecordMasks
 from .mkeb.record import Record
 from .models import LoadedModel
-from .run_parts import DeadlineReached, deadline_from_env
+from .run_parts import check_deadline, deadline_from_env
 from .seeds import unit_seed
 
 log = logging.getLogger(__name__)
@@ -341,9 +341,8 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     pending: dict[Unit, Any] = {}
     deadline = deadline_from_env()  # a part of a multi-session run (batch --hours): stop between two units
     for i, unit in enumerate(tqdm(todo, desc=f"run {shard}", disable=not config.progress)):
-        if deadline is not None and time.time() > deadline:
-            raise DeadlineReached(f"{run_dir}: the part's deadline passed after {i} of {len(todo)} units of shard "
-                                  f"{shard} (results so far are written; run again to continue)")
+        if deadline is not None:
+            check_deadline(f"{run_dir}: after {i} of {len(todo)} units of shard {shard}", deadline)
         record = by_id[unit.record]
         with naming(f"method {UNEDITED!r} (reference for {unit.method!r}, edit language {unit.edit_lang!r})"):
             refs = preedit.get_many(lm, record, eval_languages, config.eval_config)  # once per record

@@ -267,3 +267,26 @@ def test_unsupported_logit_scaling_is_a_clear_error():
             attribute_prompt(lm, PROMPT, ANSWER, "en", AttributionConfig(steps=2))
     finally:
         handle.remove()
+
+
+def test_a_passed_part_deadline_stops_new_attribution_but_not_cache_hits(tmp_path, monkeypatch):
+    """batch --hours: once the part's deadline has passed, record_attributions computes nothing new (it raises
+    DeadlineReached naming the record) while cached records are still read; without a deadline it runs."""
+    import time as _time
+
+    from memla_utils.run_parts import DEADLINE_ENV, DeadlineReached
+
+    lm = tiny_model("llama")
+    cache = ArtifactCache(tmp_path)
+    cfg = AttributionConfig(steps=3)
+    record = make_record()
+    first = record_attributions(lm, record, "en", cfg, cache)["en"]  # cached before the deadline
+    monkeypatch.setenv(DEADLINE_ENV, str(_time.time() - 1))
+    again = record_attributions(lm, record, "en", cfg, cache)["en"]
+    assert torch.equal(again[0].scores, first[0].scores)
+    n_files = len(list(tmp_path.rglob("*.safetensors")))
+    with pytest.raises(DeadlineReached, match=repr(record.example_id)):
+        record_attributions(lm, record, "zh", cfg, cache)
+    assert len(list(tmp_path.rglob("*.safetensors"))) == n_files  # nothing computed after the deadline
+    monkeypatch.setenv(DEADLINE_ENV, str(_time.time() + 3600))
+    assert record_attributions(lm, record, "zh", cfg, cache)["zh"]

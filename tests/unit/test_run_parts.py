@@ -41,3 +41,16 @@ def test_deadline_from_env(monkeypatch):
     monkeypatch.setenv(run_parts.DEADLINE_ENV, "soon")
     with pytest.raises(ValueError, match="MEMLA_DEADLINE"):
         run_parts.deadline_from_env()
+
+
+def test_check_deadline_raises_only_after_the_deadline(monkeypatch):
+    import time
+
+    monkeypatch.delenv(run_parts.DEADLINE_ENV, raising=False)
+    run_parts.check_deadline("nothing running")  # no part: never raises
+    run_parts.check_deadline("future", time.time() + 60)
+    with pytest.raises(run_parts.DeadlineReached, match="unit 7"):
+        run_parts.check_deadline("unit 7", time.time() - 1)
+    monkeypatch.setenv(run_parts.DEADLINE_ENV, str(time.time() - 1))
+    with pytest.raises(run_parts.DeadlineReached, match="from the environment"):
+        run_parts.check_deadline("from the environment")
