@@ -90,6 +90,11 @@ BASELINES = ("eos_mean", "zero")
 TARGETS = ("prob", "logprob")
 ANSWERS = ("true", "new")
 HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
+#: Part of every cached score's key: bump it in the change that alters any score's bits (summation order, row
+#: layout), so that caches written by earlier code are not mixed with new scores. 2: the staircase of
+#: ``attribution_stair`` (issue 15) and one prompt per batch in :func:`record_attributions` (scores equal to
+#: version 1 within ~1e-6 relative, not bit for bit).
+SCORES_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -160,7 +165,7 @@ class AttributionConfig:
     def score_params(self) -> dict[str, Any]:
         """The parameters that determine a prompt's scores (cache key; threshold and chunking excluded)."""
         return {"method": self.method, "steps": self.steps, "baseline": self.baseline, "target": self.target,
-                "head_precision": self.head_precision, "version": 1}
+                "head_precision": self.head_precision, "version": SCORES_VERSION}
 
     def head_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
         if self.head_precision == "auto":
@@ -847,8 +852,9 @@ def record_attributions(lm: LoadedModel, record: Record, languages: str | Sequen
     """Scores of every prompt of ``record`` in each language; cached items are read, the rest batched.
 
     ``cache=None`` uses the project cache (:class:`ArtifactCache` default root); pass
-    ``ArtifactCache(enabled=False)`` to disable caching. Each prompt is written as soon as its batch finishes,
-    so an interrupted run resumes where it stopped. Raises :class:`~memla_utils.run_parts.DeadlineReached` before
+    ``ArtifactCache(enabled=False)`` to disable caching. Each prompt is attributed on its own (one
+    :func:`attribute_batch` call) and written as soon as it finishes, so an interrupted run resumes where it
+    stopped and a prompt's scores do not depend on which other prompts were cached. Raises :class:`~memla_utils.run_parts.DeadlineReached` before
     computing anything when a part of a multi-session run (``batch --hours``) has passed its deadline.
     """
     config = config or AttributionConfig()
@@ -868,7 +874,11 @@ def record_attributions(lm: LoadedModel, record: Record, languages: str | Sequen
         # a part of a multi-session run (batch --hours) stops here, before new work; what is cached stays
         check_deadline(f"attribution of record {record.example_id!r} ({len(missing)} prompt(s) not cached)")
         log.info("attributing %d prompt(s) of record %r (%d cached)", len(missing), record.example_id, len(found))
-        for item, att in zip(missing, attribute_batch(lm, missing, config, progress=progress)):
+        # one prompt per batch: its rows, padding and chunking then depend on the prompt alone, so its scores are
+        # the same bits whatever else is cached, in whichever order or run they were computed (attribute_batch
+        # over several prompts pads them to the longest and mixes their rows: equal only to ~1e-6)
+        for item in missing:
+            att = attribute_batch(lm, [item], config, progress=progress)[0]
             cache.put_tensors(_item_key(lm, record, item, config), att.to_tensors(),
                               metadata={"prompt": item[0], "answer": item[1], "language": item[2],
                                         "example_id": record.example_id})

@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 
 UNEDITED = "unedited"
 COLUMNS = ["record", "method", "edit_lang", "eval_lang", "metric", "value", "n"]
+#: Rows of kind ``"edit"`` that measure this run on this machine (wall clock, memory), not the edit's outcome;
+#: and the column naming a unit's attempt (a random id). Two runs of the same configuration differ only there.
+RUN_SPECIFIC_METRICS: tuple[str, ...] = ("seconds", "eval_seconds", "peak_rss_mb", "peak_memory_mb")
+RUN_SPECIFIC_COLUMNS: tuple[str, ...] = ("attempt",)
 MasksProvider = Callable[[Record, str], RecordMasks | None]
 
 

@@ -74,7 +74,8 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     model = json.loads(run_manifest.read_text(encoding="utf-8")) if run_manifest.is_file() else {}
     manifest = build_manifest("report", cfg=cfg, parameters=params, model_name=model.get("model"),
                               model_fingerprint=model.get("model_fingerprint"),
-                              inputs={"results_rows": int(len(results)), "results_digest": table_digest(results),
+                              inputs={"results_rows": int(len(results)),
+                                      "results_digest": table_digest(outcome_rows(results)),
                                       "general_rows": int(len(general)), "general_digest": table_digest(general),
                                       "suppression_digest": table_digest(suppression),
                                       "masks_digest": table_digest(masks)})
@@ -156,6 +157,20 @@ def table_digest(frame: pd.DataFrame | None) -> str | None:
     text = frame.to_csv(index=False, lineterminator="\n").splitlines()
     return hashlib.sha256("\n".join([text[0], *sorted(text[1:])]).encode()).hexdigest()[:16] if text else \
         hashlib.sha256(b"").hexdigest()[:16]
+
+
+def outcome_rows(results: pd.DataFrame | None) -> pd.DataFrame | None:
+    """``results`` without what measures the run rather than the edits (:data:`runner.RUN_SPECIFIC_METRICS`
+    rows: wall-clock seconds, peak memory; :data:`runner.RUN_SPECIFIC_COLUMNS`: attempt ids), so that two runs of
+    one configuration give the same digest and the same ``source:`` line (the drift check compares it)."""
+    from ..runner import RUN_SPECIFIC_COLUMNS, RUN_SPECIFIC_METRICS  # the runner owns its row layout
+
+    if results is None:
+        return None
+    out = results.drop(columns=[c for c in RUN_SPECIFIC_COLUMNS if c in results.columns])
+    if "metric" in out.columns:
+        out = out[~out["metric"].isin(RUN_SPECIFIC_METRICS)]
+    return out
 
 
 def source_line(manifest_path: Path, digest: str) -> str:

@@ -290,3 +290,20 @@ def test_a_passed_part_deadline_stops_new_attribution_but_not_cache_hits(tmp_pat
     assert len(list(tmp_path.rglob("*.safetensors"))) == n_files  # nothing computed after the deadline
     monkeypatch.setenv(DEADLINE_ENV, str(_time.time() + 3600))
     assert record_attributions(lm, record, "zh", cfg, cache)["zh"]
+
+
+def test_a_prompts_scores_do_not_depend_on_what_else_is_cached(tmp_path):
+    """Order, resuming and partial caches never change a number: a prompt's scores are the same bits whether
+    its record's other languages were attributed with it, before it, or not at all."""
+    lm = tiny_model("gemma3_text")
+    cfg = AttributionConfig(steps=3)
+    record = make_record()
+    together = record_attributions(lm, record, ["en", "zh"], cfg, ArtifactCache(tmp_path / "a"))
+    partial = ArtifactCache(tmp_path / "b")
+    zh_first = record_attributions(lm, record, "zh", cfg, partial)["zh"]
+    resumed = record_attributions(lm, record, ["en", "zh"], cfg, partial)
+    alone = record_attributions(lm, record, "en", cfg, ArtifactCache(tmp_path / "c"))["en"]
+    for a, b, c in zip(together["en"], resumed["en"], alone):
+        assert torch.equal(a.scores, b.scores) and torch.equal(a.scores, c.scores)
+    for a, b in zip(together["zh"], zh_first):
+        assert torch.equal(a.scores, b.scores)
