@@ -849,13 +849,14 @@ def _item_key(lm: LoadedModel, record: Record, item: tuple[str, str, str], confi
 def record_attributions(lm: LoadedModel, record: Record, languages: str | Sequence[str],
                         config: AttributionConfig | None = None, cache: ArtifactCache | None = None,
                         *, progress: bool = False) -> dict[str, list[PromptAttribution]]:
-    """Scores of every prompt of ``record`` in each language; cached items are read, the rest batched.
+    """Scores of every prompt of ``record`` in each language; cached items are read, the rest computed.
 
     ``cache=None`` uses the project cache (:class:`ArtifactCache` default root); pass
     ``ArtifactCache(enabled=False)`` to disable caching. Each prompt is attributed on its own (one
     :func:`attribute_batch` call) and written as soon as it finishes, so an interrupted run resumes where it
-    stopped and a prompt's scores do not depend on which other prompts were cached. Raises :class:`~memla_utils.run_parts.DeadlineReached` before
-    computing anything when a part of a multi-session run (``batch --hours``) has passed its deadline.
+    stopped and a prompt's scores do not depend on which other prompts were cached. Raises
+    :class:`~memla_utils.run_parts.DeadlineReached` before computing anything when a part of a multi-session run
+    (``batch --hours``) has passed its deadline.
     """
     config = config or AttributionConfig()
     cache = cache if cache is not None else ArtifactCache()
