@@ -42,10 +42,11 @@ whose logits are computed (``logits_to_keep``):
   ``benchmarks/results/baselines_cpu.json``, no FLOP count; so are the four above when left out of
   ``--baselines`` (then from ``baselines_speed_cpu.json``). JSON rows carry their file, threads and load.
 
-Projection: attribution units = records x (edit + run languages) (notebooks 02 and 03 attribute every run
-language; the masks alone need the independence languages + the edit languages); edit units = records x edit
+Projection: attribution units = records x the languages notebooks 02 and 03 attribute
+(``RunConfig.attribution_languages``; the medium preset: ``"masks"``, the edit + independence languages; the
+JSON's ``attribution_all_languages`` is the alternative of every run language); edit units = records x edit
 languages per method; evaluation units = one per edit unit + one unedited evaluation per record. The attribution
-per-unit time is the measured seconds per FLOP times the mean FLOPs of a (record, language) over the run
+per-unit time is the measured seconds per FLOP times the mean FLOPs of a (record, language) over the attributed
 languages (a Chinese or Thai prompt costs up to 3x an English one); every other per-unit time is the measured
 mean (or the JSON's), labelled in the ``source`` column; MEMLA's LSE and LIE variants take MEMLA's time (same
 forwards and backwards, fewer LoRA pairs). One-off costs: the baselines' statistics (measured) and MEND's
@@ -283,22 +284,22 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 # ------------------------------------------------------------------------------------------------ projection
-def preset_units(preset: str = "medium", independent_languages: Sequence[str] | None = None) -> dict[str, Any]:
+def preset_units(preset: str = "medium") -> dict[str, Any]:
     """The work of ``PRESETS[preset]`` in units: ``{"attribution": n, "edit <method>": n, ..., "evaluation": n}``
-    plus ``_info`` (records, languages, methods, and the masks-only attribution count)."""
+    plus ``_info`` (records, languages, methods, the attributed languages, and the attribution count had every
+    run language been attributed)."""
     from memla_utils.config import RunConfig
-    from memla_utils.languages import PAPER_INDEPENDENT_LANGUAGES
 
     cfg = RunConfig.from_params(preset=preset)
     n, edit, langs = cfg.n_records, list(cfg.edit_languages), list(cfg.languages)
-    indep = list(independent_languages or PAPER_INDEPENDENT_LANGUAGES)
-    units: dict[str, Any] = {"attribution": n * len(dict.fromkeys([*edit, *langs]))}
+    attributed = list(dict.fromkeys([*edit, *cfg.attribution_languages()]))
+    units: dict[str, Any] = {"attribution": n * len(attributed)}
     for m in cfg.methods:
         units[f"edit {m}"] = n * len(edit)
     units["evaluation"] = n * len(edit) * len(cfg.methods) + n  # every edit, + the unedited model once per record
     units["_info"] = {"preset": preset, "records": n, "languages": langs, "edit_languages": edit,
-                      "methods": list(cfg.methods), "independent_languages": indep,
-                      "attribution_masks_only": n * len(dict.fromkeys([*indep, *edit]))}
+                      "methods": list(cfg.methods), "attribution_languages": attributed,
+                      "attribution_all_languages": n * len(dict.fromkeys([*edit, *langs]))}
     return units
 
 
@@ -514,22 +515,23 @@ def measure(lm: Any, records: Sequence[Any], args: argparse.Namespace, rate: Map
         n = len(vals)
         per_unit[key] = {"wall_s": sum(v[1] for v in vals) / n, "cpu_s": sum(v[2] for v in vals) / n,
                          "source": f"measured, mean of {n}"}
-    # attribution: seconds per FLOP as measured, times the mean FLOPs of a (record, language) over the run languages
+    # attribution: seconds per FLOP as measured, times the mean FLOPs of a (record, language) over the attributed
+    # languages
     flop_m, wall_m, cpu_m = (sum(v[i] for v in acc["attribution"]) for i in range(3))
+    attributed = info["attribution_languages"]
     mean_flop = statistics.mean(attribution_flops(lm, attribution.record_items(r, l, acfg), acfg.method,
-                                                  acfg.steps)["total"]
-                                for r in records for l in dict.fromkeys([*edit_langs, *eval_langs]))
+                                                  acfg.steps)["total"] for r in records for l in attributed)
     per_unit["attribution"] = {"wall_s": wall_m / flop_m * mean_flop, "cpu_s": cpu_m / flop_m * mean_flop,
                                "source": f"measured ({','.join(attr_langs)}) x FLOPs of the mean (record, language) "
-                                         f"over {len(eval_langs)} languages ({mean_flop / 1e9:.0f} GFLOP)"}
+                                         f"over {','.join(attributed)} ({mean_flop / 1e9:.0f} GFLOP)"}
     for variant in ("memla-lse", "memla-lie"):
         per_unit[f"edit {variant}"] = {**per_unit["edit memla"],
                                        "source": "memla's measured time (same forwards and backwards)"}
-    indep = list(dict.fromkeys([*info["independent_languages"], *edit_langs]))
-    masks_flop = statistics.mean(attribution_flops(lm, attribution.record_items(r, l, acfg), acfg.method,
-                                                   acfg.steps)["total"] for r in records for l in indep)
-    per_unit["_attribution_masks_only"] = {"wall_s": wall_m / flop_m * masks_flop,
-                                           "cpu_s": cpu_m / flop_m * masks_flop, "languages": indep}
+    every = list(dict.fromkeys([*edit_langs, *eval_langs]))
+    all_flop = statistics.mean(attribution_flops(lm, attribution.record_items(r, l, acfg), acfg.method,
+                                                 acfg.steps)["total"] for r in records for l in every)
+    per_unit["_attribution_all_languages"] = {"wall_s": wall_m / flop_m * all_flop,
+                                              "cpu_s": cpu_m / flop_m * all_flop, "languages": every}
     return rows, per_unit, {f"once: {m} setup": t for m, t in one_off.items()}
 
 
@@ -561,11 +563,11 @@ def print_tables(result: dict[str, Any]) -> None:
     print(f"load average (1 min): {result['load_average_start']} at the start, "
           f"{result['environment']['load_average_1min']} at the end")
     p, info = result["projection"], result["units"]["_info"]
-    masks = p["attribution_masks_only"]
+    every = p["attribution_all_languages"]
     print(f"\n{info['preset']} preset: {info['records']} records x {len(info['languages'])} languages, edit "
           f"{','.join(info['edit_languages'])}, {len(info['methods'])} methods (budget {result['budget']}); "
-          f"attribution for the masks alone ({','.join(masks['languages'])}): {masks['units']} units, "
-          f"{masks['wall_h']:.2f} h")
+          f"attribution in {','.join(info['attribution_languages'])} (had every run language been attributed: "
+          f"{every['units']} units, {every['wall_h']:.2f} h)")
     head = f"{'stage':<22}{'units':>7}{'s/unit':>9}{'hours':>8}{'h (cpu)':>9}  per-unit source"
     print(head + "\n" + "-" * len(head))
     for r in p["rows"]:
@@ -620,11 +622,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 one_off[f"once: {m} setup"] = {"wall_s": t["prepare_s"], "source": t["prepare_source"]}
     one_off = {k: v for k, v in one_off.items() if k.split()[1] in units["_info"]["methods"]}
     projection = project(units, {k: v for k, v in per_unit.items() if not k.startswith("_")}, one_off)
-    masks_only = per_unit["_attribution_masks_only"]
-    projection["attribution_masks_only"] = {
-        "units": units["_info"]["attribution_masks_only"], "languages": masks_only["languages"],
-        "wall_h": units["_info"]["attribution_masks_only"] * masks_only["wall_s"] / 3600,
-        "cpu_h": units["_info"]["attribution_masks_only"] * masks_only["cpu_s"] / 3600}
+    every = per_unit["_attribution_all_languages"]
+    projection["attribution_all_languages"] = {
+        "units": units["_info"]["attribution_all_languages"], "languages": every["languages"],
+        "wall_h": units["_info"]["attribution_all_languages"] * every["wall_s"] / 3600,
+        "cpu_h": units["_info"]["attribution_all_languages"] * every["cpu_s"] / 3600}
     from memla_utils.shapes import shape_summary
 
     result = {"benchmark": "roofline", "command": "python -m benchmarks.bench_roofline " + " ".join(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import PROJECT_ROOT
-from .languages import MKEB_LANGUAGES, validate_languages
+from .languages import MKEB_LANGUAGES, PAPER_INDEPENDENT_LANGUAGES, validate_languages
 
 #: Every method the companion can run, in table order (MEMLA first, then its ablations, then baselines).
 ALL_METHODS: tuple[str, ...] = ("memla", "memla-lse", "memla-lie", "memla-unmasked", "memla-random",
@@ -59,6 +59,8 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
     "probe_languages": Param(str, True, ("all",)),
     # 01
     "shared_data_dir": Param(str), "known_only_demo": Param(bool), "rebuild": Param(bool),
+    # 02, 03: the languages their per-language analyses attribute (RunConfig.attribution_languages)
+    "attribution_languages": Param(str, True, ("run", "masks")),
     # 02, 03, 04, 06: attribution and masks
     "attribution_prompts": Param(str), "attribution_method": Param(str), "max_records": Param(int),
     "steps": Param(int), "baseline": Param(str),
@@ -218,6 +220,32 @@ class RunConfig:
         records = load_records(self.mkeb_path, languages=self.languages, n=n)
         return split_records(records, self.n_records, int(n_train), selection=self.record_selection, seed=self.seed)
 
+    def attribution_languages(self) -> list[str]:
+        """The languages notebooks 02 and 03 attribute for their per-language neuron analyses.
+
+        From the notebook parameter ``attribution_languages`` (in ``extra``): ``"run"`` (default) = the run's
+        ``languages``; ``"masks"`` = the languages MEMLA's masks are built from, i.e. the edit languages and the
+        independence languages (``extra["independent_languages"]``, default en, zh, fr as memla4mke, which
+        located neurons in those three languages only: ``neurons/neurons_llama3/{en,zh,fr}_neurons.json``;
+        ``"all"`` there means every run language); or a list of run languages. In the run's language order.
+        Raises :class:`ParameterError` naming the parameter for a language the run does not evaluate.
+        """
+        value = self.extra.get("attribution_languages", "run")
+        if value == "run":
+            return list(self.languages)
+        if value == "masks":
+            indep = self.extra.get("independent_languages", list(PAPER_INDEPENDENT_LANGUAGES))
+            indep = list(self.languages) if indep == "all" else _split(indep) if isinstance(indep, str) else indep
+            wanted = {*self.edit_languages, *indep}
+        else:
+            wanted = set(validate_languages(_split(value) if isinstance(value, str) else value,
+                                            parameter="attribution_languages"))
+            outside = sorted(wanted - set(self.languages))
+            if outside:
+                raise ParameterError(f"parameter attribution_languages: {outside} are not run languages "
+                                     f"(languages={self.languages})")
+        return [l for l in self.languages if l in wanted]
+
     def seed_everything(self, offset: int = 0) -> None:
         """Seed python, numpy and torch for this run (never at import)."""
         import numpy as np
@@ -242,6 +270,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "medium": {"languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"], "n_records": 100,
                "record_selection": "stratified",
                "methods": ["memla", "memla-lse", "memla-lie", "ft", "rome", "memit", "pmet", "mend", "ike"],
+               # notebooks 02/03 attribute only the languages the masks use (edit + independence languages, as
+               # memla4mke): all 12 would quadruple the run's largest stage (benchmarks/bench_roofline.py)
+               "attribution_languages": "masks",
                "run_dir": "results/medium", "figures_dir": "figures/medium"},
     "full": {"device": "auto", "dtype": "auto", "languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"],
              "n_records": 1000, "methods": list(ALL_METHODS), "run_dir": "runs/full"},

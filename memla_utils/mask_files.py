@@ -69,12 +69,13 @@ class RunMaskSets:
 def compute_run_mask_sets(lm: Any, records: Sequence[Record], edit_languages: Sequence[str],
                           languages: Sequence[str], config: MaskConfig, directory: str | Path,
                           cache: ArtifactCache | None = None, *, progress: bool = False) -> RunMaskSets:
-    """Neuron sets in every edit and run language (one attribution batch per record), then the two masks of each
-    (record, edit language) by set algebra, saved with their provenance for notebooks 04 and 06."""
+    """Neuron sets in every edit language, every one of ``languages`` and every independence language of
+    ``config`` (one attribution batch per record), then the two masks of each (record, edit language) by set
+    algebra, saved with their provenance for notebooks 04 and 06."""
     source = mask_source(lm, config)
-    wanted = list(dict.fromkeys([*edit_languages, *languages]))
     out = RunMaskSets({}, [], [])
     for record in records:
+        wanted = dict.fromkeys([*edit_languages, *languages, *config.languages_for(record)])
         sets = language_neurons(lm, record, [l for l in wanted if l in record.edit], config.attribution, cache,
                                 progress=progress)
         out.sets[record.example_id] = sets

@@ -29,10 +29,21 @@ IDENTITY_FILE = "run_identity.json"
 #: The package files whose code decides each stage's numbers (paths relative to ``memla_utils/``; a folder
 #: means every ``*.py`` in it). Shared foundations (models, text, scoring, languages) count for every stage.
 STAGE_FILES: dict[str, tuple[str, ...]] = {
-    "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py"),
-    "attribution": ("attribution.py", "masks.py", "mask_files.py"),
+    "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py", "finite.py"),
+    "attribution": ("attribution.py", "attribution_stair.py", "masks.py", "mask_files.py", "suppression.py"),
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
-    "evaluation": ("evaluate.py", "runner.py", "general.py"),
+    "evaluation": ("evaluate.py", "prefix_scoring.py", "runner.py", "executors.py", "general.py"),
+}
+
+#: Package modules that stage files import but that cannot change a stage's numbers, and why (a test checks that
+#: every module a stage file imports, directly or through another stage file, is in :data:`STAGE_FILES` or here).
+NOT_STAGE_FILES: dict[str, str] = {
+    "config.py": "run parameters: recorded separately in the identity's parameters",
+    "mkeb": "record parsing: the run's records are hashed by content in the identity",
+    "manifest.py": "bookkeeping of what ran (environment, timings), read by no computation",
+    "run_parts.py": "bookkeeping of a run's parts and deadlines, read by no computation",
+    "run_identity.py": "this check itself",
+    "report": "tables, statistics and figures: recomputed from all of a run's results after every part",
 }
 
 #: Lock files searched for in the project root, first found wins.

@@ -118,11 +118,12 @@ def test_medium_units_follow_the_preset():
     p = PRESETS["medium"]
     units = br.preset_units("medium")
     n, e = p["n_records"], len(p["edit_languages"])
-    assert units["attribution"] == n * len(set(p["languages"]) | set(p["edit_languages"]))
+    assert units["attribution"] == n * len({"en", "zh", "fr"} | set(p["edit_languages"]))  # "masks" languages
     assert {k for k in units if k.startswith("edit ")} == {f"edit {m}" for m in p["methods"]}
     assert all(units[f"edit {m}"] == n * e for m in p["methods"])
     assert units["evaluation"] == n * e * len(p["methods"]) + n
-    assert units["_info"]["attribution_masks_only"] == n * len({"en", "zh", "fr"} | set(p["edit_languages"]))
+    assert units["_info"]["attribution_all_languages"] == n * len(set(p["languages"]) | set(p["edit_languages"]))
+    assert units["_info"]["attribution_languages"] == ["en", "zh", "fr"]
 
 
 def test_projection_is_units_times_per_unit_time_plus_one_offs():

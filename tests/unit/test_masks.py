@@ -264,3 +264,15 @@ def test_method_overlap_compares_the_two_variants(tmp_path):
     record_attributions(lm, records[0], ["en", "zh"], AttributionConfig(method="exact", steps=3,
                                                                         use_paraphrases=False), cache)
     assert len(list(tmp_path.rglob("*.safetensors"))) == n_files == 6  # (2 + 1 prompts) x 2 methods
+
+
+def test_mask_sets_attribute_the_independence_languages_even_when_not_asked(tmp_path):
+    lm = tiny_model("llama")
+    cache = ArtifactCache(tmp_path / "cache")
+    record = make_record()
+    cfg = notebook_mask_config("en,zh,fr", steps=3)
+    run = compute_run_mask_sets(lm, [record], ["en"], ["en"], cfg, tmp_path / "m", cache)  # fr, zh: for the masks
+    assert set(run.sets["jp"]) == {"en", "zh", "fr"}
+    direct = compute_record_masks(lm, record, "en", cfg, cache)
+    assert run.masks[0].independent.to_sets() == direct.independent.to_sets()
+    assert run.masks[0].specific.to_sets() == direct.specific.to_sets()

@@ -49,7 +49,7 @@ LIST_PARAMS = sorted({(p.name, name) for p in NOTEBOOKS for name in parameter_ce
 
 #: a valid item per list parameter, and a second one (the scalar/comma/list forms are built from these)
 SAMPLES = {"languages": ("en", "zh"), "edit_languages": ("en", "zh"), "probe_languages": ("en", "zh"),
-           "independent_languages": ("en", "zh"), "methods": ("memla", "ft"), "general_methods": ("memla", "ft"),
+           "independent_languages": ("en", "zh"), "attribution_languages": ("en", "zh"), "methods": ("memla", "ft"), "general_methods": ("memla", "ft"),
            "sweep_thresholds": (0.25, 0.5), "sweep_steps": (10, 20), "sequential_steps": (1, 3)}
 
 
@@ -143,3 +143,26 @@ def test_the_helpers_downstream_take_lists():
     assert notebook_mask_config("all").independent_languages == "all"
     assert parse_methods(["ft", "memla"], ["memla", "ft", "rome"]) == parse_methods("ft,memla", ["memla", "ft", "rome"])
     assert plan_study(["memla"], 2, [1, 3], ["memla"], 3).steps == (1, 3)
+
+
+def test_attribution_languages_resolve_to_run_languages_in_run_order():
+    run = dict(languages="en,zh,fr,es,ru", edit_languages="en,zh")
+    assert RunConfig.from_params(**run).attribution_languages() == ["en", "zh", "fr", "es", "ru"]  # default "run"
+    assert RunConfig.from_params(**run, attribution_languages="run").attribution_languages() == \
+        ["en", "zh", "fr", "es", "ru"]
+    # "masks": the edit languages + the independence languages (memla4mke: en, zh, fr), not es / ru
+    assert RunConfig.from_params(**run, attribution_languages="masks").attribution_languages() == ["en", "zh", "fr"]
+    assert RunConfig.from_params(**run, attribution_languages="masks", independent_languages="en,ru",
+                                 ).attribution_languages() == ["en", "zh", "ru"]
+    assert RunConfig.from_params(**run, attribution_languages="masks", independent_languages="all",
+                                 ).attribution_languages() == ["en", "zh", "fr", "es", "ru"]
+    assert RunConfig.from_params(**run, attribution_languages="ru,en").attribution_languages() == ["en", "ru"]
+    with pytest.raises(ParameterError, match="attribution_languages.*'ko'"):
+        RunConfig.from_params(**run, attribution_languages="en,ko").attribution_languages()
+    with pytest.raises(ValueError, match="attribution_languages"):
+        RunConfig.from_params(**run, attribution_languages="en,xx").attribution_languages()
+
+
+def test_the_medium_preset_attributes_only_the_mask_languages():
+    cfg = RunConfig.from_params(preset="medium")
+    assert len(cfg.languages) == 12 and cfg.attribution_languages() == ["en", "zh", "fr"]

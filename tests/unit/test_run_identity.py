@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+
+import memla_utils.run_identity as ri
 
 from memla_utils.mkeb.record import EditTarget, Record
 from memla_utils.run_identity import (
@@ -49,3 +52,45 @@ def test_restart_moves_earlier_results_aside(tmp_path):
     assert len(aside) == 1 and (aside[0] / "results-shard000of001.jsonl").read_text() == '{"x": 1}\n'
     assert not (tmp_path / "results-shard000of001.jsonl").exists()
     assert json.loads((tmp_path / IDENTITY_FILE).read_text())["model"] == "model-b"
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The memla_utils modules (``name.py`` or a package folder) that ``path`` imports, at any depth of its code."""
+    import ast
+
+    pkg = ri.PACKAGE_DIR
+    rel = path.relative_to(pkg)
+    here = rel.parts[:-1]  # the subpackage folder of this file
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        base = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+        names = [node.module] if node.module else [a.name for a in node.names]
+        for name in names:
+            parts = (*base, *name.split("."))
+            top = parts[0]
+            found.add(top if (pkg / top).is_dir() else f"{top}.py")
+    return found
+
+
+def test_every_module_a_stage_imports_is_hashed_or_says_why_not():
+    covered = {e for entries in ri.STAGE_FILES.values() for e in entries}
+    todo = [f for e in covered for f in ri._files(e)]
+    seen: set[str] = set()
+    while todo:
+        path = todo.pop()
+        for mod in _package_imports(path) - seen:
+            seen.add(mod)
+            if mod not in ri.NOT_STAGE_FILES:  # an exempt module decides no number, nor do its imports
+                todo.extend(ri._files(mod))
+    missing = sorted(m for m in seen if m not in covered and m not in ri.NOT_STAGE_FILES)
+    assert not missing, f"stage code imports {missing}: add them to STAGE_FILES or NOT_STAGE_FILES with a reason"
+    assert "prefix_scoring.py" in seen and "attribution_stair.py" in seen  # the walk reaches indirect imports
+
+
+def test_an_unhashed_module_that_a_stage_imports_fails_the_coverage_check(monkeypatch):
+    monkeypatch.setattr(ri, "STAGE_FILES", {k: tuple(e for e in v if e != "prefix_scoring.py")
+                                           for k, v in ri.STAGE_FILES.items()})
+    with pytest.raises(AssertionError, match="prefix_scoring.py"):
+        test_every_module_a_stage_imports_is_hashed_or_says_why_not()
