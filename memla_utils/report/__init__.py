@@ -20,8 +20,11 @@ from .claims import (
     MIN_N_FOR_VERDICT,
     PAPER_FIGURES,
     ClaimConfig,
+    claims_breakdown,
     claims_table,
+    format_breakdown,
     format_claims,
+    probe_language_groups,
     suppression_effect,
     verdict,
 )
@@ -49,7 +52,7 @@ from .tables import format_cell, to_latex, to_markdown, wide, write_table
 
 __all__ = ["ABLATION_METHODS", "MIN_N_FOR_VERDICT", "BootstrapConfig", "CellStat", "ClaimConfig", "MISSING", "PAPER_FIGURES",
            "ReportOutputs", "SCORE_METRICS", "ablation_figure", "ablation_stats", "baseline_methods", "bootstrap_ci",
-           "cell_stats", "claims_table", "find_table", "format_cell", "format_claims", "general_stats",
+           "cell_stats", "claims_breakdown", "claims_table", "format_breakdown", "probe_language_groups", "find_table", "format_cell", "format_claims", "general_stats",
            "heatmap_figure", "load_general_table", "load_mask_stats", "load_results_table", "main_stats",
            "method_bars", "method_order", "multihop_stats", "neuron_figure", "neuron_layer_frame", "paired_difference",
            "per_language_stats", "save_figure", "scores", "sequential_figure", "suppression_effect", "table_digest",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .claims import claims_table, format_claims
+from .claims import claims_breakdown, claims_table, format_breakdown, format_claims, probe_language_groups
 from .figures import ablation_figure, heatmap_figure, method_bars, neuron_figure, save_figure, sequential_figure
 from .inputs import find_table, load_general_table, load_mask_stats, load_results_table, neuron_layer_frame
 from .names import ABLATION_METHODS, MISSING, SCORE_METRICS, method_order
@@ -39,6 +39,21 @@ class ReportOutputs:
     claims: pd.DataFrame
     files: list[Path]
     missing: dict[str, str]
+
+
+def _relations(cfg: Any, missing: dict[str, str]) -> dict[str, str] | None:
+    """Record id -> relation for the run's records (``mkeb.select.relation_of``); None without a config."""
+    if cfg is None:
+        missing["claims_breakdown (relations)"] = "no run configuration: records unknown"
+        return None
+    from ..mkeb.select import relation_of
+
+    try:
+        records, _ = cfg.run_records()
+    except (OSError, ValueError) as err:
+        missing["claims_breakdown (relations)"] = f"records not readable: {err}"
+        return None
+    return {r.example_id: relation_of(r) for r in records}
 
 
 def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Sequence[str] | None = None,
@@ -122,6 +137,12 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     claims = claims_table(results if not results.empty else None, general if not general.empty else None,
                           suppression, masks, boot=boot)
     table("claims", claims, format_claims(claims), "The paper's claims checked on this run")
+    probe = find_table(tables_dir, "knowledge_probe")  # notebook 00: which languages the model knows well
+    breakdown = claims_breakdown(results if not results.empty else None, relations=_relations(cfg, missing),
+                                 language_groups=probe_language_groups(probe), boot=boot)
+    table("claims_breakdown", breakdown, format_breakdown(breakdown),
+          "The cross-lingual claim per relation and per evaluation-language group (known well / poorly: "
+          "notebook 00's probe, split at its median)")
 
     for method in [m for m in rows if m in have]:
         try:

@@ -309,3 +309,58 @@ def test_tables_name_the_manifest_they_come_from_and_the_digest_follows_the_inpu
     b, c = read_manifest(tmp_path / "fb"), read_manifest(tmp_path / "fc")
     assert b["inputs"]["results_digest"] == manifest["inputs"]["results_digest"] != c["inputs"]["results_digest"]
     assert {k: v for k, v in b["parameters"].items() if k != "run_dir"} == strip
+
+
+def test_cross_lingual_claim_is_reported_against_the_strongest_baseline_and_against_their_mean():
+    df = synthetic({"memla": 0.85, "ft": 0.5, "rome": 0.6}, n_records=24)
+    claims = report.claims_table(df, boot=FAST)
+    strongest, mean = claim(claims, "cross_lingual"), claim(claims, "cross_lingual_mean")
+    assert strongest["effect"] == pytest.approx(0.25, abs=0.03) and "rome" in strongest["measured as"]
+    assert mean["effect"] == pytest.approx(0.30, abs=0.03) and "mean of 2 baselines" in mean["measured as"]
+    assert mean["verdict"] == "supported" and "+7.14%" in mean["paper"]
+    # records that one baseline lacks are left out of the mean (it would not be a mean over the same baselines)
+    partial = df[~((df["method"] == "ft") & (df["record"] == "r0"))]
+    assert claim(report.claims_table(partial, boot=FAST), "cross_lingual_mean")["n"] == 23
+    only_memla = report.claims_table(synthetic({"memla": 0.8}, n_records=24), boot=FAST)
+    assert claim(only_memla, "cross_lingual_mean")["verdict"] == "not measured (no baseline results)"
+
+
+def test_claims_breakdown_splits_by_relation_and_by_language_group():
+    good = synthetic({"memla": 0.9, "ft": 0.5}, n_records=24)
+    bad = synthetic({"memla": 0.3, "ft": 0.6}, n_records=24, seed=1)
+    bad["record"] = "b" + bad["record"]
+    df = pd.concat([good, bad], ignore_index=True)
+    relations = {f"r{i}": "capital" for i in range(24)} | {f"br{i}": "currency" for i in range(24)}
+    groups = {"en": "known well", "zh": "known well", "fr": "known poorly", "ru": "known poorly"}
+    t = report.claims_breakdown(df, relations=relations, language_groups=groups, boot=FAST)
+    rel = t[(t["by"] == "relation") & (t["comparison"] == "strongest baseline")].set_index("group")
+    assert rel.loc["capital", "verdict"] == "supported" and rel.loc["currency", "verdict"] == "not supported"
+    assert rel.loc["capital", "n"] == 24 and rel.loc["capital", "effect"] == pytest.approx(0.4, abs=0.03)
+    lang = t[t["by"] == "language group"]
+    assert set(lang["group"]) == {"known well", "known poorly"} and set(lang["n"]) == {48}
+    assert set(t["comparison"]) == {"strongest baseline", "mean of baselines"}
+    small = report.claims_breakdown(df[df["record"].isin(["r0", "r1"])], relations=relations, boot=FAST)
+    assert small["verdict"].str.startswith("inconclusive (n too small").all()
+    assert report.claims_breakdown(None, relations=relations).empty
+    shown = report.format_breakdown(t)
+    assert shown["measured effect ×100 [95% CI]"].iloc[0].startswith("+")
+
+
+def test_probe_language_groups_split_at_the_median():
+    probe = pd.DataFrame({"language": ["en", "zh", "fr", "th"], "known": [1.0, 0.75, 0.5, 0.25]})
+    assert report.probe_language_groups(probe) == {"en": "known well", "zh": "known well",
+                                                   "fr": "known poorly", "th": "known poorly"}
+    assert report.probe_language_groups(None) is None
+    assert report.probe_language_groups(pd.DataFrame({"language": ["en"]})) is None
+
+
+def test_write_report_writes_the_breakdown_with_the_probe_groups(tmp_path):
+    df = synthetic({"memla": 0.8, "ft": 0.5}, n_records=3, langs=("en", "zh"))
+    _write_run(tmp_path / "run", df)
+    (tmp_path / "fig" / "tables").mkdir(parents=True)
+    pd.DataFrame({"language": ["en", "zh"], "known": [1.0, 0.5], "n": [12, 12]}).to_csv(
+        tmp_path / "fig" / "tables" / "knowledge_probe.csv", index=False)
+    out = report.write_report(tmp_path / "run", tmp_path / "fig", methods=["memla", "ft"], boot=FAST)
+    table = pd.read_csv(tmp_path / "fig" / "tables" / "claims_breakdown.csv")
+    assert set(table["by"]) == {"language group"} and set(table["group"]) == {"known well", "known poorly"}
+    assert "claims_breakdown (relations)" in out.missing  # no run configuration: records unknown
