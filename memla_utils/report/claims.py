@@ -336,9 +336,10 @@ def _fmt_effect(r: pd.Series) -> str:
 def format_breakdown(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`claims_breakdown` as shown to readers: effect and interval in points (×100)."""
     effect = table.apply(_fmt_effect, axis=1) if not table.empty else pd.Series(dtype=str)
-    return pd.DataFrame({"by": table["by"], "group": table["group"], "comparison": table["comparison"],
+    subset = [f"{by}: {group}" for by, group in zip(table["by"], table["group"])]
+    return pd.DataFrame({"subset": subset, "comparison": table["comparison"],
                          "measured effect ×100 [95% CI]": effect, "n": table["n"].astype(int),
-                         "verdict": table["verdict"]})
+                         "verdict": table["verdict"]}).set_index("subset")
 
 
 def format_claims(claims: pd.DataFrame) -> pd.DataFrame:
