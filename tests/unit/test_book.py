@@ -143,15 +143,15 @@ def test_readme_check_fails_when_the_claims_csv_changes(tmp_path):
         writer.writerows(rows)
     diff = readme_table.stale_diff(readme, figures)
     # the changed claim's row leaves the README's table and comes back with its effect one point higher
-    removed = [l for l in diff.splitlines() if l.startswith("-| MEMLA beats the baselines on cross-lingual")]
-    added = [l for l in diff.splitlines() if l.startswith("+| MEMLA beats the baselines on cross-lingual")]
+    removed = [l for l in diff.splitlines() if l.startswith("-| MEMLA beats the baselines on cross-lingual editing |")]
+    added = [l for l in diff.splitlines() if l.startswith("+| MEMLA beats the baselines on cross-lingual editing |")]
     assert len(removed) == 1 and len(added) == 1, diff
     effect = float(_claims()[0]["effect"]) * 100
     assert f"| {effect:+.1f} [" in removed[0] and f"| {effect + 1:+.1f} [" in added[0]
     assert readme_table.main(["--readme", str(readme), "--figures", str(figures)]) == 1
     assert readme_table.main(["--readme", str(readme), "--figures", str(figures), "--write"]) == 0
     assert readme_table.stale_diff(readme, figures) == ""
-    assert readme.read_text(encoding="utf-8").count("| MEMLA beats the baselines on cross-lingual") == 1
+    assert readme.read_text(encoding="utf-8").count("| MEMLA beats the baselines on cross-lingual editing |") == 1
 
 
 def test_readme_markers_must_be_there_once():
