@@ -91,13 +91,15 @@ def test_the_glue_check_catches_a_drifted_value(book, tmp_path):
     roots = {"figures": figures, "run": PROJECT_ROOT / "runs" / "small"}  # a local run's batch manifest, if any
     assert check_html(site, roots)[1] == []
     rows = _claims()
-    rows[2]["n"] = "4"
+    shown = rows[2]["n"]
+    rows[2]["n"] = str(int(shown) + 1)
     with open(figures / "tables" / "claims.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     problems = check_html(site, roots)[1]
-    assert problems == ["index.html: figures:tables/claims.csv#2/n@int shows '3' but the file holds '4'"]
+    assert problems == [f"index.html: figures:tables/claims.csv#2/n@int shows '{shown}' but the file holds "
+                        f"'{int(shown) + 1}'"]
     shutil.copy2(FIGURES / "tables" / "claims.csv", figures / "tables" / "claims.csv")
     page = (site / "index.html").read_text(encoding="utf-8")
     tampered = re.sub(r'(data-ref="figures:tables/claims.csv#0/effect(?:@|&#64;)pct">)[^<]*', r"\g<1>-7.6", page, count=1)
