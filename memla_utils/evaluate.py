@@ -38,7 +38,7 @@ from .finite import finite_evaluation, finite_logits, naming, require_finite_met
 from .languages import NO_SPACE_LANGUAGES
 from .mkeb.record import LanguageView, Record
 from .models import LoadedModel
-from .prefix_scoring import PADDING_SLACK, score_answers_shared
+from .prefix_scoring import PADDING_SLACK, cache_kwarg, cache_of, score_answers_shared
 from .scoring import score_answers
 from .text import JOIN_VERSION, encode_answer, encode_prompt, normalize_prompt
 
@@ -168,20 +168,20 @@ def _greedy_cache_free(lm: LoadedModel, rows: list[list[int]], steps: list[int],
 
 
 def _generation_chunks(lengths: Sequence[int], prompt_lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices of the prompts, in batches of one continuation length each and similar prompt lengths.
+    """Indices of the prompts, in batches of similar prompt length (any continuation lengths).
 
-    Sorted by (continuation length, prompt length) and cut where the continuation length changes, a batch is
-    full, or a longer prompt would pad the batch by more than
-    :data:`memla_utils.prefix_scoring.PADDING_SLACK` of its real tokens: no row decodes steps beyond its own
-    length and little left padding is computed (on MKEB most continuations are one token, i.e. one forward, a
-    few are 2-5). Prompts with length <= 0 are left out.
+    Sorted by (prompt length, index) and cut where a batch is full or a longer prompt would pad the batch by more
+    than :data:`memla_utils.prefix_scoring.PADDING_SLACK` of its real tokens: little left padding is computed.
+    Rows of one batch want different numbers of tokens; :func:`_greedy_kv` drops each row from the batch (and
+    from the key/value cache) once it has its tokens, so no row decodes a step beyond its own length. Prompts
+    with length <= 0 are left out.
     """
-    order = sorted((i for i, k in enumerate(lengths) if k > 0), key=lambda i: (lengths[i], prompt_lengths[i], i))
+    order = sorted((i for i, k in enumerate(lengths) if k > 0), key=lambda i: (prompt_lengths[i], i))
     chunks: list[list[int]] = []
     real = 0
     for i in order:
         last = chunks[-1] if chunks else []
-        if (last and lengths[last[0]] == lengths[i] and len(last) < batch_size
+        if (last and len(last) < batch_size
                 and (len(last) + 1) * prompt_lengths[i] <= (1 + PADDING_SLACK) * (real + prompt_lengths[i])):
             last.append(i)
             real += prompt_lengths[i]
@@ -189,6 +189,46 @@ def _generation_chunks(lengths: Sequence[int], prompt_lengths: Sequence[int], ba
             chunks.append([i])
             real = prompt_lengths[i]
     return chunks
+
+
+@torch.no_grad()
+def _greedy_kv(lm: LoadedModel, rows: list[list[int]], steps: list[int], eos: set[int],
+               pad: int) -> list[list[int]]:
+    """Greedy decoding of left-padded ``rows`` with the model's key/value cache: one prefill, then one token per
+    step for the rows still decoding. A row leaves the batch (and the cache, ``Cache.batch_select_indices``)
+    once it has ``steps[b]`` tokens or predicts an EOS; position ids follow each row's real tokens as in
+    ``model.generate`` (``attention_mask.cumsum(-1) - 1``), so a row's continuation equals generate's."""
+    ids, att = _pad_left(rows, pad)
+    ids, att = ids.to(lm.device), att.to(lm.device)
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    out_ids: list[list[int]] = [[] for _ in rows]
+    live = list(range(len(rows)))  # row of the batch -> index into rows
+    out = lm.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache, name = cache_of(out), cache_kwarg(lm.model)
+    nxt = out.logits[:, -1].argmax(-1)
+    last_pos = pos[:, -1]
+    while True:
+        keep: list[int] = []
+        for j, b in enumerate(live):
+            t = int(nxt[j])
+            if t in eos:
+                continue
+            out_ids[b].append(t)
+            if len(out_ids[b]) < steps[b]:
+                keep.append(j)
+        if not keep:
+            return out_ids
+        if len(keep) < len(live):
+            sel = torch.tensor(keep, device=att.device)
+            cache.batch_select_indices(sel)
+            att, nxt, last_pos = att[sel], nxt[sel], last_pos[sel]
+            live = [live[j] for j in keep]
+        att = torch.cat([att, att.new_ones((len(live), 1))], dim=1)
+        last_pos = last_pos + 1
+        out = lm.model(input_ids=nxt[:, None], attention_mask=att, position_ids=last_pos[:, None],
+                       use_cache=True, **{name: cache})
+        cache = cache_of(out)
+        nxt = out.logits[:, -1].argmax(-1)
 
 
 def _pad_left(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,13 +249,12 @@ def greedy_continuations(lm: LoadedModel, prompts: Sequence[str], n_tokens: Sequ
     Generation starts from :func:`memla_utils.text.normalize_prompt` of each prompt (as in the prompt/answer
     join). Any of :func:`eos_token_ids` ends a continuation and is not part of it, so the result of one prompt
     does not depend on ``batch_size``, on the other prompts in its batch or on ``padding_side`` (up to float
-    rounding of near-ties): ``"left"`` (default) uses ``model.generate`` with a KV cache on left-padded batches
-    of prompts that want the same number of tokens (:func:`_generation_chunks`; ``batch_size`` prompts at
-    most), ``"right"`` a cache-free loop over right-padded rows (slower; a cross-check). Returns
+    rounding of near-ties): ``"left"`` (default) decodes left-padded batches of prompts of similar length with
+    the model's key/value cache, dropping each row once it is done (:func:`_generation_chunks`,
+    :func:`_greedy_kv`; ``batch_size`` prompts at most), ``"right"`` a cache-free loop over right-padded rows
+    (slower; a cross-check). Returns
     ``len(prompts)`` lists of ids (possibly empty), in the order of ``prompts``.
     """
-    from transformers import GenerationConfig
-
     if len(prompts) != len(n_tokens):
         raise ValueError(f"{len(prompts)} prompts but {len(n_tokens)} lengths")
     if padding_side not in ("left", "right"):
@@ -232,15 +271,9 @@ def greedy_continuations(lm: LoadedModel, prompts: Sequence[str], n_tokens: Sequ
         return out
     result: list[list[int]] = [[] for _ in prompts]
     for chunk in _generation_chunks(lengths, [len(r) for r in rows], batch_size):
-        ids, att = _pad_left([rows[i] for i in chunk], pad)
-        k = lengths[chunk[0]]
-        gen = GenerationConfig(do_sample=False, max_new_tokens=k, pad_token_id=pad, eos_token_id=eos or None,
-                               bos_token_id=tok.bos_token_id)
-        seq = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device),
-                                generation_config=gen)
-        new = seq[:, ids.shape[1]:].cpu()
-        for b, i in enumerate(chunk):
-            result[i] = cut_at_eos(new[b, :k].tolist(), eos)
+        for i, got in zip(chunk, _greedy_kv(lm, [rows[i] for i in chunk], [lengths[i] for i in chunk], set(eos),
+                                            pad)):
+            result[i] = got
     return result
 
 

@@ -128,24 +128,25 @@ def _forward(model: nn.Module, keep: torch.Tensor, **kwargs: Any) -> tuple[torch
     if _masks_logits_to_keep(model):
         out = model(**kwargs, logits_to_keep=keep)
         if out.logits.dim() == 2 and out.logits.shape[0] == n:
-            return out.logits, _cache_of(out)
+            return out.logits, cache_of(out)
         raise RuntimeError(f"{type(model).__name__}: a boolean logits_to_keep gave logits of shape "
                            f"{tuple(out.logits.shape)}, expected ({n}, vocabulary)")
     cols = torch.nonzero(keep.any(0)).flatten()
     if _accepts(model, "logits_to_keep"):
         out = model(**kwargs, logits_to_keep=cols)
-        return out.logits[keep[:, cols]], _cache_of(out)
+        return out.logits[keep[:, cols]], cache_of(out)
     out = model(**kwargs)
-    return out.logits[keep], _cache_of(out)
+    return out.logits[keep], cache_of(out)
 
 
-def _cache_of(out: Any) -> Any:
+def cache_of(out: Any) -> Any:
     """The KV cache a forward returned (``cache`` in transformers >= 5.x, ``past_key_values`` before)."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
-def _cache_kwarg(model: nn.Module) -> str:
+def cache_kwarg(model: nn.Module) -> str:
+    """The name under which ``model.forward`` takes the KV cache (``cache`` or ``past_key_values``)."""
     return "cache" if _accepts(model, "cache") else "past_key_values"
 
 
@@ -204,7 +205,7 @@ def _score_chunk(model: nn.Module, rows: Sequence[_Row], groups: Sequence[_Group
         own = torch.tensor([owner[j] for j in second])
         cache.batch_select_indices(own.to(dev))
         kw = {"input_ids": ids2.to(dev), "attention_mask": torch.cat([att1[own], att2], 1).to(dev),
-              _cache_kwarg(model): cache}
+              cache_kwarg(model): cache}
         if _accepts(model, "position_ids"):  # a row's own ids continue at its prefix's length
             k_of = torch.tensor([groups[owner[j]].k for j in second])
             kw["position_ids"] = (k_of[:, None] + torch.arange(ids2.shape[1])[None, :]).to(dev)

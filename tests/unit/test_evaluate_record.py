@@ -193,11 +193,11 @@ def test_record_evaluation_raises_on_nan_naming_the_record():
         handle.remove()
 
 
-def test_generation_batches_hold_one_continuation_length():
+def test_generation_batches_group_similar_prompt_lengths():
     chunks = ev._generation_chunks([1, 3, 1, 0, 2, 1, 1], [5, 2, 3, 4, 1, 9, 5], batch_size=2)
-    # sorted by (continuation length, prompt length); cut where the continuation length changes (4, 1), a batch is
-    # full (5), or padding would exceed PADDING_SLACK (0 after 2: 2 x 5 > 1.2 x 8); length 0: nothing to run
-    assert chunks == [[2], [0, 6], [5], [4], [1]]
+    # sorted by (prompt length, index), any continuation lengths together; cut where a batch is full (0 after
+    # [1, 2]) or padding would exceed PADDING_SLACK (1 after 4: 2 x 2 > 1.2 x 3); length 0 (3): nothing to run
+    assert chunks == [[4], [1, 2], [0, 6], [5]]
 
 
 def test_runner_evaluates_unedited_once_per_record_and_each_edit_in_one_call(tmp_path, monkeypatch):
@@ -220,3 +220,23 @@ def test_runner_evaluates_unedited_once_per_record_and_each_edit_in_one_call(tmp
     assert sorted(c for c in calls if c[2]) == [("m1", LANGS, True)] * 4  # 2 methods x 2 edit languages
     rows = runner.load_results(tmp_path / "run")
     assert set(rows[rows["kind"] == "metric"]["eval_lang"]) == set(LANGS)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_a_finished_row_leaves_the_decoding_batch(arch):
+    """One prefill for both prompts, then only the row that still wants tokens is decoded (batch of 1)."""
+    lm = tiny_model(arch)
+    eos = set(ev.eos_token_ids(lm))
+    widths: list[tuple[int, int]] = []
+    hook = lm.model.register_forward_pre_hook(lambda m, a, kw: widths.append(tuple(kw["input_ids"].shape)),
+                                              with_kwargs=True)
+    try:
+        prompts = ["The capital of France is", "Paris is the capital of"]
+        rows = [ev.encode_prompt(lm.tokenizer, ev.normalize_prompt(p)) for p in prompts]
+        got = ev._greedy_kv(lm, rows, [1, 4], eos - eos, lm.tokenizer.pad_token_id or 0)  # no EOS: full lengths
+    finally:
+        hook.remove()
+    assert [len(g) for g in got] == [1, 4]
+    assert widths[0][0] == 2 and widths[1:] == [(1, 1)] * 3  # prefill of 2 rows, then 3 steps of the long row
+    alone = [ev._greedy_kv(lm, [r], [k], set(), lm.tokenizer.pad_token_id or 0)[0] for r, k in zip(rows, [1, 4])]
+    assert got == alone
