@@ -397,7 +397,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # silently): LIE's neurons are those shared by en and zh only, a larger set than MKEB's en ∩ zh ∩ fr.
     "bizsre": {"dataset": "bizsre", "languages": ["en", "zh"], "edit_languages": ["en", "zh"], "n_records": 50,
                "record_selection": "stratified", "methods": list(OTHER_BENCHMARK_METHODS),
-               "independent_languages": "en,zh", "attribution_languages": "masks",
+               "independent_languages": ["en", "zh"], "attribution_languages": "masks",
                "run_dir": "results/bizsre", "figures_dir": "figures/bizsre"},
     "full": {"device": "auto", "dtype": "auto", "languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"],
              "n_records": 1000, "methods": list(ALL_METHODS), "run_dir": "runs/full"},
