@@ -296,6 +296,13 @@ class RunConfig:
                                  f"{lacking}; its records have {sorted(have)}")
         return list(records) if n is None else list(records[: int(n)])
 
+    @property
+    def shows_record_text(self) -> bool:
+        """Whether notebooks may show the records' text (prompts, answers). Not for MzsRE / Bi-ZsRE: their
+        records are never copied into the project, and their runs' executed notebooks (``results/<preset>/
+        notebooks``) and tables (``figures/<preset>``) are tracked, so those show record ids and counts only."""
+        return self.dataset == "mkeb"
+
     def prose_languages(self) -> list[str]:
         """The run's languages that have real prose (the ``dataset-build`` text of :mod:`memla_utils.corpus`,
         the 12 MKEB languages): ROME/MEMIT/PMET key statistics (notebook 05) and general-ability perplexity

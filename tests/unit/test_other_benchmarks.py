@@ -187,6 +187,20 @@ def test_every_notebook_declares_and_passes_the_record_source():
         assert calls and {"dataset", "shared_data_dir"} <= {k.arg for k in calls[0].keywords}, path.name
 
 
+def test_notebooks_show_ids_not_text_of_records_that_may_not_be_copied():
+    """The executed notebooks and tables of a MzsRE / Bi-ZsRE run are tracked (results/<preset>, figures/<preset>):
+    every notebook cell that shows record text (prompts, answers) is gated on RunConfig.shows_record_text."""
+    assert RunConfig().shows_record_text and not RunConfig.from_params(preset="mzsre").shows_record_text
+    assert not RunConfig.from_params(preset="bizsre").shows_record_text
+    gated = {"01_build_mkeb": ".prompt for l in r.languages", "02_knowledge_neurons": "attribution_summary(attributions)",
+             "04_memla": "masks_summary(masks, records)", "05_baselines": ".prompt for l in cfg.edit_languages"}
+    for path in batch.notebooks():
+        if path.stem in gated:
+            nb = nbformat.read(str(path), as_version=4)
+            cell = next(c.source for c in nb.cells if c.cell_type == "code" and gated[path.stem] in c.source)
+            assert "cfg.shows_record_text" in cell, path.name
+
+
 # ------------------------------------------------------------------------------------------- metrics and report
 def test_zsre_records_give_token_accuracy_and_qs_not_available_never_zero(shared):
     """No target_true: paper ES / PS are not available (None, n=0), the token accuracies are numbers; a record
