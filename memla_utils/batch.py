@@ -2,6 +2,7 @@
 
     python -m memla_utils.batch                                  # small CPU preset -> runs/small, figures/
     python -m memla_utils.batch --preset full                    # 12 languages, all methods, GPU
+    python -m memla_utils.batch --preset mzsre --hours 2.5       # MzsRE from ../shared/data, one part of the run
     python -m memla_utils.batch -p n_records=5 -p languages=en,zh,ru
     python -m memla_utils.batch --matrix "languages=en,zh,fr;en,de" --models default,Qwen/Qwen2.5-0.5B
     python -m memla_utils.batch --preset full --executor ray --address auto   # units as Ray tasks on a cluster
@@ -36,6 +37,10 @@ KERNEL = "memla"
 #: The shared parameter names every notebook's parameters cell holds (RunConfig fields that are notebook params).
 SHARED_PARAMETERS: tuple[str, ...] = ("model", "device", "dtype", "seed", "languages", "edit_languages",
                                       "n_records", "methods", "run_dir", "figures_dir", "mkeb_path", "record_selection")
+#: RunConfig fields every notebook's parameters cell also holds (where the records come from: MKEB, MzsRE or
+#: Bi-ZsRE), but which the batch passes only when a preset or ``-p`` sets them: a run that does not set them (small,
+#: medium, full) keeps exactly the parameters, and so the run identity, it had before they existed.
+SOURCE_PARAMETERS: tuple[str, ...] = ("dataset", "shared_data_dir")
 
 
 class BatchError(RuntimeError):
@@ -209,7 +214,7 @@ class ChainResult:
 #: Presets whose runs are built in parts over several sessions: a part refuses to extend a run started with other
 #: code, lock file, model, records or parameters (``--restart-run`` moves the earlier results aside). Every other
 #: run is restarted (earlier results moved aside) when its inputs changed, so no run mixes two versions.
-MULTI_SESSION_PRESETS: tuple[str, ...] = ("medium",)
+MULTI_SESSION_PRESETS: tuple[str, ...] = ("medium", "mzsre", "bizsre")
 
 
 def check_identity(plan: BatchPlan, *, restart: bool) -> Path:
@@ -223,13 +228,27 @@ def check_identity(plan: BatchPlan, *, restart: bool) -> Path:
 
     declared = {k: v for k, v in plan.parameters.items() if k in NOTEBOOK_PARAMETERS}
     cfg = RunConfig.from_params(**declared)
-    records, _ = cfg.run_records()
+    try:
+        records, _ = cfg.run_records()
+    except (OSError, ValueError) as err:  # missing data, a language the dataset lacks, too few records, ...
+        raise BatchError(f"the run's records cannot be read ({plan.run_dir}): {err}") from None
     model = f"{cfg.model} ({cfg.dtype} on {cfg.device})"
     identity = run_identity(model, records, {k: _as_param(v) for k, v in plan.parameters.items()})
     try:
         return check_run_identity(plan.run_dir, identity, restart=restart)
     except RunIdentityError as err:
         raise BatchError(str(err)) from None
+
+
+def records_source(plan: BatchPlan) -> str:
+    """Where the plan's records come from, for ``--dry-run``: the dataset and its path, and whether it is there
+    (nothing is read)."""
+    cfg = RunConfig.from_params(**{k: v for k, v in plan.parameters.items() if k in NOTEBOOK_PARAMETERS})
+    path = cfg.source_path()
+    if path.exists():
+        return f"dataset {cfg.dataset}: {path}"
+    where = "parameter shared_data_dir" if cfg.dataset != "mkeb" else "parameter mkeb_path"
+    return f"dataset {cfg.dataset}: {path} (NOT FOUND: see {where})"
 
 
 def _finished_count(run_dir: Path) -> int:
@@ -384,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for plan in plans:
                 print(f"{plan.label}: {' '.join(p.name for p in paths)}\n  executed notebooks -> "
                       f"{plan.run_dir / 'notebooks'}\n  figures/tables -> {plan.parameters['figures_dir']}\n"
-                      f"  parameters: {plan.parameters}")
+                      f"  records -> {records_source(plan)}\n  parameters: {plan.parameters}")
             return 0
         for plan in plans:
             res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output,

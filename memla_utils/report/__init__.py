@@ -30,7 +30,7 @@ from .claims import (
 )
 from .figures import ablation_figure, heatmap_figure, method_bars, neuron_figure, save_figure, sequential_figure
 from .inputs import find_table, load_general_table, load_mask_stats, load_results_table, neuron_layer_frame
-from .names import ABLATION_METHODS, MISSING, SCORE_METRICS, baseline_methods, method_order
+from .names import ABLATION_METHODS, MISSING, SCORE_METRICS, TOKEN_ACC_METRICS, baseline_methods, method_order
 from .names import PERCENT_METRICS as PERCENT_METRICS  # public, not in __all__ (as before)
 from .names import REFERENCE_METHODS as REFERENCE_METHODS
 from .stats import (
@@ -42,6 +42,7 @@ from .stats import (
     general_stats,
     main_stats,
     multihop_stats,
+    needs_token_accuracy,
     paired_difference,
     per_language_stats,
     scores,
@@ -51,9 +52,9 @@ from .stats import per_record as per_record
 from .tables import format_cell, to_latex, to_markdown, wide, write_table
 
 __all__ = ["ABLATION_METHODS", "MIN_N_FOR_VERDICT", "BootstrapConfig", "CellStat", "ClaimConfig", "MISSING", "PAPER_FIGURES",
-           "ReportOutputs", "SCORE_METRICS", "ablation_figure", "ablation_stats", "baseline_methods", "bootstrap_ci",
+           "ReportOutputs", "SCORE_METRICS", "TOKEN_ACC_METRICS", "ablation_figure", "ablation_stats", "baseline_methods", "bootstrap_ci",
            "cell_stats", "claims_breakdown", "claims_table", "format_breakdown", "probe_language_groups", "find_table", "format_cell", "format_claims", "general_stats",
            "heatmap_figure", "load_general_table", "load_mask_stats", "load_results_table", "main_stats",
-           "method_bars", "method_order", "multihop_stats", "neuron_figure", "neuron_layer_frame", "paired_difference",
+           "method_bars", "method_order", "multihop_stats", "needs_token_accuracy", "neuron_figure", "neuron_layer_frame", "paired_difference",
            "per_language_stats", "save_figure", "scores", "sequential_figure", "suppression_effect", "table_digest",
            "tidy", "to_latex", "to_markdown", "verdict", "wide", "write_report", "write_table"]

@@ -15,7 +15,7 @@ import pandas as pd
 from .claims import claims_breakdown, claims_table, format_breakdown, format_claims, probe_language_groups
 from .figures import ablation_figure, heatmap_figure, method_bars, neuron_figure, save_figure, sequential_figure
 from .inputs import find_table, load_general_table, load_mask_stats, load_results_table, neuron_layer_frame
-from .names import ABLATION_METHODS, MISSING, SCORE_METRICS, method_order
+from .names import ABLATION_METHODS, MISSING, SCORE_METRICS, TOKEN_ACC_METRICS, method_order
 from .stats import (
     BootstrapConfig,
     ablation_stats,
@@ -23,6 +23,7 @@ from .stats import (
     general_stats,
     main_stats,
     multihop_stats,
+    needs_token_accuracy,
     per_language_stats,
     scores,
 )
@@ -112,6 +113,24 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
         st = per_lang[per_lang["metric"] == metric] if not per_lang.empty else cell_stats(t, [])
         table(f"per_language_{metric}", st, wide(st, ["method"], ["edit_lang", "eval_lang"], metric=metric, rows=rows),
               f"{metric} per edit language and evaluation language")
+    token_acc = needs_token_accuracy(results)  # MzsRE / Bi-ZsRE: no true answers, so no paper ES / PS
+    if token_acc:
+        note = ("ES / PS = teacher-forced token accuracy of the new target (the records have no true answer, so "
+                "P(new) > P(true) is not available); NS / QS as in the paper")
+        st = main_stats(results, sources=sources, boot=boot, metrics=TOKEN_ACC_METRICS)
+        table("main_comparison_token_acc", st, wide(st, ["method"], ["edit_lang", "scope", "metric"], rows=rows),
+              f"Main comparison: score (%) [95% bootstrap CI] n=records, by source language and same/cross "
+              f"language; {note}")
+        st = ablation_stats(results, boot, metrics=TOKEN_ACC_METRICS)
+        table("ablation_token_acc", st, wide(st, ["method"], ["scope", "metric"], rows=list(ABLATION_METHODS)),
+              f"LSE/LIE ablation; {note}")
+        per_tok = per_language_stats(results, boot, metrics=TOKEN_ACC_METRICS[:2])
+        for metric in TOKEN_ACC_METRICS[:2]:
+            st = per_tok[per_tok["metric"] == metric] if not per_tok.empty else cell_stats(t, [])
+            table(f"per_language_{metric}", st,
+                  wide(st, ["method"], ["edit_lang", "eval_lang"], metric=metric, rows=rows),
+                  f"{metric} per edit language and evaluation language (teacher-forced token accuracy, %)")
+    figure_metrics = TOKEN_ACC_METRICS if token_acc else SCORE_METRICS
     st = multihop_stats(results, sources=sources, boot=boot) if not t.empty else cell_stats(t, [])
     table("multihop", st, wide(st, ["method"], ["edit_lang", "eval_lang"], metric="QS", rows=rows),
           "Multi-hop (QS, %) by edit language and evaluation language")
@@ -146,12 +165,13 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
 
     for method in [m for m in rows if m in have]:
         try:
-            files.extend(save_figure(heatmap_figure(results, method), f"heatmap_{method}", figures_dir))
+            files.extend(save_figure(heatmap_figure(results, method, figure_metrics), f"heatmap_{method}",
+                                     figures_dir))
         except ValueError as err:
             missing[f"heatmap_{method}"] = str(err)
-    for name, make in (("ablation_bars", lambda: ablation_figure(ablation_stats(results, boot))),
-                       ("methods_bars", lambda: method_bars(cell_stats(scores(results), ["method", "scope", "metric"],
-                                                                       boot))),
+    for name, make in (("ablation_bars", lambda: ablation_figure(ablation_stats(results, boot, figure_metrics))),
+                       ("methods_bars", lambda: method_bars(cell_stats(scores(results, figure_metrics),
+                                                                       ["method", "scope", "metric"], boot))),
                        ("sequential_editing", lambda: sequential_figure(general)),
                        ("neurons_per_layer", lambda: neuron_figure(
                            neuron_layer_frame(masks) if masks is not None else find_table(run_dir, "neurons_per_layer")))):

@@ -140,23 +140,35 @@ def scores(df: pd.DataFrame, metrics: Sequence[str] = SCORE_METRICS) -> pd.DataF
 
 
 def main_stats(df: pd.DataFrame, *, sources: Sequence[str] = ("en", "zh"), boot: BootstrapConfig = BootstrapConfig(),
-               ) -> pd.DataFrame:
-    """Method × source (edit) language × scope (same / cross) × metric, the paper's main comparison."""
-    t = scores(df)
+               metrics: Sequence[str] = SCORE_METRICS) -> pd.DataFrame:
+    """Method × source (edit) language × scope (same / cross) × metric, the paper's main comparison
+    (``metrics``: :data:`TOKEN_ACC_METRICS` for records without a true answer, :func:`needs_token_accuracy`)."""
+    t = scores(df, metrics)
     t = t[t["edit_lang"].isin(sources)]
     return cell_stats(t, ["method", "edit_lang", "scope", "metric"], boot)
 
 
-def ablation_stats(df: pd.DataFrame, boot: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
+def ablation_stats(df: pd.DataFrame, boot: BootstrapConfig = BootstrapConfig(),
+                   metrics: Sequence[str] = SCORE_METRICS) -> pd.DataFrame:
     """MEMLA and its ablations, edit languages pooled, by scope and metric."""
-    t = scores(df)
+    t = scores(df, metrics)
     t = t[t["method"].isin(ABLATION_METHODS)]
     return cell_stats(t, ["method", "scope", "metric"], boot)
 
 
-def per_language_stats(df: pd.DataFrame, boot: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
+def per_language_stats(df: pd.DataFrame, boot: BootstrapConfig = BootstrapConfig(),
+                       metrics: Sequence[str] = SCORE_METRICS) -> pd.DataFrame:
     """Every (metric, method, edit language, evaluation language) cell."""
-    return cell_stats(scores(df), ["metric", "method", "edit_lang", "eval_lang"], boot)
+    return cell_stats(scores(df, metrics), ["metric", "method", "edit_lang", "eval_lang"], boot)
+
+
+def needs_token_accuracy(df: pd.DataFrame) -> bool:
+    """True when the results have no paper ES / PS at all (their records have no ``target_true``: MzsRE,
+    Bi-ZsRE) but do have the token-accuracy variants: the report then adds the :data:`TOKEN_ACC_METRICS` tables.
+    Never true for MKEB runs, whose tables stay exactly as they were."""
+    if df is None or df.empty or "metric" not in df.columns:
+        return False
+    return scores(df, ("ES", "PS")).empty and not scores(df, ("ES_token_acc", "PS_token_acc")).empty
 
 
 def multihop_stats(df: pd.DataFrame, *, sources: Sequence[str] = ("en", "zh"),

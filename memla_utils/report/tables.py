@@ -49,6 +49,7 @@ def wide(stats: pd.DataFrame, index: Sequence[str], columns: Sequence[str], *, m
 _LEVEL_ORDER = {v: i for i, v in enumerate((*SCORE_METRICS, "same", "cross", "perplexity", "perplexity_rel",
                                              "fact_accuracy",
                                              "fact_token_accuracy", "edit_retention"))}
+_LEVEL_ORDER.update({"ES_token_acc": _LEVEL_ORDER["ES"], "PS_token_acc": _LEVEL_ORDER["PS"]})  # where ES / PS stand
 
 
 def _column_key(col: Any) -> tuple:
