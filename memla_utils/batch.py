@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import PROJECT_ROOT
+from .cache import DURABLE_ENV, PROJECT_ROOT
 from .config import NOTEBOOK_PARAMETERS, PRESETS, ParameterError, RunConfig, coerce_parameter
 from .manifest import build_manifest, skipped_in
 
@@ -273,6 +273,12 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     from . import run_parts
 
     check_identity(plan, restart=(preset not in MULTI_SESSION_PRESETS) if restart is None else restart)
+    # a multi-session run's parts may each run on a fresh machine: attribution scores (compact), unedited
+    # evaluations and knowledge probes also go to the tracked <run_dir>/cache, committed with the results
+    if preset in MULTI_SESSION_PRESETS:
+        os.environ[DURABLE_ENV] = str(plan.run_dir / "cache")
+    else:
+        os.environ.pop(DURABLE_ENV, None)
     out_dir = plan.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest("batch", parameters=plan.parameters, inputs={"notebooks": [p.name for p in

@@ -3,6 +3,12 @@
 Key = sha256 over canonical JSON of (kind, model fingerprint, content hashes, parameters). Values are JSON or
 safetensors (never pickle), written to a temporary file and renamed, so an interrupted run leaves either the
 complete artifact or nothing. The cache root is ``$MEMLA_CACHE`` or ``<project>/.cache/memla``.
+
+A multi-session run (the medium preset, issue 16) also has a *durable* cache, ``$MEMLA_RUN_CACHE`` (the batch
+driver sets it to ``<run_dir>/cache``, a tracked folder): each part may run on a fresh machine whose local cache is
+empty, so what is expensive to recompute and small enough for git is mirrored there and committed with the
+run's results: the JSON kinds of :data:`DURABLE_JSON_KINDS` as they are, and attribution scores in the compact
+form of :mod:`memla_utils.attribution` (written through :meth:`ArtifactCache.put_durable_tensors`).
 """
 from __future__ import annotations
 
@@ -25,6 +31,20 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def default_cache_root() -> Path:
     """``$MEMLA_CACHE`` if set, else ``.cache/memla`` beside the package (ignored by git)."""
     return Path(os.environ.get("MEMLA_CACHE", PROJECT_ROOT / ".cache" / "memla"))
+
+
+#: Environment variable naming the durable cache of a multi-session run (``batch`` sets it; unset: none).
+DURABLE_ENV = "MEMLA_RUN_CACHE"
+#: JSON kinds mirrored into the durable cache: the unedited evaluation of a record per language (``preedit``,
+#: the NS reference, ~30 min for the medium run) and the knowledge probe (``known``); both a few kB per entry.
+#: Covariances (16 MB per layer) and MEND's trained editor stay local: a part recomputes them in minutes.
+DURABLE_JSON_KINDS: tuple[str, ...] = ("preedit", "known")
+
+
+def default_durable_root() -> Path | None:
+    """``$MEMLA_RUN_CACHE`` if set (a multi-session run's ``<run_dir>/cache``), else ``None``."""
+    root = os.environ.get(DURABLE_ENV)
+    return Path(root) if root else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -83,26 +103,68 @@ def write_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-class ArtifactCache:
-    """A folder of content-addressed artifacts, grouped in sub-folders by kind."""
+def _kind(key: str) -> str:
+    return key.split("-", 1)[0]
 
-    def __init__(self, root: str | Path | None = None, *, enabled: bool = True) -> None:
+
+class ArtifactCache:
+    """A folder of content-addressed artifacts, grouped in sub-folders by kind, with an optional durable mirror.
+
+    ``durable``: the durable cache's folder; ``None`` takes :func:`default_durable_root` (``$MEMLA_RUN_CACHE``),
+    ``False`` disables it. JSON artifacts of :data:`DURABLE_JSON_KINDS` are written to both folders and read from
+    the durable one when the local one lacks them; tensors go there only through :meth:`put_durable_tensors`.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, enabled: bool = True,
+                 durable: str | Path | None | bool = None) -> None:
         self.root = Path(root) if root is not None else default_cache_root()
         self.enabled = enabled
+        if durable is None or durable is True:
+            self.durable_root: Path | None = default_durable_root()
+        elif durable is False:
+            self.durable_root = None
+        else:
+            self.durable_root = Path(durable)
 
     def path(self, key: str, suffix: str) -> Path:
-        kind = key.split("-", 1)[0]
-        return self.root / kind / f"{key}{suffix}"
+        return self.root / _kind(key) / f"{key}{suffix}"
+
+    def durable_path(self, key: str, suffix: str) -> Path | None:
+        """Where ``key`` lies in the durable cache; ``None`` without one (or when caching is disabled)."""
+        if not self.enabled or self.durable_root is None:
+            return None
+        return self.durable_root / _kind(key) / f"{key}{suffix}"
 
     def get_json(self, key: str) -> Any | None:
-        p = self.path(key, ".json")
-        if not self.enabled or not p.exists():
+        if not self.enabled:
             return None
-        return json.loads(p.read_text(encoding="utf-8"))
+        for p in (self.path(key, ".json"), self._durable_json(key)):
+            if p is not None and p.exists():
+                return json.loads(p.read_text(encoding="utf-8"))
+        return None
 
     def put_json(self, key: str, value: Any) -> None:
         if self.enabled:
             write_json_atomic(self.path(key, ".json"), value)
+            durable = self._durable_json(key)
+            if durable is not None:
+                write_json_atomic(durable, value)
+
+    def _durable_json(self, key: str) -> Path | None:
+        return self.durable_path(key, ".json") if _kind(key) in DURABLE_JSON_KINDS else None
+
+    def get_durable_tensors(self, key: str) -> dict[str, torch.Tensor] | None:
+        """Tensors stored under ``key`` in the durable cache (``None``: no durable cache or not there)."""
+        p = self.durable_path(key, ".safetensors")
+        return load_file(str(p)) if p is not None and p.exists() else None
+
+    def put_durable_tensors(self, key: str, tensors: dict[str, torch.Tensor],
+                            metadata: dict[str, str] | None = None) -> None:
+        """Write ``tensors`` under ``key`` into the durable cache (nothing without one). Callers store a compact
+        form there: the durable cache is committed to git."""
+        p = self.durable_path(key, ".safetensors")
+        if p is not None:
+            write_tensors_atomic(p, tensors, metadata)
 
     def get_tensors(self, key: str) -> dict[str, torch.Tensor] | None:
         p = self.path(key, ".safetensors")

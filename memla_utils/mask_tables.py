@@ -88,7 +88,8 @@ def steps_sweep(lm, record: Record, language: str, steps: Sequence[int], config:
 
     config = config or AttributionConfig()
     steps = sorted(int(s) for s in steps)
-    atts = {s: record_attributions(lm, record, language, dataclasses.replace(config, steps=s), cache)[language]
+    atts = {s: record_attributions(lm, record, language, dataclasses.replace(config, steps=s), cache,
+                                   dense=True)[language]  # Spearman needs every score
             for s in steps}
     ref_atts = atts[steps[-1]]
     ref = neurons_from_attributions(ref_atts, config.threshold, lm.adapter.n_neurons)
@@ -126,7 +127,7 @@ def method_overlap(lm, records: Sequence[Record], languages: Sequence[str], conf
         if not langs:
             continue
         atts = {m: record_attributions(lm, record, langs, dataclasses.replace(config, method=m), cache,
-                                       progress=progress) for m in METHODS}
+                                       progress=progress, dense=True) for m in METHODS}  # Spearman: all scores
         for lang in langs:
             sets = {m: neurons_from_attributions(atts[m][lang], config.threshold, lm.adapter.n_neurons)
                     for m in METHODS}

@@ -31,7 +31,7 @@ def attribution_summary(attributions: Mapping[tuple[str, str], Sequence[PromptAt
     for (rid, lang), atts in attributions.items():
         for a in atts:
             rows.append({"example_id": rid, "language": lang, "prompt": a.prompt, "answer": a.answer,
-                         "target_sum_over_tokens": a.target_value, "max_score": float(a.scores.max()),
+                         "target_sum_over_tokens": a.target_value, "max_score": a.max_score,
                          "completeness_error": a.completeness_error})
     return pd.DataFrame(rows)
 
@@ -41,7 +41,7 @@ def layer_mass_frame(attributions: Mapping[tuple[str, str], Sequence[PromptAttri
     rows = []
     for (rid, lang), atts in attributions.items():
         for a in atts:
-            pos = a.scores.clamp(min=0).sum(-1)
+            pos = a.layer_positive_mass
             total = float(pos.sum())
             for layer, v in enumerate(pos.tolist()):
                 rows.append({"example_id": rid, "language": lang, "layer": layer,

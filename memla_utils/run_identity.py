@@ -127,12 +127,18 @@ def run_identity(model_fingerprint: str, records: Sequence[Any], parameters: dic
                        json.loads(json.dumps(parameters or {}, sort_keys=True, default=str)))
 
 
+#: What a restarted run keeps in place: its durable cache (``cache.DURABLE_ENV``; ``batch`` points it there).
+KEPT_ON_RESTART: tuple[str, ...] = ("cache",)
+
+
 def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: bool = False) -> Path:
     """Record ``identity`` in a new run; refuse an existing run made with anything else.
 
     Raises :class:`RunIdentityError` naming every difference (code per stage, lock file, model, records,
     parameters) when ``run_dir`` was started with another identity and holds results. With ``restart=True``
-    the earlier contents are moved to ``<run_dir>/superseded-<UTC time>/`` and the run starts over.
+    the earlier contents are moved to ``<run_dir>/superseded-<UTC time>/`` and the run starts over, except the
+    durable cache (:data:`KEPT_ON_RESTART`): it is content-addressed like the local cache (every key names the
+    model, record, prompt, parameters and score/join versions), so the new run reuses what still applies.
     Returns the identity file's path.
     """
     run_dir = Path(run_dir)
@@ -155,7 +161,7 @@ def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: b
         aside = run_dir / f"superseded-{stamp}"
         aside.mkdir(parents=True)
         for item in list(run_dir.iterdir()):
-            if item != aside and not item.name.startswith("superseded-"):
+            if item != aside and not item.name.startswith("superseded-") and item.name not in KEPT_ON_RESTART:
                 shutil.move(str(item), str(aside / item.name))
         log.warning("%s: inputs changed (%s); earlier results moved to %s", run_dir, "; ".join(diff), aside)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,5 +169,5 @@ def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: b
     return path
 
 
-__all__ = ["IDENTITY_FILE", "RunIdentity", "RunIdentityError", "STAGE_FILES", "check_run_identity", "code_hashes",
+__all__ = ["IDENTITY_FILE", "KEPT_ON_RESTART", "RunIdentity", "RunIdentityError", "STAGE_FILES", "check_run_identity", "code_hashes",
            "hash_files", "lock_hash", "records_hash", "run_identity"]
