@@ -24,6 +24,7 @@ padding side.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import unicodedata
 from collections import Counter
@@ -35,6 +36,7 @@ import torch
 
 from .cache import ArtifactCache, cache_key
 from .finite import finite_evaluation, finite_logits, naming, require_finite_metrics, require_finite_tensor
+from .head_projection import can_defer, deferred_head, project_blocks
 from .languages import NO_SPACE_LANGUAGES
 from .mkeb.record import LanguageView, Record
 from .models import LoadedModel
@@ -191,44 +193,91 @@ def _generation_chunks(lengths: Sequence[int], prompt_lengths: Sequence[int], ba
     return chunks
 
 
-@torch.no_grad()
-def _greedy_kv(lm: LoadedModel, rows: list[list[int]], steps: list[int], eos: set[int],
-               pad: int) -> list[list[int]]:
-    """Greedy decoding of left-padded ``rows`` with the model's key/value cache: one prefill, then one token per
-    step for the rows still decoding. A row leaves the batch (and the cache, ``Cache.batch_select_indices``)
-    once it has ``steps[b]`` tokens or predicts an EOS; position ids follow each row's real tokens as in
-    ``model.generate`` (``attention_mask.cumsum(-1) - 1``), so a row's continuation equals generate's."""
-    ids, att = _pad_left(rows, pad)
-    ids, att = ids.to(lm.device), att.to(lm.device)
-    pos = (att.cumsum(-1) - 1).clamp(min=0)
-    out_ids: list[list[int]] = [[] for _ in rows]
-    live = list(range(len(rows)))  # row of the batch -> index into rows
-    out = lm.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1)
-    cache, name = cache_of(out), cache_kwarg(lm.model)
-    nxt = out.logits[:, -1].argmax(-1)
-    last_pos = pos[:, -1]
-    while True:
+@dataclass
+class _Decoding:
+    """One left-padded batch of :func:`_greedy_kv_batches` while it decodes: its rows still decoding (``live``:
+    row of the batch -> index into the batch's rows), their mask, last positions, cache and next tokens."""
+
+    steps: list[int]
+    ids: torch.Tensor
+    att: torch.Tensor
+    pos: torch.Tensor
+    out_ids: list[list[int]]
+    live: list[int]
+    cache: Any = None
+    nxt: torch.Tensor | None = None
+
+    def forward(self, model: torch.nn.Module, name: str) -> Any:
+        """The batch's next forward: the prefill, then one token per live row."""
+        if self.cache is None:
+            return model(input_ids=self.ids, attention_mask=self.att, position_ids=self.pos, use_cache=True,
+                         logits_to_keep=1)
+        return model(input_ids=self.nxt[:, None], attention_mask=self.att, position_ids=self.pos[:, -1:],
+                     use_cache=True, **{name: self.cache})
+
+    def advance(self, nxt: torch.Tensor, eos: set[int]) -> None:
+        """Append the predicted tokens; drop rows that are done (EOS or enough tokens) from the batch and cache."""
         keep: list[int] = []
-        for j, b in enumerate(live):
+        for j, b in enumerate(self.live):
             t = int(nxt[j])
             if t in eos:
                 continue
-            out_ids[b].append(t)
-            if len(out_ids[b]) < steps[b]:
+            self.out_ids[b].append(t)
+            if len(self.out_ids[b]) < self.steps[b]:
                 keep.append(j)
-        if not keep:
-            return out_ids
-        if len(keep) < len(live):
-            sel = torch.tensor(keep, device=att.device)
-            cache.batch_select_indices(sel)
-            att, nxt, last_pos = att[sel], nxt[sel], last_pos[sel]
-            live = [live[j] for j in keep]
-        att = torch.cat([att, att.new_ones((len(live), 1))], dim=1)
-        last_pos = last_pos + 1
-        out = lm.model(input_ids=nxt[:, None], attention_mask=att, position_ids=last_pos[:, None],
-                       use_cache=True, **{name: cache})
-        cache = cache_of(out)
-        nxt = out.logits[:, -1].argmax(-1)
+        if len(keep) < len(self.live):
+            self.live = [self.live[j] for j in keep]
+            if not keep:
+                return
+            sel = torch.tensor(keep, device=self.att.device)
+            self.cache.batch_select_indices(sel)
+            self.att, nxt, self.pos = self.att[sel], nxt[sel], self.pos[sel]
+        self.att = torch.cat([self.att, self.att.new_ones((len(self.live), 1))], dim=1)
+        self.pos = self.pos[:, -1:] + 1
+        self.nxt = nxt
+
+
+@torch.no_grad()
+def _greedy_kv_batches(lm: LoadedModel, batches: Sequence[list[list[int]]], steps: Sequence[list[int]],
+                       eos: set[int], pad: int) -> list[list[list[int]]]:
+    """Greedy decoding of several left-padded batches with the model's key/value cache, all batches one step at
+    a time: one prefill per batch, then one token per step for its rows still decoding. A row leaves its batch
+    (and the cache, ``Cache.batch_select_indices``) once it has ``steps[b]`` tokens or predicts an EOS; position
+    ids follow each row's real tokens as in ``model.generate`` (``attention_mask.cumsum(-1) - 1``), so a row's
+    continuation equals generate's. Where the head can be deferred (:mod:`memla_utils.head_projection`), the
+    batches' rows of one step share one vocabulary projection; otherwise each forward projects its own rows.
+    Returns, per batch, the continuation of each row."""
+    model = lm.model
+    defer, name = can_defer(model), cache_kwarg(model)
+    states = []
+    for rows, st in zip(batches, steps):
+        ids, att = _pad_left(rows, pad)
+        ids, att = ids.to(lm.device), att.to(lm.device)
+        states.append(_Decoding(list(st), ids, att, (att.cumsum(-1) - 1).clamp(min=0), [[] for _ in rows],
+                                list(range(len(rows)))))
+    while True:
+        active = [s for s in states if s.live]
+        if not active:
+            return [s.out_ids for s in states]
+        with deferred_head(model) if defer else contextlib.nullcontext([]) as hidden:
+            nxt = []
+            for s in active:
+                out = s.forward(model, name)
+                s.cache = cache_of(out)
+                if not defer:
+                    nxt.append(out.logits[:, -1].argmax(-1))
+        if defer:
+            h = torch.cat([x[:, -1] for x in hidden])
+            best = torch.cat([logits.argmax(-1) for _, logits in project_blocks(model, h)])
+            nxt = list(best.split([len(s.live) for s in active]))
+        for s, n in zip(active, nxt):
+            s.advance(n, eos)
+
+
+def _greedy_kv(lm: LoadedModel, rows: list[list[int]], steps: list[int], eos: set[int],
+               pad: int) -> list[list[int]]:
+    """:func:`_greedy_kv_batches` of one batch."""
+    return _greedy_kv_batches(lm, [rows], [steps], eos, pad)[0]
 
 
 def _pad_left(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,9 +299,10 @@ def greedy_continuations(lm: LoadedModel, prompts: Sequence[str], n_tokens: Sequ
     join). Any of :func:`eos_token_ids` ends a continuation and is not part of it, so the result of one prompt
     does not depend on ``batch_size``, on the other prompts in its batch or on ``padding_side`` (up to float
     rounding of near-ties): ``"left"`` (default) decodes left-padded batches of prompts of similar length with
-    the model's key/value cache, dropping each row once it is done (:func:`_generation_chunks`,
-    :func:`_greedy_kv`; ``batch_size`` prompts at most), ``"right"`` a cache-free loop over right-padded rows
-    (slower; a cross-check). Returns
+    the model's key/value cache, dropping each row once it is done, all batches one step at a time with one
+    vocabulary projection per step (:func:`_generation_chunks`, :func:`_greedy_kv_batches`; ``batch_size``
+    prompts at most per batch), ``"right"`` a cache-free loop over right-padded rows (slower; a cross-check).
+    Returns
     ``len(prompts)`` lists of ids (possibly empty), in the order of ``prompts``.
     """
     if len(prompts) != len(n_tokens):
@@ -270,10 +320,12 @@ def greedy_continuations(lm: LoadedModel, prompts: Sequence[str], n_tokens: Sequ
             out.extend(_greedy_cache_free(lm, rows[s:s + batch_size], lengths[s:s + batch_size], set(eos), pad))
         return out
     result: list[list[int]] = [[] for _ in prompts]
-    for chunk in _generation_chunks(lengths, [len(r) for r in rows], batch_size):
-        for i, got in zip(chunk, _greedy_kv(lm, [rows[i] for i in chunk], [lengths[i] for i in chunk], set(eos),
-                                            pad)):
-            result[i] = got
+    chunks = _generation_chunks(lengths, [len(r) for r in rows], batch_size)
+    decoded = _greedy_kv_batches(lm, [[rows[i] for i in c] for c in chunks], [[lengths[i] for i in c] for c in chunks],
+                                 set(eos), pad)
+    for chunk, got in zip(chunks, decoded):
+        for i, ids in zip(chunk, got):
+            result[i] = ids
     return result
 
 
@@ -425,9 +477,10 @@ def evaluate_record(lm: LoadedModel, record: Record, languages: Sequence[str], *
 
     The same metrics from the same rows (the tests check equality), computed together: every language's ES/PS
     rows in one call of :func:`memla_utils.prefix_scoring.score_answers_shared` (each prompt run once for both
-    answers, logits only at answer positions, length-sorted batches of ``config.batch_size`` rows) and every
-    language's NS/QS continuations in one :func:`greedy_continuations` call (batches of equal continuation
-    length). ``references``: the unedited model's evaluation per language (``NS_vs_unedited``). Raises
+    answers, logits only at answer positions, length-sorted batches of ``config.batch_size`` rows, one
+    vocabulary projection for all of them) and every language's NS/QS continuations in one
+    :func:`greedy_continuations` call (batches of similar prompt length decoded step by step together, one
+    vocabulary projection per step). ``references``: the unedited model's evaluation per language (``NS_vs_unedited``). Raises
     ``NonFiniteError`` naming the record (and the language, where one is at fault) for non-finite outputs.
     """
     config = config or EvalConfig()

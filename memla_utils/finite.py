@@ -67,7 +67,8 @@ def require_finite_metrics(metrics: Mapping[str, Any], where: str) -> None:
 def finite_logits(model: nn.Module, where: str) -> Iterator[None]:
     """Raise :class:`NonFiniteError` from any forward of ``model`` in the block whose last-position logits are
     not finite (the position generation reads and every scored batch ends with; checking only it keeps left
-    padding, which some attention kernels turn into NaN rows, from causing false alarms)."""
+    padding, which some attention kernels turn into NaN rows, from causing false alarms), and from any 2-D output
+    of its output head (rows projected on their own, :mod:`memla_utils.head_projection`: all real positions)."""
     import torch
 
     def hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -77,11 +78,22 @@ def finite_logits(model: nn.Module, where: str) -> Iterator[None]:
         if torch.is_tensor(logits) and logits.dim() == 3 and logits.shape[1]:
             require_finite_tensor(logits[:, -1].detach(), f"{where}: logits")
 
-    handle = model.register_forward_hook(hook)
+    def head_hook(module: nn.Module, args: tuple, output: Any) -> None:
+        # rows the head projects on their own (memla_utils.head_projection.project, a boolean logits_to_keep):
+        # every one is a real position
+        if torch.is_tensor(output) and output.dim() == 2 and output.shape[0]:
+            require_finite_tensor(output.detach(), f"{where}: logits")
+
+    handles = [model.register_forward_hook(hook)]
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if isinstance(head, torch.nn.Module):
+        handles.append(head.register_forward_hook(head_hook))
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def finite_evaluation(fn: F) -> F:

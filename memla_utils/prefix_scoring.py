@@ -11,7 +11,8 @@ the same definitions) with less arithmetic, for evaluation, where each prompt is
   prefix, whatever the padding between them). Same function, fewer tokens: on MKEB about 40% of the tokens.
 - **Logits only where they are needed.** The vocabulary projection (Gemma 3 270M: 262k x 640, more than the
   rest of the model per token) runs only at the positions that predict an answer token, per row (a boolean
-  ``logits_to_keep``), not at every column any row of the batch needs.
+  ``logits_to_keep``), not at every column any row of the batch needs; for the project's architectures it runs
+  once for the hidden states of all chunks (:mod:`memla_utils.head_projection`), not once per forward.
 - **Length-sorted batches**, so little padding is computed.
 
 Tokenisation is :func:`memla_utils.text.join_prompt_answer`, as everywhere. The numbers equal
@@ -22,6 +23,7 @@ caches without ``batch_select_indices`` are scored without sharing (still with t
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Sequence
@@ -31,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .head_projection import can_defer, deferred_head, project_blocks
 from .text import join_prompt_answer
 
 log = logging.getLogger(__name__)
@@ -118,25 +121,29 @@ def _masks_logits_to_keep(model: nn.Module) -> bool:
     return _accepts(model, "logits_to_keep") and hasattr(module, "slice_logits_to_keep")
 
 
-def _forward(model: nn.Module, keep: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-    """``(logits at the True positions of keep [N, V], the returned cache)`` for one forward.
+def _forward(model: nn.Module, keep: torch.Tensor, *, defer: bool = False, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """``(logits at the True positions of keep [N, V], the returned cache)`` for one forward; with ``defer`` the
+    final hidden states there ``[N, H]`` instead (:func:`memla_utils.head_projection.deferred_head`).
 
     Projects only those positions where the model supports it (module docstring), else the union of their
     columns (1-D ``logits_to_keep``) or every column, and picks the positions from that.
     """
     n = int(keep.sum())
-    if _masks_logits_to_keep(model):
-        out = model(**kwargs, logits_to_keep=keep)
-        if out.logits.dim() == 2 and out.logits.shape[0] == n:
-            return out.logits, cache_of(out)
-        raise RuntimeError(f"{type(model).__name__}: a boolean logits_to_keep gave logits of shape "
-                           f"{tuple(out.logits.shape)}, expected ({n}, vocabulary)")
-    cols = torch.nonzero(keep.any(0)).flatten()
-    if _accepts(model, "logits_to_keep"):
-        out = model(**kwargs, logits_to_keep=cols)
-        return out.logits[keep[:, cols]], cache_of(out)
-    out = model(**kwargs)
-    return out.logits[keep], cache_of(out)
+    with deferred_head(model) if defer else contextlib.nullcontext([]) as hidden:
+        if _masks_logits_to_keep(model):
+            out = model(**kwargs, logits_to_keep=keep)
+            got = hidden[0] if defer else out.logits
+            if got.dim() == 2 and got.shape[0] == n:
+                return got, cache_of(out)
+            what = ("hidden states", "hidden") if defer else ("logits", "vocabulary")
+            raise RuntimeError(f"{type(model).__name__}: a boolean logits_to_keep gave {what[0]} of shape "
+                               f"{tuple(got.shape)}, expected ({n}, {what[1]})")
+        cols = torch.nonzero(keep.any(0)).flatten()
+        if _accepts(model, "logits_to_keep"):
+            out = model(**kwargs, logits_to_keep=cols)
+            return (hidden[0] if defer else out.logits)[keep[:, cols]], cache_of(out)
+        out = model(**kwargs)
+        return (hidden[0] if defer else out.logits)[keep], cache_of(out)
 
 
 def cache_of(out: Any) -> Any:
@@ -173,9 +180,10 @@ class _ChunkLogits:
 
 @torch.no_grad()
 def _score_chunk(model: nn.Module, rows: Sequence[_Row], groups: Sequence[_Group], pad: int,
-                 dev: torch.device) -> _ChunkLogits | None:
+                 dev: torch.device, defer: bool = False) -> _ChunkLogits | None:
     """Run one chunk of groups: the prefixes (right padded, with a cache when some row has ids of its own),
-    then every row's own ids on its group's cache. None when the cache cannot be repeated per row."""
+    then every row's own ids on its group's cache. None when the cache cannot be repeated per row. With
+    ``defer`` the chunk's ``logits`` are the final hidden states at those positions (projected by the caller)."""
     prefixes = [rows[g.rows[0]].ids[:g.k] for g in groups]
     ids1, att1 = _pad_right(prefixes, pad)
     keep1 = torch.zeros_like(att1, dtype=torch.bool)  # prefix positions that predict some row's answer token
@@ -189,7 +197,7 @@ def _score_chunk(model: nn.Module, rows: Sequence[_Row], groups: Sequence[_Group
     kw: dict[str, Any] = {"input_ids": ids1.to(dev), "attention_mask": att1.to(dev)}
     if _accepts(model, "position_ids"):
         kw["position_ids"] = torch.arange(ids1.shape[1], device=dev).expand_as(ids1)
-    logits1, cache = _forward(model, keep1.to(dev), **kw, use_cache=need_suffix)
+    logits1, cache = _forward(model, keep1.to(dev), defer=defer, **kw, use_cache=need_suffix)
     index1 = torch.full(keep1.shape, -1, dtype=torch.long)  # (group, position) -> row of logits1
     index1[keep1] = torch.arange(int(keep1.sum()))
     parts = [logits1]
@@ -209,7 +217,7 @@ def _score_chunk(model: nn.Module, rows: Sequence[_Row], groups: Sequence[_Group
         if _accepts(model, "position_ids"):  # a row's own ids continue at its prefix's length
             k_of = torch.tensor([groups[owner[j]].k for j in second])
             kw["position_ids"] = (k_of[:, None] + torch.arange(ids2.shape[1])[None, :]).to(dev)
-        logits2, _ = _forward(model, keep2.to(dev), **kw, use_cache=True)
+        logits2, _ = _forward(model, keep2.to(dev), defer=defer, **kw, use_cache=True)
         index2 = torch.full(keep2.shape, -1, dtype=torch.long)
         index2[keep2] = torch.arange(int(keep2.sum())) + logits1.shape[0]
         parts.append(logits2)
@@ -272,25 +280,58 @@ def score_answers_shared(model: nn.Module, tokenizer, prompts: Sequence[str], an
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     dev = next(model.parameters()).device
     result = {k: torch.zeros(len(rows)) for k in names}
+    defer = can_defer(model)
+    # every (row, answer token) pair: the index of the logits row predicting it, the token, the pairs of one row
+    # contiguous (in its answer's order)
+    pair_at: list[int] = []
+    pair_row: dict[int, slice] = {}
+    hidden: list[torch.Tensor] = []
+    offset = 0
     todo = _chunks(groups, batch_size)
     while todo:
         chunk = todo.pop(0)
-        got = _score_chunk(model, rows, chunk, pad, dev)
+        got = _score_chunk(model, rows, chunk, pad, dev, defer)
         if got is None:  # this cache cannot be repeated per row: the chunk's rows alone
             log.info("%s: the KV cache cannot be repeated per row; scoring without shared prefixes",
                      type(model).__name__)
             todo.insert(0, [_Group([i], len(rows[i].ids) - 1) for g in chunk for i in g.rows])
             continue
+        members = [i for g in chunk for i in g.rows]
+        if defer:  # projected below, all chunks together
+            for i, idx in zip(members, got.per_row):
+                pair_row[i] = slice(len(pair_at), len(pair_at) + len(idx))
+                pair_at.extend(offset + j for j in idx)
+            hidden.append(got.logits)
+            offset += got.logits.shape[0]
+            continue
         logp = torch.log_softmax(got.logits.float(), dim=-1)
         best = got.logits.argmax(-1)
-        for i, idx in zip([i for g in chunk for i in g.rows], got.per_row):
+        for i, idx in zip(members, got.per_row):
             at = torch.tensor(idx, device=logp.device)
             target = torch.tensor(rows[i].ids[rows[i].first + 1:], device=logp.device)
-            hit = best[at] == target
-            result["logprob"][i] = logp[at, target].sum().cpu()
-            result["token_accuracy"][i] = hit.float().mean().cpu()
-            result["exact_match"][i] = float(bool(hit.all()))
+            _fill(result, i, logp[at, target], best[at] == target)
+    if hidden:
+        at = torch.tensor(pair_at, device=dev)
+        target = torch.zeros_like(at)
+        for i, sl in pair_row.items():
+            target[sl] = torch.tensor(rows[i].ids[rows[i].first + 1:], device=dev)
+        logp_pair = torch.zeros(len(pair_at), device=dev)
+        hit_pair = torch.zeros(len(pair_at), dtype=torch.bool, device=dev)
+        for start, logits in project_blocks(model, torch.cat(hidden)):
+            sel = torch.nonzero((at >= start) & (at < start + logits.shape[0])).flatten()
+            local = at[sel] - start
+            logp_pair[sel] = torch.log_softmax(logits.float(), dim=-1)[local, target[sel]]
+            hit_pair[sel] = logits.argmax(-1)[local] == target[sel]
+        for i, sl in pair_row.items():
+            _fill(result, i, logp_pair[sl], hit_pair[sl])
     return result
+
+
+def _fill(result: dict[str, torch.Tensor], i: int, logp: torch.Tensor, hit: torch.Tensor) -> None:
+    """Row ``i``'s scores from its answer tokens' log-probabilities and argmax hits (in the answer's order)."""
+    result["logprob"][i] = logp.sum().cpu()
+    result["token_accuracy"][i] = hit.float().mean().cpu()
+    result["exact_match"][i] = float(bool(hit.all()))
 
 
 __all__ = ["score_answers_shared"]

@@ -32,7 +32,8 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
     "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py", "finite.py"),
     "attribution": ("attribution.py", "attribution_stair.py", "masks.py", "mask_files.py", "suppression.py"),
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
-    "evaluation": ("evaluate.py", "prefix_scoring.py", "runner.py", "executors.py", "general.py"),
+    "evaluation": ("evaluate.py", "prefix_scoring.py", "head_projection.py", "runner.py", "executors.py",
+                   "general.py"),
 }
 
 #: Package modules that stage files import but that cannot change a stage's numbers, and why (a test checks that

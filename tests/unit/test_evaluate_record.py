@@ -74,11 +74,11 @@ def _count_work(lm):
         ids, att = kwargs["input_ids"], kwargs["attention_mask"]
         seen["tokens"] += int(att[:, -ids.shape[1]:].sum())
 
-    def head(module, args):
-        seen["projected"] += args[0].reshape(-1, args[0].shape[-1]).shape[0]
+    def head(module, args, out):  # rows whose logits are computed (a deferred forward's head computes none)
+        seen["projected"] += out.reshape(-1, out.shape[-1]).shape[0]
 
     handles = [lm.model.register_forward_pre_hook(body, with_kwargs=True),
-               lm.model.get_output_embeddings().register_forward_pre_hook(head)]
+               lm.model.get_output_embeddings().register_forward_hook(head)]
     return seen, handles
 
 

@@ -88,9 +88,11 @@ def test_nan_logits_in_generation_alone_are_caught():
     lm = tiny_model("qwen2")
     calls = {"n": 0}
 
-    def hook(module, args, out):  # NaN only in forwards that see one new position: the decoding steps
-        calls["n"] += 1
-        return out * float("nan") if out.shape[1] == 1 and calls["n"] > 1 else out
+    def hook(module, args, out):  # NaN only where next tokens are projected after the prefill: the decoding steps
+        # (a forward that sees one new position, or the rows of a step projected apart: head_projection)
+        step = out.dim() == 2 or out.shape[1] == 1
+        calls["n"] += step
+        return out * float("nan") if step and calls["n"] > 1 else out
 
     r = Record("r5", "capital", {"en": EditTarget("The capital of {} is", "France", "Tokyo", None)},
                neighborhood_prompts={"en": ["The capital of Peru is"]}, neighborhood_answers={"en": ["Lima city"]})
