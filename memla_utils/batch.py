@@ -232,12 +232,25 @@ def check_identity(plan: BatchPlan, *, restart: bool) -> Path:
         records, _ = cfg.run_records()
     except (OSError, ValueError) as err:  # missing data, a language the dataset lacks, too few records, ...
         raise BatchError(f"the run's records cannot be read ({plan.run_dir}): {err}") from None
-    model = f"{cfg.model} ({cfg.dtype} on {cfg.device})"
+    model = f"{cfg.model} ({cfg.dtype} on {cfg.device}{_cpu_threads(plan, cfg)})"
     identity = run_identity(model, records, {k: _as_param(v) for k, v in plan.parameters.items()})
     try:
         return check_run_identity(plan.run_dir, identity, restart=restart)
     except RunIdentityError as err:
         raise BatchError(str(err)) from None
+
+
+def _cpu_threads(plan: BatchPlan, cfg: RunConfig) -> str:
+    """``", N CPU threads"`` for a CPU run (empty otherwise): float32 sums are split by thread, so the same code on
+    another thread count gives other last bits (attribution scores of one prompt: up to 1e-8 apart between 1 and
+    2 threads), and a threshold can fall the other way. The notebooks use ``torch_threads`` when set, else
+    torch's default for the machine, which this process has too."""
+    if not str(cfg.device).startswith("cpu"):
+        return ""
+    import torch
+
+    threads = int(plan.parameters.get("torch_threads") or 0) or torch.get_num_threads()
+    return f", {threads} CPU threads"
 
 
 def records_source(plan: BatchPlan) -> str:

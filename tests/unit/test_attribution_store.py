@@ -159,3 +159,19 @@ def test_the_batch_driver_points_multi_session_runs_at_their_durable_cache(tmp_p
     plan = batch.BatchPlan({"run_dir": str(tmp_path / "run"), "figures_dir": str(tmp_path / "fig")})
     batch.run_chain(plan, notebook_paths=[], preset=preset)
     assert seen["env"] == (str(plan.run_dir / "cache") if expected else None)
+
+
+def test_a_part_on_another_thread_count_is_refused(tmp_path, monkeypatch):
+    """float32 sums split by thread give other last bits: the run's identity names the CPU thread count, so a
+    part on a machine with more cores (or another torch_threads) cannot extend the run silently."""
+    import memla_utils.batch as batch
+
+    plan = batch.BatchPlan({**batch.PRESETS["small"], "run_dir": str(tmp_path / "run"),
+                            "figures_dir": str(tmp_path / "fig"), "torch_threads": 1})
+    batch.check_identity(plan, restart=False)
+    assert "1 CPU threads" in json.loads((tmp_path / "run" / IDENTITY_FILE).read_text())["model"]
+    batch.check_identity(plan, restart=False)  # same threads: the run goes on
+    plan.parameters["torch_threads"] = 0
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    with pytest.raises(batch.BatchError, match="16 CPU threads"):
+        batch.check_identity(plan, restart=False)
