@@ -186,8 +186,10 @@ def memla_batches(lm: Any, record: Any, language: str) -> list[tuple[int, int]]:
 
 
 class PositionCounter:
-    """Token positions run through ``model`` and logit positions it computed, over every forward while active
-    (hooks on the top module; ``generate`` calls it once per decoding step)."""
+    """Token positions run through ``model`` and logit rows its output head computed, over every forward while
+    active (hooks on the top module and on the head: ``generate`` calls the model once per decoding step, and
+    evaluation projects the hidden states of several forwards in one head call, padded blocks included:
+    :mod:`memla_utils.head_projection`)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model, self.tokens, self.logits, self.calls = model, 0, 0, 0
@@ -199,15 +201,14 @@ class PositionCounter:
         self.tokens += int(ids.numel())
         self.calls += 1
 
-    def _post(self, module: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        logits = getattr(out, "logits", None)
-        if logits is not None:
-            self.logits += int(logits.numel() // logits.shape[-1])
+    def _post(self, module: Any, args: tuple, out: Any) -> None:
+        if torch.is_tensor(out) and out.shape[-1]:
+            self.logits += int(out.numel() // out.shape[-1])
 
     @contextmanager
     def active(self) -> Iterator[PositionCounter]:
         handles = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
-                   self.model.register_forward_hook(self._post, with_kwargs=True)]
+                   self.model.get_output_embeddings().register_forward_hook(self._post)]
         try:
             yield self
         finally:
