@@ -286,12 +286,6 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     from . import run_parts
 
     check_identity(plan, restart=(preset not in MULTI_SESSION_PRESETS) if restart is None else restart)
-    # a multi-session run's parts may each run on a fresh machine: attribution scores (compact), unedited
-    # evaluations and knowledge probes also go to the tracked <run_dir>/cache, committed with the results
-    if preset in MULTI_SESSION_PRESETS:
-        os.environ[DURABLE_ENV] = str(plan.run_dir / "cache")
-    else:
-        os.environ.pop(DURABLE_ENV, None)
     out_dir = plan.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest("batch", parameters=plan.parameters, inputs={"notebooks": [p.name for p in
@@ -303,6 +297,13 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
         os.environ[run_parts.DEADLINE_ENV] = str(time.time() + 3600 * hours)
     else:
         os.environ.pop(run_parts.DEADLINE_ENV, None)
+    # a multi-session run's parts may each run on a fresh machine: attribution scores (compact), unedited
+    # evaluations and knowledge probes also go to the tracked <run_dir>/cache, committed with the results (the
+    # notebooks' kernels inherit it; removed again after the chain, so nothing else in this process uses it)
+    if preset in MULTI_SESSION_PRESETS:
+        os.environ[DURABLE_ENV] = str(plan.run_dir / "cache")
+    else:
+        os.environ.pop(DURABLE_ENV, None)
     part = run_parts.begin_part(plan.run_dir, _finished_count(plan.run_dir))
     try:
         _run_notebooks(plan, notebook_paths, out_dir, manifest, result, kernel, log_output, cwd)
@@ -311,6 +312,7 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
         raise
     finally:
         os.environ.pop(run_parts.DEADLINE_ENV, None)
+        os.environ.pop(DURABLE_ENV, None)
     run_parts.end_part(plan.run_dir, part, _finished_count(plan.run_dir), result.outcome)
     manifest.inputs["parts"] = run_parts.summary(plan.run_dir)
     manifest.write(plan.run_dir / "batch_manifest.json")

@@ -159,6 +159,7 @@ def test_the_batch_driver_points_multi_session_runs_at_their_durable_cache(tmp_p
     plan = batch.BatchPlan({"run_dir": str(tmp_path / "run"), "figures_dir": str(tmp_path / "fig")})
     batch.run_chain(plan, notebook_paths=[], preset=preset)
     assert seen["env"] == (str(plan.run_dir / "cache") if expected else None)
+    assert DURABLE_ENV not in os.environ  # nothing else in this process writes to the run's durable cache
 
 
 def test_a_part_on_another_thread_count_is_refused(tmp_path, monkeypatch):
