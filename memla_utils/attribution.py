@@ -68,7 +68,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -77,11 +77,10 @@ from .attribution_stair import StaircaseUnsupported, inject, staircase
 from .cache import ArtifactCache, cache_key
 from .mkeb.record import Record, RecordError
 from .models import LoadedModel
+from .neuron_masks import NeuronMasks
 from .run_parts import check_deadline
 from .text import JOIN_VERSION, join_prompt_answer
 
-if TYPE_CHECKING:  # masks.py imports this module; the types are only needed for annotations here
-    from .masks import NeuronMasks
 
 log = logging.getLogger(__name__)
 
@@ -991,8 +990,6 @@ def threshold_scores(scores: torch.Tensor, threshold: float) -> torch.Tensor:
 def neurons_from_attributions(attributions: Sequence[PromptAttribution], threshold: float,
                               n_neurons: int | None = None) -> NeuronMasks:
     """Union over prompts of each prompt's thresholded neurons."""
-    from .masks import NeuronMasks
-
     if not attributions:
         raise ValueError("no attributions to select neurons from")
     keep = torch.zeros_like(attributions[0].scores, dtype=torch.bool)
@@ -1014,23 +1011,6 @@ def knowledge_neurons(lm: LoadedModel, record: Record, language: str, config: At
     return neurons_from_attributions(atts, config.threshold, lm.adapter.n_neurons)
 
 
-_FROM_MASKS = ("MaskConfig", "compute_record_masks", "random_masks_like")
-_FROM_SUPPRESSION = ("suppression_effect", "neuron_sanity_check")
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the mask computation and the suppression check (their modules import this one)."""
-    if name in _FROM_MASKS:
-        from . import masks
-
-        return getattr(masks, name)
-    if name in _FROM_SUPPRESSION:
-        from . import suppression
-
-        return getattr(suppression, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["AttributionConfig", "PromptAttribution", "attribute_batch", "attribute_prompt", "attribute_prompt_loop",
            "knowledge_neurons", "neurons_from_attributions", "record_attributions", "record_items",
-           "threshold_scores", *_FROM_MASKS, *_FROM_SUPPRESSION]
+           "threshold_scores"]

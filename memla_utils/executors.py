@@ -38,6 +38,7 @@ from typing import Any
 from .cache import PROJECT_ROOT, ArtifactCache, content_hash
 from .mkeb.record import Record
 from .models import LoadedModel
+from . import runner
 from .runner import UNEDITED, RunnerConfig, Unit, editor_kwargs, plan_units, run_unit, write_unit
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,17 @@ def selected_executor() -> str:
     if value not in EXECUTORS:
         raise ValueError(f"{EXECUTOR_ENV}={value!r}: choose one of {', '.join(EXECUTORS)}")
     return value
+
+
+def run_experiment(lm: Any, records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str],
+                   eval_languages: Sequence[str], run_dir: str | Path, shard: str = "0/1", **kwargs: Any) -> Path:
+    """:func:`memla_utils.runner.run_experiment` on the executor named by ``$MEMLA_EXECUTOR`` (what the notebooks
+    call; ``batch --executor`` sets it): ``local`` runs the units in this process, ``ray`` as Ray tasks
+    (:func:`run_experiment_ray`, which loads the model by ``lm.name`` in every worker). An unknown name is a
+    ``ValueError``, never a silent local run. Same arguments and result (the shard's JSONL file)."""
+    if selected_executor() == "ray":
+        return run_experiment_ray(lm, records, methods, edit_languages, eval_languages, run_dir, shard, **kwargs)
+    return runner.run_experiment(lm, records, methods, edit_languages, eval_languages, run_dir, shard, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,7 @@ class UnitWorker:
     def masks(self, record: Record, language: str, mask_config: Any, cache: tuple[str, bool] | None) -> Any:
         """MEMLA's masks of one (record, edit language); a failure is returned (not raised), so the units record
         it as their edit's error row, as run_experiment does when the editor computes masks and fails."""
-        from .masks import MaskConfig, compute_record_masks
+        from .mask_compute import MaskConfig, compute_record_masks
 
         try:
             return compute_record_masks(self.lm, record, language, mask_config or MaskConfig(), _cache(cache))
@@ -482,4 +494,4 @@ def _mask_refs(ray, pool: _Pool, todo: Sequence[Unit], by_id: dict[str, Record],
 
 
 __all__ = ["ADDRESS_ENV", "EXECUTOR_ENV", "ModelSpec", "RayConfig", "RayGridError", "RayRunReport", "init_ray",
-           "run_experiment_ray", "selected_executor"]
+           "run_experiment", "run_experiment_ray", "selected_executor"]

@@ -524,7 +524,7 @@ def saved_masks(directory: Any) -> MasksProvider:
     """A masks provider reading notebook 03's record-mask files (None where a record has none)."""
     from pathlib import Path
 
-    from .masks import load_record_masks, mask_path
+    from .mask_files import load_record_masks, mask_path
 
     def provider(record: Record, language: str) -> Any:
         path = mask_path(Path(directory), record.example_id, language)

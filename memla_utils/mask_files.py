@@ -14,7 +14,8 @@ from typing import Any
 from safetensors.torch import load_file
 
 from .cache import ArtifactCache, content_hash, write_tensors_atomic
-from .masks import MaskConfig, NeuronMasks, RecordMasks, compute_record_masks, language_neurons, masks_from_sets
+from .mask_compute import MaskConfig, compute_record_masks, language_neurons, masks_from_sets
+from .neuron_masks import NeuronMasks, RecordMasks
 from .mkeb.record import Record
 
 

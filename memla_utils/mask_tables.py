@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from .attribution import METHODS, AttributionConfig, neurons_from_attributions, record_attributions
 from .cache import ArtifactCache
-from .masks import NeuronMasks, RecordMasks, jaccard
+from .neuron_masks import NeuronMasks, RecordMasks, jaccard
 from .mkeb.record import Record
 
 

@@ -30,7 +30,8 @@ IDENTITY_FILE = "run_identity.json"
 #: means every ``*.py`` in it). Shared foundations (models, text, scoring, languages) count for every stage.
 STAGE_FILES: dict[str, tuple[str, ...]] = {
     "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py", "finite.py"),
-    "attribution": ("attribution.py", "attribution_stair.py", "masks.py", "mask_files.py", "suppression.py"),
+    "attribution": ("attribution.py", "attribution_stair.py", "neuron_masks.py", "mask_compute.py", "masks.py",
+                    "mask_files.py", "suppression.py"),
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
     "evaluation": ("evaluate.py", "prefix_scoring.py", "head_projection.py", "runner.py", "executors.py",
                    "general.py"),
@@ -45,6 +46,8 @@ NOT_STAGE_FILES: dict[str, str] = {
     "run_parts.py": "bookkeeping of a run's parts and deadlines, read by no computation",
     "run_identity.py": "this check itself",
     "report": "tables, statistics and figures: recomputed from all of a run's results after every part",
+    "mask_tables.py": "notebook 03's tables of neuron sets and sweeps: recomputed in full from the cached "
+                      "attributions at every part, never accumulated into a run's results",
 }
 
 #: Lock files searched for in the project root, first found wins.
@@ -71,9 +74,31 @@ def hash_files(paths: Iterable[Path], root: Path = PACKAGE_DIR) -> str:
     return h.hexdigest()[:16]
 
 
+def notebooks_hash(directory: Path | None = None) -> str:
+    """SHA-256 (first 16 hex digits) of the notebooks' code cells, in file-name order: the chain's own code (thin,
+    but it passes parameters and picks functions). Outputs, metadata and markdown do not count, so an executed
+    copy committed with its outputs has the hash of its source. Raises ``ValueError`` naming an unreadable
+    notebook."""
+    directory = directory if directory is not None else PROJECT_ROOT / "notebooks"
+    h = hashlib.sha256()
+    for path in sorted(directory.glob("*.ipynb")):
+        try:
+            cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a readable notebook ({err})") from err
+        h.update(path.name.encode("utf-8") + b"\0")
+        for cell in cells:
+            if cell.get("cell_type") == "code":
+                src = cell.get("source", "")
+                h.update(("".join(src) if isinstance(src, list) else str(src)).encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
 def code_hashes() -> dict[str, str]:
-    """One hash per stage of :data:`STAGE_FILES`."""
-    return {stage: hash_files([f for e in entries for f in _files(e)]) for stage, entries in STAGE_FILES.items()}
+    """One hash per stage of :data:`STAGE_FILES`, plus ``"notebooks"`` (:func:`notebooks_hash`)."""
+    hashes = {stage: hash_files([f for e in entries for f in _files(e)]) for stage, entries in STAGE_FILES.items()}
+    hashes["notebooks"] = notebooks_hash()
+    return hashes
 
 
 def lock_hash(root: Path = PROJECT_ROOT) -> str | None:
@@ -170,5 +195,5 @@ def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: b
     return path
 
 
-__all__ = ["IDENTITY_FILE", "KEPT_ON_RESTART", "RunIdentity", "RunIdentityError", "STAGE_FILES", "check_run_identity", "code_hashes",
-           "hash_files", "lock_hash", "records_hash", "run_identity"]
+__all__ = ["IDENTITY_FILE", "KEPT_ON_RESTART", "RunIdentity", "RunIdentityError", "STAGE_FILES", "check_run_identity",
+           "code_hashes", "hash_files", "lock_hash", "notebooks_hash", "records_hash", "run_identity"]

@@ -40,7 +40,7 @@ from .evaluate import PAPER_METRICS, EvalConfig, LanguageEvaluation, MetricValue
 from .finite import NonFiniteError, naming, require_finite
 from .languages import ordered
 from .manifest import skipped_in
-from .masks import RecordMasks
+from .neuron_masks import RecordMasks
 from .mkeb.record import Record
 from .models import LoadedModel
 from .run_parts import check_deadline, deadline_from_env
@@ -304,11 +304,9 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     ``train_records`` (disjoint from ``records``) go to ``editor.fit`` once per method (MEND, IKE);
     ``masks(record, edit_lang)`` supplies precomputed MEMLA masks (else MEMLA computes them through
     attribution); ``cache`` is passed to editors and keeps the unedited evaluations.
-    ``MEMLA_EXECUTOR=ray`` in the environment runs the units as Ray tasks instead (:mod:`memla_utils.executors`).
+    Runs in this process; :func:`memla_utils.executors.run_experiment` (what the notebooks call) picks the
+    executor named by ``$MEMLA_EXECUTOR`` and comes here for ``local``.
     """
-    if os.environ.get("MEMLA_EXECUTOR", "local").strip().lower() not in ("", "local"):  # see run_with_executor
-        return run_with_executor(lm, records, methods, edit_languages, eval_languages, run_dir, shard,
-                                 train_records=train_records, masks=masks, config=config, cache=cache)
     config = config or RunnerConfig()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -530,18 +528,7 @@ def write_unit(path: str | Path, unit: Unit, rows: Sequence[dict[str, Any]]) -> 
     _append(Path(path), [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
 
 
-def run_with_executor(lm: LoadedModel, records: Sequence[Record], methods: Sequence[str],
-                      edit_languages: Sequence[str], eval_languages: Sequence[str], run_dir: str | Path,
-                      shard: str = "0/1", **kwargs: Any) -> Path:
-    """run_experiment's arguments handed to the executor named by ``$MEMLA_EXECUTOR`` (``ray``; the address
-    from ``$MEMLA_RAY_ADDRESS``), which loads the model by ``lm.name`` in every worker."""
-    from .executors import run_experiment_ray, selected_executor
-
-    selected_executor()  # an unknown name is an error, not a silent local run
-    return run_experiment_ray(lm, records, methods, edit_languages, eval_languages, run_dir, shard, **kwargs)
-
-
 __all__ = ["COLUMNS", "NonFiniteError", "RunnerConfig", "UNEDITED", "Unit", "finished_units", "language_matrix",
            "load_results", "merge_results", "parse_shard", "plan_units", "preflight", "run_experiment",
-           "run_unit", "run_with_executor", "shard_units", "skipped_records", "summarize", "work_units",
+           "run_unit", "shard_units", "skipped_records", "summarize", "work_units",
            "write_unit"]

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from .attribution import AttributionConfig, record_items
 from .cache import ArtifactCache
 from .finite import naming, require_finite, require_finite_tensor
-from .masks import NeuronMasks, language_neurons, random_masks_like
+from .mask_compute import language_neurons
+from .neuron_masks import NeuronMasks, random_masks_like
 from .mkeb.record import Record
 from .models import LoadedModel
 from .scoring import answer_logprob

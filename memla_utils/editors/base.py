@@ -20,8 +20,10 @@ a record that any method refuses, for every method (see :mod:`memla_utils.runner
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 import json
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +38,8 @@ from torch import nn
 from ..cache import write_json_atomic, write_tensors_atomic
 from ..mkeb.record import Record, RecordError
 from ..models import LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 class EditError(RuntimeError):
@@ -336,10 +340,23 @@ def register_editor(name: str) -> Callable[[EditorFactory], EditorFactory]:
     return deco
 
 
-def make_editor(name: str, **overrides: Any) -> BaseEditor:
-    """Build a registered editor; unknown names list the available ones."""
-    from . import load_all  # noqa: F401  (registers every editor module)
+#: modules that register editors when imported (one module per method)
+EDITOR_MODULES = ("memla", "ft", "lora", "rome", "memit", "pmet", "mend", "ike")
 
+
+def load_all() -> None:
+    """Import every editor module so the registry is complete (missing ones are logged, not fatal)."""
+    for mod in EDITOR_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{mod}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__package__}.{mod}":
+                raise
+            log.debug("editor module %s not present", mod)
+
+
+def make_editor(name: str, **overrides: Any) -> BaseEditor:
+    """Build a registered editor (every editor module is imported first); unknown names list the available ones."""
     load_all()
     if name not in EDITORS:
         raise ValueError(f"unknown editing method {name!r}; available: {', '.join(sorted(EDITORS))}")

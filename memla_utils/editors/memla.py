@@ -16,7 +16,7 @@ Every edit draws its LoRA initialisation (and ``memla-random`` its random neuron
 ``parallel_edits``.
 
 Masks come from ``context['masks']`` (a :class:`~memla_utils.masks.RecordMasks`) or, when absent, from
-``memla_utils.attribution.compute_record_masks`` (imported lazily, cached there).
+``memla_utils.mask_compute.compute_record_masks`` (imported lazily, cached there).
 """
 from __future__ import annotations
 
@@ -24,20 +24,22 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
 
 import torch
 
-from ..masks import NeuronMasks, RecordMasks
 from ..mkeb.record import Record, RecordError
 from ..models import LoadedModel
+from ..neuron_masks import NeuronMasks, RecordMasks
 from ..scoring import answer_logprob
 from ..seeds import unit_seed
 from ..text import PromptAnswerBatch, build_batch
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
 from .masked_lora import ZERO_FACTORS, MaskedLoRA, attach_all, make_pair
+from .memla_parallel import edit_parallel
+from .memla_types import Fact, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class MemlaConfig:
     merge_scale: float = 0.5         # learned update scaled by 0.5 before merging (editor.fit_on)
     seed: int = 0                    # run seed; each edit's init seed is derived from it and the unit (memla4mke
     #                                  seeds once per run: configs/memla_llama.yaml seed 42, memla.yaml seed 0)
-    mask_config: Any = None          # attribution.MaskConfig used when masks are not passed (None: its defaults)
+    mask_config: Any = None          # mask_compute.MaskConfig used when masks are not passed (None: its defaults)
 
     def __post_init__(self) -> None:
         if self.masking not in MASKINGS:
@@ -81,32 +83,12 @@ class MemlaConfig:
 
 
 @dataclass
-class _Fact:
-    """One fact to write, already in the edit language."""
-
-    example_id: str
-    prompt: str
-    target_new: str
-    target_true: str | None
-    language: str
-
-
-@dataclass
 class _Batches:
     """The teacher-forced batches of a training step: ``new`` for every fact, ``true`` for those with one."""
 
     new: PromptAnswerBatch
     true: PromptAnswerBatch | None
     with_true: list[int]
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    loss: float
-    p_new: list[float] = field(default_factory=list)
-    p_true: list[float | None] = field(default_factory=list)
-    stopped_early: bool = False
 
 
 class MemlaEditor(BaseEditor):
@@ -122,7 +104,7 @@ class MemlaEditor(BaseEditor):
     def _record_masks(self, lm: LoadedModel, record: Record, language: str, context: dict[str, Any]) -> RecordMasks:
         masks = context.get("masks")
         if masks is None:
-            from ..attribution import MaskConfig, compute_record_masks  # lazy: attribution is heavy
+            from ..mask_compute import MaskConfig, compute_record_masks  # lazy: attribution is heavy
 
             cfg = self.config.mask_config if self.config.mask_config is not None else MaskConfig()
             masks = compute_record_masks(lm, record, language, cfg, cache=context.get("cache"))
@@ -151,7 +133,7 @@ class MemlaEditor(BaseEditor):
         if self.config.use_independent and ind.total:
             chosen["independent"] = ind
         if self.config.masking == "random":
-            from ..attribution import random_masks_like
+            from ..neuron_masks import random_masks_like
 
             ids = [m.example_id for m in masks]
             chosen = {k: random_masks_like(v, seed=self.unit_seed(f"random-neurons:{k}", ids, language))
@@ -190,7 +172,7 @@ class MemlaEditor(BaseEditor):
         return loras
 
     # ------------------------------------------------------------------ training
-    def _facts(self, records: Sequence[Record], language: str) -> list[_Fact]:
+    def _facts(self, records: Sequence[Record], language: str) -> list[Fact]:
         facts = []
         for r in records:
             try:
@@ -199,10 +181,10 @@ class MemlaEditor(BaseEditor):
                 raise EditError(f"{self.name}: {err}") from err
             self.check_record(r, language)
             tt = view.target_true if (view.target_true or "").strip() else None
-            facts.append(_Fact(r.example_id, view.prompt, view.target_new, tt, language))
+            facts.append(Fact(r.example_id, view.prompt, view.target_new, tt, language))
         return facts
 
-    def _batches(self, lm: LoadedModel, facts: Sequence[_Fact]) -> _Batches:
+    def _batches(self, lm: LoadedModel, facts: Sequence[Fact]) -> _Batches:
         ids = ", ".join(repr(f.example_id) for f in facts)
         try:
             new_batch = build_batch(lm.tokenizer, [f.prompt for f in facts], [f.target_new for f in facts],
@@ -238,7 +220,7 @@ class MemlaEditor(BaseEditor):
                 p_true_rows[i] = float(p_true[j].detach())
         return loss_f, lp_new.detach().exp(), p_true_rows
 
-    def _train(self, lm: LoadedModel, loras: Sequence[MaskedLoRA], facts: Sequence[_Fact]) -> TrainResult:
+    def _train(self, lm: LoadedModel, loras: Sequence[MaskedLoRA], facts: Sequence[Fact]) -> TrainResult:
         cfg = self.config
         ids = ", ".join(repr(f.example_id) for f in facts)
         batches = self._batches(lm, facts)
@@ -295,8 +277,6 @@ class MemlaEditor(BaseEditor):
     def edit_parallel(self, lm: LoadedModel, records: Sequence[Record], language: str, *,
                       masks: Sequence[RecordMasks] | None = None, **context: Any) -> list[Any]:
         """One *independent* edit per record, trained in one batch: see :mod:`.memla_parallel`."""
-        from .memla_parallel import edit_parallel
-
         return edit_parallel(self, lm, records, language, masks=masks, context=context)
 
     def _require_loras(self, loras: Sequence[MaskedLoRA], ids: list[str], language: str) -> None:

@@ -11,17 +11,20 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..masks import RecordMasks
 from ..mkeb.record import Record
 from ..models import LoadedModel
+from ..neuron_masks import RecordMasks
 from .base import Edit, EditError, recording_edit
 from .masked_lora import ColumnUpdate, MaskedLoRA, apply_column_updates, attach_all
-from .memla import MemlaEditor, TrainResult, _Fact
+from .memla_types import Fact, TrainResult
 from .routed_lora import RoutedLoRA, Routing, updates_from_snapshot
+
+if TYPE_CHECKING:  # memla.py imports this module; the editor is only a parameter type here
+    from .memla import MemlaEditor
 
 
 @dataclass
@@ -49,7 +52,7 @@ def edit_parallel(editor: MemlaEditor, lm: LoadedModel, records: Sequence[Record
         raise EditError(f"{editor.name}: {len(records)} records but {len(masks)} masks")
     start = time.perf_counter()
     out: list[PendingEdit | EditError | None] = [None] * len(records)
-    ready: list[tuple[int, _Fact, list[MaskedLoRA]]] = []
+    ready: list[tuple[int, Fact, list[MaskedLoRA]]] = []
     for i, r in enumerate(records):
         try:
             fact = editor._facts([r], language)[0]
@@ -79,7 +82,7 @@ def edit_parallel(editor: MemlaEditor, lm: LoadedModel, records: Sequence[Record
 
 
 def _train(editor: MemlaEditor, lm: LoadedModel, routed: Sequence[RoutedLoRA], routing: Routing,
-           facts: Sequence[_Fact]) -> list[tuple[TrainResult, list[ColumnUpdate]] | EditError]:
+           facts: Sequence[Fact]) -> list[tuple[TrainResult, list[ColumnUpdate]] | EditError]:
     """The single-edit loop of :meth:`MemlaEditor._train`, per fact, over one batch of all active facts."""
     cfg = editor.config
     out: list[tuple[TrainResult, list[ColumnUpdate]] | EditError | None] = [None] * len(facts)

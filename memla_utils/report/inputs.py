@@ -60,8 +60,8 @@ def load_results_table(run_dir: str | Path) -> pd.DataFrame:
 
 def load_mask_stats(run_dir: str | Path) -> pd.DataFrame | None:
     """Per (record, edit language, layer): independent and specific neuron counts, from the record-mask files
-    (:func:`memla_utils.masks.save_record_masks`) anywhere under ``run_dir``; None when there are none."""
-    from ..masks import load_record_masks
+    (:func:`memla_utils.mask_files.save_record_masks`) anywhere under ``run_dir``; None when there are none."""
+    from ..mask_files import load_record_masks
 
     root = Path(run_dir)
     if not root.exists():

@@ -151,12 +151,18 @@ def test_a_killed_unit_is_retried_within_the_run(cluster, single_process, tmp_pa
 
 # ------------------------------------------------------------------------------------------------ wiring
 def test_run_experiment_hands_over_to_ray_by_environment(monkeypatch, tmp_path):
+    """The notebooks' run_experiment (executors) picks the executor; the runner's runs locally whatever is set."""
+    from memla_utils.executors import run_experiment as run_on_executor
+
     monkeypatch.setenv("MEMLA_EXECUTOR", "ray")
     with pytest.raises(ValueError, match="built in memory; pass a ModelSpec"):
-        run_experiment(tiny_model("llama"), records(), METHODS, EDIT, EVAL, tmp_path, config=CONFIG)
+        run_on_executor(tiny_model("llama"), records(), METHODS, EDIT, EVAL, tmp_path, config=CONFIG)
     monkeypatch.setenv("MEMLA_EXECUTOR", "rya")
     with pytest.raises(ValueError, match="MEMLA_EXECUTOR='rya'"):
-        run_experiment(tiny_model("llama"), records(), METHODS, EDIT, EVAL, tmp_path, config=CONFIG)
+        run_on_executor(tiny_model("llama"), records(), METHODS, EDIT, EVAL, tmp_path, config=CONFIG)
+    monkeypatch.setenv("MEMLA_EXECUTOR", "local")
+    out = run_on_executor(tiny_model("llama"), records()[:1], ["ft"], EDIT, EVAL, tmp_path / "local", config=CONFIG)
+    assert out.is_file() and out.parent == tmp_path / "local"
 
 
 def test_batch_passes_executor_and_address_to_the_notebooks(monkeypatch, capsys):

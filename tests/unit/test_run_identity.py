@@ -24,7 +24,7 @@ def recs(target: str = "Tokyo") -> list[Record]:
 
 def test_identity_covers_every_stage_and_is_stable():
     a, b = code_hashes(), code_hashes()
-    assert a == b and set(a) == {"foundation", "attribution", "editing", "evaluation"}
+    assert a == b and set(a) == {"foundation", "attribution", "editing", "evaluation", "notebooks"}
     assert run_identity("m", recs()) == run_identity("m", recs())
 
 
@@ -94,3 +94,25 @@ def test_an_unhashed_module_that_a_stage_imports_fails_the_coverage_check(monkey
                                            for k, v in ri.STAGE_FILES.items()})
     with pytest.raises(AssertionError, match="prefix_scoring.py"):
         test_every_module_a_stage_imports_is_hashed_or_says_why_not()
+
+
+def test_the_notebooks_code_cells_count_and_their_outputs_do_not(tmp_path):
+    """A changed code cell changes the run's identity; outputs, execution counts and markdown do not (an executed
+    copy with its outputs hashes like its source); an unreadable notebook is named."""
+    cell = {"cell_type": "code", "source": ["x = 1\n", "print(x)"], "outputs": [], "metadata": {},
+            "execution_count": None}
+    nb = {"cells": [{"cell_type": "markdown", "source": "# the claim", "metadata": {}}, cell], "metadata": {},
+          "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "01_x.ipynb"
+    path.write_text(json.dumps(nb))
+    base = ri.notebooks_hash(tmp_path)
+    cell.update(outputs=[{"output_type": "stream", "name": "stdout", "text": "1\n"}], execution_count=3)
+    nb["cells"][0]["source"] = "# another claim"
+    path.write_text(json.dumps(nb))
+    assert ri.notebooks_hash(tmp_path) == base
+    cell["source"] = "x = 2\nprint(x)"
+    path.write_text(json.dumps(nb))
+    assert ri.notebooks_hash(tmp_path) != base
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="01_x.ipynb"):
+        ri.notebooks_hash(tmp_path)
