@@ -30,8 +30,8 @@ IDENTITY_FILE = "run_identity.json"
 #: means every ``*.py`` in it). Shared foundations (models, text, scoring, languages) count for every stage.
 STAGE_FILES: dict[str, tuple[str, ...]] = {
     "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py", "finite.py"),
-    "attribution": ("attribution.py", "attribution_stair.py", "neuron_masks.py", "mask_compute.py", "masks.py",
-                    "mask_files.py", "suppression.py"),
+    "attribution": ("attribution.py", "attribution_scores.py", "attribution_stair.py", "neuron_masks.py",
+                    "mask_compute.py", "masks.py", "mask_files.py", "suppression.py"),
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
     "evaluation": ("evaluate.py", "prefix_scoring.py", "head_projection.py", "runner.py", "executors.py",
                    "general.py"),
