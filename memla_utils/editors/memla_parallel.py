@@ -11,20 +11,17 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..mkeb.record import Record
 from ..models import LoadedModel
 from ..neuron_masks import RecordMasks
-from .base import Edit, EditError, recording_edit
+from .base import BaseEditor, Edit, EditError, recording_edit
 from .masked_lora import ColumnUpdate, MaskedLoRA, apply_column_updates, attach_all
 from .memla_types import Fact, TrainResult
 from .routed_lora import RoutedLoRA, Routing, updates_from_snapshot
-
-if TYPE_CHECKING:  # memla.py imports this module; the editor is only a parameter type here
-    from .memla import MemlaEditor
 
 
 @dataclass
@@ -44,7 +41,7 @@ class PendingEdit:
         return edit
 
 
-def edit_parallel(editor: MemlaEditor, lm: LoadedModel, records: Sequence[Record], language: str, *,
+def edit_parallel(editor: BaseEditor, lm: LoadedModel, records: Sequence[Record], language: str, *,
                   masks: Sequence[RecordMasks] | None = None,
                   context: dict[str, Any] | None = None) -> list[PendingEdit | EditError]:
     """One independent edit per record, trained together; a record that cannot be edited gets its EditError."""
@@ -81,7 +78,7 @@ def edit_parallel(editor: MemlaEditor, lm: LoadedModel, records: Sequence[Record
     return [o for o in out if o is not None]
 
 
-def _train(editor: MemlaEditor, lm: LoadedModel, routed: Sequence[RoutedLoRA], routing: Routing,
+def _train(editor: BaseEditor, lm: LoadedModel, routed: Sequence[RoutedLoRA], routing: Routing,
            facts: Sequence[Fact]) -> list[tuple[TrainResult, list[ColumnUpdate]] | EditError]:
     """The single-edit loop of :meth:`MemlaEditor._train`, per fact, over one batch of all active facts."""
     cfg = editor.config
