@@ -307,3 +307,38 @@ def test_non_finite_general_ability_is_an_error_naming_method_and_record(lm):
                             editors={"nan-edit": OverflowEdit(0.0, "nan-edit")})
     after = state(lm.model)
     assert all(torch.equal(before[k], after[k]) for k in before)  # reverted although the metric failed
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3_text", "qwen2", "bloom"])
+def test_teacher_forced_scores_equal_the_full_logits_path_in_input_order(arch, monkeypatch):
+    """The deferred head (only scored positions projected) and length-sorted batches give the values of scoring
+    each row alone with the model's full logits, per row and in input order (issue 15)."""
+    import memla_utils.general as general
+    from memla_utils.corpus import general_text
+
+    lm = tiny_model(arch, seed=3)
+    texts = [t[: 20 + 9 * i] for i, t in enumerate(general_text("en")[:7])]  # within the tiny position range
+    pairs = [("The capital of Spain is", "Madrid"), ("Paris is the", "capital of France"), ("The", "capital")]
+    fast_text = general.score_text(lm, texts, batch_size=3)
+    fast_pairs = general.score_sentences(lm, pairs, "en", prefix="New fact: Rome. ", batch_size=2)
+    monkeypatch.setattr(general, "can_defer", lambda model: False)
+    for fast, slow in ((fast_text, general.score_text(lm, texts, batch_size=1)),
+                       (fast_pairs, general.score_sentences(lm, pairs, "en", prefix="New fact: Rome. ",
+                                                            batch_size=1))):
+        assert fast.row_tokens == slow.row_tokens and fast.n_tokens == slow.n_tokens
+        assert fast.row_nll == pytest.approx(slow.row_nll, rel=1e-5, abs=1e-5)
+        assert fast.nll == pytest.approx(slow.nll, rel=1e-6)
+        assert fast.exact_match == slow.exact_match
+        assert fast.token_accuracy == slow.token_accuracy
+    # per-row values follow the input, not the length order
+    lengths = [t for t in fast_text.row_tokens]
+    assert lengths != sorted(lengths, reverse=True) or len(set(lengths)) == 1
+
+
+def test_length_batches_group_similar_lengths_and_cover_every_row_once():
+    from memla_utils.general import _length_batches
+
+    rows = [[0] * n for n in (5, 40, 7, 39, 6, 41, 8)]
+    batches = _length_batches(rows, 3)
+    assert sorted(i for b in batches for i in b) == list(range(len(rows)))
+    assert batches[0] == [5, 1, 3] and batches[1] == [6, 2, 4] and batches[2] == [0]

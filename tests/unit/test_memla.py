@@ -178,3 +178,34 @@ def test_config_validation():
         MemlaConfig(masking="nope")
     with pytest.raises(ValueError, match="use_specific"):
         MemlaConfig(use_specific=False, use_independent=False)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3_text", "qwen2", "bloom"])
+def test_one_forward_of_both_answers_gives_memla4mke_two_forward_loss_and_gradient(arch):
+    """memla4mke's ``fit_on`` runs one forward for target_new and one for target_true; the editor runs both rows in
+    one batch: the same loss ``2.5 NLL(new) + 2 P(true)`` and the same LoRA gradient, within float rounding."""
+    from memla_utils.editors.memla import attach_all
+    from memla_utils.scoring import answer_logprob
+    from memla_utils.text import build_batch
+
+    lm = tiny_model(arch, seed=5)
+    editor = make_editor("memla", init_std=0.05)  # a nonzero LoRA so the gradient reaches both factors
+    facts = editor._facts([record(target_true="Paris", target_new="Tokyo Station")], "en")
+    loras = editor.build_loras(lm, [masks_for(lm)], "en")
+    params = [p for lora in loras for p in lora.parameters()]
+    with attach_all(loras), torch.enable_grad():
+        batches = editor._batches(lm, facts)
+        assert batches.joint.input_ids.shape[0] == 2 and batches.with_true == [0]
+        loss_f, p_new, p_true = editor._losses(lm, batches, 1)
+        joint_grads = torch.autograd.grad(loss_f.sum(), params)
+        # memla4mke: two forwards
+        lp_new = answer_logprob(lm.model, build_batch(lm.tokenizer, [PROMPT], ["Tokyo Station"], ["en"]))
+        lp_true = answer_logprob(lm.model, build_batch(lm.tokenizer, [PROMPT], ["Paris"], ["en"]))
+        ref = -2.5 * lp_new + 2 * lp_true.exp()
+        ref_grads = torch.autograd.grad(ref.sum(), params)
+    assert float(loss_f.detach()[0]) == pytest.approx(float(ref.detach()[0]), rel=1e-5, abs=1e-6)
+    assert float(p_new[0]) == pytest.approx(float(lp_new.exp()[0]), rel=1e-5)
+    assert p_true[0] == pytest.approx(float(lp_true.exp()[0]), rel=1e-5)
+    assert any(float(g.abs().max()) > 0 for g in ref_grads)
+    for g, r in zip(joint_grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
