@@ -241,16 +241,22 @@ def check_identity(plan: BatchPlan, *, restart: bool) -> Path:
 
 
 def _cpu_threads(plan: BatchPlan, cfg: RunConfig) -> str:
-    """``", N CPU threads"`` for a CPU run (empty otherwise): float32 sums are split by thread, so the same code on
-    another thread count gives other last bits (attribution scores of one prompt: up to 1e-8 apart between 1 and
-    2 threads), and a threshold can fall the other way. The notebooks use ``torch_threads`` when set, else
-    torch's default for the machine, which this process has too."""
+    """``", N CPU threads, units on 1 thread each"`` for a CPU run (empty otherwise): float32 sums are split by
+    thread, so the same code on another thread count gives other last bits (attribution scores of one prompt: up
+    to 1e-8 apart between 1 and 2 threads), and a threshold can fall the other way. The notebooks use
+    ``torch_threads`` when set, else torch's default for the machine, which this process has too; the units of
+    notebooks 04-06 run on one thread each unless the executor is ``local`` (:mod:`memla_utils.executors`), so
+    the number of worker processes does not enter the identity."""
     if not str(cfg.device).startswith("cpu"):
         return ""
+    import os
+
     import torch
 
     threads = int(plan.parameters.get("torch_threads") or 0) or torch.get_num_threads()
-    return f", {threads} CPU threads"
+    executor = os.environ.get("MEMLA_EXECUTOR", "auto").strip().lower() or "auto"
+    units = f"{threads} threads" if executor == "local" else "1 thread each"
+    return f", {threads} CPU threads, units on {units}"
 
 
 def records_source(plan: BatchPlan) -> str:
@@ -389,10 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kernel", default=KERNEL, help="Jupyter kernel (default: memla)")
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    ap.add_argument("--executor", choices=("local", "ray"), default=None,
-                    help="where run_experiment runs its units (notebooks 04-06): in the notebook's process, or as "
-                         "Ray tasks, one GPU each (pip install .[cluster]); passed on as $MEMLA_EXECUTOR "
-                         "(default: leave the environment as it is, i.e. local)")
+    ap.add_argument("--executor", choices=("auto", "local", "processes", "ray"), default=None,
+                    help="where run_experiment runs its units (notebooks 04-06): auto (processes on a CPU, local "
+                         "on a GPU), processes ($MEMLA_WORKERS local processes, one thread per unit), local (the "
+                         "notebook's process), or Ray tasks, one GPU each (pip install .[cluster]); passed on as "
+                         "$MEMLA_EXECUTOR (default: leave the environment as it is, i.e. auto)")
     ap.add_argument("--hours", type=float, default=None,
                     help="end this part of the run after about this many hours, between two units (a multi-"
                          "session run such as the medium preset; the next call resumes; parts.json records each)")

@@ -1,4 +1,5 @@
-"""Run the experiment grid on a Ray cluster: one task per (record, edit language, method) unit.
+"""Where the experiment grid runs (:func:`run_experiment`: ``auto``, ``local``, ``processes`` or ``ray``), and the
+Ray executor: one task per (record, edit language, method) unit on a cluster.
 
 The units, the pre-flight, the manifest, the per-unit body and the row writer are the runner's
 (:func:`memla_utils.runner.plan_units`, :func:`~memla_utils.runner.run_unit`,
@@ -29,8 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,14 +39,15 @@ from .cache import PROJECT_ROOT, ArtifactCache, content_hash
 from .mkeb.record import Record
 from .models import LoadedModel
 from . import runner
+from .model_spec import ModelSpec, first_load_lock
+from .process_executor import run_experiment_processes
 from .runner import UNEDITED, RunnerConfig, Unit, editor_kwargs, plan_units, run_unit, write_unit
 
 log = logging.getLogger(__name__)
 
 EXECUTOR_ENV = "MEMLA_EXECUTOR"
 ADDRESS_ENV = "MEMLA_RAY_ADDRESS"
-EXECUTORS = ("local", "ray")
-_DTYPE_NAMES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}
+EXECUTORS = ("auto", "local", "processes", "ray")
 
 
 class RayGridError(RuntimeError):
@@ -60,8 +61,8 @@ class RayGridError(RuntimeError):
 
 
 def selected_executor() -> str:
-    """``$MEMLA_EXECUTOR`` (``local`` when unset); anything else is a clear error."""
-    value = os.environ.get(EXECUTOR_ENV, "local").strip().lower() or "local"
+    """``$MEMLA_EXECUTOR`` (``auto`` when unset); anything else than :data:`EXECUTORS` is a clear error."""
+    value = os.environ.get(EXECUTOR_ENV, "auto").strip().lower() or "auto"
     if value not in EXECUTORS:
         raise ValueError(f"{EXECUTOR_ENV}={value!r}: choose one of {', '.join(EXECUTORS)}")
     return value
@@ -70,41 +71,25 @@ def selected_executor() -> str:
 def run_experiment(lm: Any, records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str],
                    eval_languages: Sequence[str], run_dir: str | Path, shard: str = "0/1", **kwargs: Any) -> Path:
     """:func:`memla_utils.runner.run_experiment` on the executor named by ``$MEMLA_EXECUTOR`` (what the notebooks
-    call; ``batch --executor`` sets it): ``local`` runs the units in this process, ``ray`` as Ray tasks
-    (:func:`run_experiment_ray`, which loads the model by ``lm.name`` in every worker). An unknown name is a
-    ``ValueError``, never a silent local run. Same arguments and result (the shard's JSONL file)."""
-    if selected_executor() == "ray":
+    call; ``batch --executor`` sets it). Same arguments and result (the JSONL file this process wrote).
+
+    - ``auto`` (default): on a CPU, the ``processes`` executor; on a GPU, or for ``shard`` other than ``0/1``
+      (a launcher already splits the grid), ``local``.
+    - ``processes``: :func:`memla_utils.process_executor.run_experiment_processes`, the units in
+      ``$MEMLA_WORKERS`` local processes (default: the available cores), one CPU thread each.
+    - ``local``: every unit in this process with its torch thread count (as before issue 15).
+    - ``ray``: :func:`run_experiment_ray`, Ray tasks (loads the model by ``lm.name`` in every worker).
+
+    An unknown name is a ``ValueError``, never a silent local run.
+    """
+    executor = selected_executor()
+    if executor == "ray":
         return run_experiment_ray(lm, records, methods, edit_languages, eval_languages, run_dir, shard, **kwargs)
+    on_cpu = getattr(getattr(lm, "device", None), "type", "cpu") == "cpu"
+    if executor == "processes" or (executor == "auto" and on_cpu and shard == "0/1"):
+        return run_experiment_processes(lm, records, methods, edit_languages, eval_languages, run_dir, shard,
+                                        **kwargs)
     return runner.run_experiment(lm, records, methods, edit_languages, eval_languages, run_dir, shard, **kwargs)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How a worker gets the model: ``load_model(name, device, dtype)``, or ``factory()`` (picklable, e.g.
-    ``functools.partial(tiny_model, "llama")`` in tests). ``device="auto"``: the task's GPU if it has one."""
-
-    name: str
-    device: str = "auto"
-    dtype: str = "auto"
-    factory: Callable[[], LoadedModel] | None = None
-
-    @classmethod
-    def from_loaded(cls, lm: LoadedModel) -> ModelSpec:
-        """The spec that reloads ``lm`` by name in a worker (the fingerprints are compared)."""
-        if lm.name in ("in-memory", "") or lm.name.startswith(("tiny-", "random:")):
-            raise ValueError(f"the Ray executor loads the model in every worker by name, but {lm.name!r} was "
-                             f"built in memory; pass a ModelSpec with a factory to run_experiment_ray instead")
-        return cls(lm.name, "auto", _DTYPE_NAMES.get(str(lm.dtype), "auto"))
-
-    def key(self) -> str:
-        return f"{self.name}|{self.device}|{self.dtype}"
-
-    def load(self) -> LoadedModel:
-        if self.factory is not None:
-            return self.factory()
-        from .models import load_model
-
-        return load_model(self.name, device=self.device, dtype=self.dtype)
 
 
 @dataclass
@@ -173,7 +158,7 @@ class UnitWorker:
 
         torch.set_num_threads(max(1, int(threads)))
         self.spec = spec
-        with _first_load_lock(spec):
+        with first_load_lock(spec):
             self.lm = spec.load()
         self.editors: dict[Any, Any] = {}
         self.preedit: dict[Any, Any] = {}
@@ -216,27 +201,6 @@ class UnitWorker:
         rows = run_unit(self.lm, unit, record, eval_languages, editor=editor, preedit=self.preedit[pkey],
                         config=config, masks=masks, cache=art)
         return self.lm.fingerprint, rows
-
-
-@contextmanager
-def _first_load_lock(spec: ModelSpec) -> Iterator[None]:
-    """Workers sharing a cache folder (the GPUs of one node, or a shared filesystem) dequantize the embedded
-    default model one at a time: the first writes it, the others then read it."""
-    if spec.factory is not None or spec.name != "default":
-        yield
-        return
-    import fcntl
-
-    from .cache import default_cache_root
-
-    root = default_cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".default-model.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _cache(spec: tuple[str, bool] | None) -> ArtifactCache | None:

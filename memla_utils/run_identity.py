@@ -34,7 +34,7 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
                     "mask_compute.py", "masks.py", "mask_files.py", "suppression.py"),
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
     "evaluation": ("evaluate.py", "prefix_scoring.py", "head_projection.py", "runner.py", "executors.py",
-                   "general.py"),
+                   "process_executor.py", "model_spec.py", "general.py"),
 }
 
 #: Package modules that stage files import but that cannot change a stage's numbers, and why (a test checks that

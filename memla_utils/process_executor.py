@@ -1,0 +1,255 @@
+"""Run the experiment grid in several local processes, each unit on one CPU thread (issue 15).
+
+On the 2-core CPU the units of notebooks 04-05 (an edit's short forwards and backwards, its evaluation) barely use
+a second torch thread: a MEMLA training step took 0.62 s with 2 threads and 0.58 s with 1, an evaluation in 4
+languages 4.7 s and 5.1 s, while two 1-thread processes side by side ran at 0.61-0.64 s per step each (measured on
+the default model, 2026-12-01). So the grid runs in ``workers`` processes instead: the notebook's process works
+on shard ``0/N`` and ``N - 1`` spawned processes on shards ``1/N .. N-1/N`` (:func:`memla_utils.runner.shard_units`,
+round robin), each with ``torch.set_num_threads(1)``, each writing its own resumable JSONL file
+(``results-shard00kof00N.jsonl``) in the same run folder.
+
+Same numbers whatever the number of workers: every unit runs on one thread (a float32 sum does not depend on how
+the units are split, only on the thread count), edits are seeded per unit and reverted bit-exactly, and a worker
+reloads the same weights (fingerprint checked). Rerunning after an interruption does only the units no shard has
+finished, with any number of workers. A worker that fails is reported with its shard after the others have
+finished (:class:`ProcessGridError`); what finished is kept.
+
+Editors fitted on training records (MEND) and the covariances of ROME/MEMIT/PMET are fitted in the notebook's
+process first, so the workers read them from the content-addressed cache instead of each computing them.
+MEMLA masks given as a provider are evaluated in the notebook's process and handed to the workers as values.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import runner
+from .cache import ArtifactCache
+from .covariance import second_moments
+from .editors import make_editor
+from .mkeb.record import Record
+from .model_spec import ModelSpec, first_load_lock
+from .models import LoadedModel
+from .runner import UNEDITED, RunnerConfig, Unit
+
+log = logging.getLogger(__name__)
+
+#: ``$MEMLA_WORKERS``: processes of the ``processes`` executor (``auto`` or unset: :func:`default_workers`)
+WORKERS_ENV = "MEMLA_WORKERS"
+#: at most this many workers by default (each holds a copy of the model)
+MAX_DEFAULT_WORKERS = 8
+
+
+class ProcessGridError(RuntimeError):
+    """Some worker processes failed; the units every shard finished are kept, rerunning does the rest."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        return None
+    return None  # pragma: no cover
+
+
+def default_workers(lm: LoadedModel) -> int:
+    """Workers for ``lm`` when ``$MEMLA_WORKERS`` is unset or ``auto``: 1 for a model on a GPU (one process per
+    GPU) or one built in memory (workers reload by name); else the available cores, at most
+    :data:`MAX_DEFAULT_WORKERS`, and at most as many model copies as fit in half the available memory."""
+    if lm.device.type != "cpu":
+        return 1
+    try:
+        ModelSpec.from_loaded(lm)
+    except ValueError:
+        return 1
+    n = min(available_cores(), MAX_DEFAULT_WORKERS)
+    mem = _available_memory()
+    size = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    if mem is not None and size:
+        n = min(n, max(1, int(mem * 0.5 // (2 * size))))
+    return max(1, n)
+
+
+def workers_from_env(lm: LoadedModel) -> int:
+    """``$MEMLA_WORKERS`` as a positive integer, or :func:`default_workers` when unset / ``auto``; anything else
+    is a ``ValueError`` naming the variable."""
+    raw = os.environ.get(WORKERS_ENV, "auto").strip().lower() or "auto"
+    if raw == "auto":
+        return default_workers(lm)
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{WORKERS_ENV}={raw!r}: give a positive number of worker processes or 'auto'") from None
+    if n < 1:
+        raise ValueError(f"{WORKERS_ENV}={raw!r}: give a positive number of worker processes or 'auto'")
+    return n
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` inside the block, the previous count after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a spawned worker needs (picklable)."""
+
+    spec: ModelSpec
+    fingerprint: str
+    records: list[Record]
+    methods: list[str]
+    edit_languages: list[str]
+    eval_languages: list[str]
+    run_dir: str
+    shard: str
+    train_records: list[Record]
+    masks: dict[tuple[str, str], Any] | None
+    config: RunnerConfig
+    cache: tuple[str, bool, str | None] | None
+
+
+def _worker(job: _Job) -> None:
+    """A spawned process: load the model, check its weights, run one shard on one thread."""
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [worker {job.shard}] %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    with first_load_lock(job.spec):
+        lm = job.spec.load()
+    if lm.fingerprint != job.fingerprint:
+        raise RuntimeError(f"worker {job.shard} loaded {lm.name!r} with fingerprint {lm.fingerprint}, the notebook's "
+                           f"model has {job.fingerprint}")
+    cache = None if job.cache is None else ArtifactCache(job.cache[0], enabled=job.cache[1],
+                                                        durable=job.cache[2])
+    runner.run_experiment(lm, job.records, job.methods, job.edit_languages, job.eval_languages, job.run_dir,
+                          job.shard, train_records=job.train_records, masks=_provider(job.masks),
+                          config=replace(job.config, progress=False), cache=cache)
+
+
+def _provider(masks: Mapping[tuple[str, str], Any] | None) -> Callable[[Record, str], Any] | None:
+    if masks is None:
+        return None
+    return lambda record, lang: masks.get((record.example_id, lang))
+
+
+def _mask_values(masks: Callable[[Record, str], Any] | None, todo: Sequence[Unit], records: Sequence[Record]
+                 ) -> dict[tuple[str, str], Any] | None:
+    """The provider's masks of every (record, edit language) an edited unit needs, as values."""
+    if masks is None:
+        return None
+    by_id = {r.example_id: r for r in records}
+    out: dict[tuple[str, str], Any] = {}
+    for u in todo:
+        key = (u.record, u.edit_lang)
+        if u.method != UNEDITED and key not in out:
+            out[key] = masks(by_id[u.record], u.edit_lang)
+    return out
+
+
+def _cache_spec(cache: ArtifactCache | None) -> tuple[str, bool, str | None] | None:
+    if cache is None:
+        return None
+    return (str(cache.root), cache.enabled, None if cache.durable_root is None else str(cache.durable_root))
+
+
+def _prefit(lm: LoadedModel, todo: Sequence[Unit], train_records: Sequence[Record], config: RunnerConfig) -> None:
+    """What every worker would otherwise compute for itself, once, into the shared cache: editors fitted on the
+    training records (MEND's meta-training) and the second moments of the locate-then-edit layers."""
+    for method in dict.fromkeys(u.method for u in todo if u.method != UNEDITED):
+        editor = make_editor(method, **runner.editor_kwargs(method, config))
+        if train_records:  # MEND's meta-training is a cached artifact; IKE only picks its demonstrations
+            editor.fit(lm, list(train_records))
+        covariance = getattr(getattr(editor, "config", None), "covariance", None)
+        if covariance is not None and hasattr(editor, "layers_for"):
+            second_moments(lm, editor.layers_for(lm), covariance)
+
+
+def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods: Sequence[str],
+                             edit_languages: Sequence[str], eval_languages: Sequence[str], run_dir: str | Path,
+                             shard: str = "0/1", *, workers: int | None = None, train_records: Sequence[Record] = (),
+                             masks: Callable[[Record, str], Any] | None = None, config: RunnerConfig | None = None,
+                             cache: ArtifactCache | None = None, spec: ModelSpec | None = None) -> Path:
+    """:func:`memla_utils.runner.run_experiment` in ``workers`` processes (``None``: ``$MEMLA_WORKERS``, else
+    :func:`default_workers`), each unit on one thread; returns the notebook process's JSONL file.
+
+    ``spec``: how workers get the model (default: reload ``lm`` by name; tests pass a factory). ``shard`` must be
+    ``"0/1"``: the executor splits the whole grid itself. With one worker, or fewer than two units to run, the
+    units run here, still on one thread each. Raises :class:`ProcessGridError` naming the failed shards (after
+    every worker has stopped; finished units are kept).
+    """
+    if shard != "0/1":
+        raise ValueError(f"the processes executor splits the whole grid itself; got shard={shard!r} (run the "
+                         f"'local' executor per shard instead)")
+    config = config or RunnerConfig()
+    n = workers if workers is not None else workers_from_env(lm)
+    if n < 1:
+        raise ValueError(f"workers must be >= 1, got {n}")
+    todo, kept, _ = runner.plan_units(records, methods, edit_languages, eval_languages, run_dir, model=lm,
+                                      train_records=train_records, config=config)
+    n = min(n, len(todo))
+    if n <= 1:
+        with torch_threads(1):
+            return runner.run_experiment(lm, records, methods, edit_languages, eval_languages, run_dir, shard,
+                                         train_records=train_records, masks=masks, config=config, cache=cache)
+    spec = spec or ModelSpec.from_loaded(lm)
+    start = time.perf_counter()
+    with torch_threads(1):
+        _prefit(lm, todo, train_records, config)
+        values = _mask_values(masks, todo, kept)
+        jobs = [_Job(spec, lm.fingerprint, list(records), list(methods), list(edit_languages), list(eval_languages),
+                     str(run_dir), f"{k}/{n}", list(train_records), values, config, _cache_spec(cache))
+                for k in range(1, n)]
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(job,), name=f"memla-worker-{job.shard}") for job in jobs]
+        for p in procs:
+            p.start()
+        log.info("processes executor: %d units in %d processes (this one and %d spawned), 1 thread each",
+                 len(todo), n, n - 1)
+        try:
+            out = runner.run_experiment(lm, records, methods, edit_languages, eval_languages, run_dir, f"0/{n}",
+                                        train_records=train_records, masks=_provider(values), config=config,
+                                        cache=cache)
+        except BaseException:  # this shard failed or was interrupted: stop the others (finished units stay)
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join()
+            raise
+    failed = []
+    for p, job in zip(procs, jobs, strict=True):
+        p.join()
+        if p.exitcode != 0:
+            failed.append(f"shard {job.shard} (exit code {p.exitcode}; its log went to this process's stderr)")
+    if failed:
+        raise ProcessGridError(f"{len(failed)} worker process(es) failed: {'; '.join(failed)}. Finished units are "
+                               f"in {run_dir}; run the same command again to do the rest")
+    log.info("processes executor: %d units in %.1f s", len(todo), time.perf_counter() - start)
+    return out
+
+
+__all__ = ["MAX_DEFAULT_WORKERS", "WORKERS_ENV", "ProcessGridError", "available_cores", "default_workers",
+           "run_experiment_processes", "torch_threads", "workers_from_env"]

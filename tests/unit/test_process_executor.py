@@ -1,0 +1,151 @@
+"""The processes executor (issue 15): the grid in spawned local processes, one thread per unit, gives the rows of
+the single-process run, resumes across worker counts, reports a failed worker, and is what the notebooks get
+on a CPU."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from memla_utils import process_executor as pe
+from memla_utils.cache import ArtifactCache
+from memla_utils.model_spec import ModelSpec
+from memla_utils.mkeb.record import EditTarget, Record
+from memla_utils.runner import RunnerConfig, load_results, run_experiment
+from memla_utils.testing import tiny_model
+
+METHODS = ["memla", "ft"]
+EDIT, EVAL = ["en"], ["en", "zh"]
+CONFIG = RunnerConfig(editor_overrides={"memla": {"max_steps": 2}, "ft": {"steps": 2}}, progress=False)
+SPEC = ModelSpec("tiny-llama", factory=functools.partial(tiny_model, "llama"))
+TIMING = {"seconds", "eval_seconds", "peak_rss_mb", "peak_memory_mb"}
+
+
+def records() -> list[Record]:
+    out = []
+    for i, (subj, new, old) in enumerate([("France", "Tokyo", "Paris"), ("Spain", "Rome", "Madrid"),
+                                          ("Japan", "Lima", "Tokyo")]):
+        out.append(Record(f"r{i}", "capital", {
+            "en": EditTarget("The capital of {} is", subj, new, old),
+            "zh": EditTarget("{}的首都是", subj, "东京", "巴黎")},
+            paraphrase_prompts={"en": [f"{subj}'s capital city is"]},
+            neighborhood_prompts={"en": ["The capital of Poland is"], "zh": ["日本的首都是"]},
+            neighborhood_answers={"en": ["Warsaw"], "zh": ["东京"]}))
+    return out
+
+
+def comparable(run_dir: Path) -> list[tuple]:
+    df = load_results(run_dir)
+    df = df[~df["metric"].isin(TIMING)]
+    return sorted((r.record, r.method, r.edit_lang, str(r.eval_lang), r.metric, r.kind,
+                   None if r.value != r.value else r.value, r.n) for r in df.itertuples())  # NaN = not available
+
+
+def done_units(run_dir: Path) -> dict[tuple, int]:
+    out: dict[tuple, int] = {}
+    for p in sorted(run_dir.glob("results-shard*.jsonl")):
+        for line in p.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            if r.get("kind") == "done":
+                key = (r["record"], r["edit_lang"], r["method"])
+                out[key] = out.get(key, 0) + 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_thread_run(tmp_path_factory):
+    """The reference: the grid in this process, one thread."""
+    run_dir = tmp_path_factory.mktemp("single")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_experiment(tiny_model("llama"), records(), METHODS, EDIT, EVAL, run_dir, config=CONFIG,
+                       cache=ArtifactCache(run_dir / "cache"))
+    finally:
+        torch.set_num_threads(before)
+    return run_dir
+
+
+def test_two_processes_give_the_rows_of_one_process_and_resume_with_any_worker_count(one_thread_run, tmp_path):
+    run_dir = tmp_path / "two"
+    out = pe.run_experiment_processes(tiny_model("llama"), records(), METHODS, EDIT, EVAL, run_dir, workers=2,
+                                      config=CONFIG, cache=ArtifactCache(tmp_path / "cache"), spec=SPEC)
+    assert out.name == "results-shard000of002.jsonl"
+    assert sorted(p.name for p in run_dir.glob("results-shard*.jsonl")) == [
+        "results-shard000of002.jsonl", "results-shard001of002.jsonl"]  # both processes wrote units
+    assert all((run_dir / name).stat().st_size for name in ("results-shard000of002.jsonl",
+                                                             "results-shard001of002.jsonl"))
+    want = comparable(one_thread_run)
+    assert len(want) > 30 and comparable(run_dir) == want
+    assert done_units(run_dir) == {(r, "en", m): 1 for r in ("r0", "r1", "r2") for m in ("unedited", *METHODS)}
+    # the notebook process's threads are restored
+    assert torch.get_num_threads() >= 1
+    # a rerun with another worker count finds nothing left to do
+    pe.run_experiment_processes(tiny_model("llama"), records(), METHODS, EDIT, EVAL, run_dir, workers=3,
+                                config=CONFIG, cache=ArtifactCache(tmp_path / "cache"), spec=SPEC)
+    assert all(n == 1 for n in done_units(run_dir).values())
+
+
+def test_a_worker_with_other_weights_fails_loudly_and_finished_units_stay(tmp_path):
+    run_dir = tmp_path / "bad"
+    other = ModelSpec("tiny-llama", factory=functools.partial(tiny_model, "llama", seed=7))
+    with pytest.raises(pe.ProcessGridError, match=r"shard 1/2 \(exit code 1"):
+        pe.run_experiment_processes(tiny_model("llama"), records(), ["ft"], EDIT, EVAL, run_dir, workers=2,
+                                    config=CONFIG, spec=other)
+    done = done_units(run_dir)
+    assert done and all(n == 1 for n in done.values())  # the notebook process's shard finished
+    # the same command with sound workers does only what is missing
+    pe.run_experiment_processes(tiny_model("llama"), records(), ["ft"], EDIT, EVAL, run_dir, workers=2,
+                                config=CONFIG, spec=SPEC)
+    after = done_units(run_dir)
+    assert len(after) == 6 and all(n == 1 for n in after.values())
+
+
+def test_workers_setting_and_defaults(monkeypatch):
+    lm = tiny_model("llama")
+    assert pe.default_workers(lm) == 1  # built in memory: workers could not reload it by name
+    monkeypatch.setenv(pe.WORKERS_ENV, "3")
+    assert pe.workers_from_env(lm) == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(pe.WORKERS_ENV, bad)
+        with pytest.raises(ValueError, match="MEMLA_WORKERS"):
+            pe.workers_from_env(lm)
+    monkeypatch.setenv(pe.WORKERS_ENV, "auto")
+    assert pe.workers_from_env(lm) == 1
+    with pytest.raises(ValueError, match="shard"):
+        pe.run_experiment_processes(lm, records(), ["ft"], EDIT, EVAL, "unused", "1/2", workers=2)
+
+
+def test_one_worker_runs_here_on_one_thread_and_restores_the_threads(tmp_path, monkeypatch):
+    seen: list[int] = []
+    real = pe.runner.run_experiment
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pe.runner, "run_experiment", spy)
+    before = torch.get_num_threads()
+    pe.run_experiment_processes(tiny_model("llama"), records()[:1], ["ft"], EDIT, EVAL, tmp_path, workers=1,
+                                config=CONFIG)
+    assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_the_notebooks_get_processes_on_a_cpu_and_local_when_asked(monkeypatch, tmp_path):
+    from memla_utils import executors
+
+    calls: list[str] = []
+    monkeypatch.setattr(executors, "run_experiment_processes", lambda *a, **k: calls.append("processes"))
+    monkeypatch.setattr(executors.runner, "run_experiment", lambda *a, **k: calls.append("local"))
+    lm = tiny_model("llama")
+    monkeypatch.delenv(executors.EXECUTOR_ENV, raising=False)
+    executors.run_experiment(lm, records(), ["ft"], EDIT, EVAL, tmp_path)
+    executors.run_experiment(lm, records(), ["ft"], EDIT, EVAL, tmp_path, "1/2")  # a launcher's shard: local
+    monkeypatch.setenv(executors.EXECUTOR_ENV, "local")
+    executors.run_experiment(lm, records(), ["ft"], EDIT, EVAL, tmp_path)
+    monkeypatch.setenv(executors.EXECUTOR_ENV, "processes")
+    executors.run_experiment(lm, records(), ["ft"], EDIT, EVAL, tmp_path)
+    assert calls == ["processes", "local", "local", "processes"]
