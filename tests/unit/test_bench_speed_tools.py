@@ -1,0 +1,36 @@
+"""The comparison and summary logic of the side-by-side speed benchmarks (issue 15), on made-up measurements."""
+from __future__ import annotations
+
+import copy
+
+from benchmarks.bench_general_speed import compare
+from benchmarks.bench_unit_threads import summarize
+
+
+def _run(ppl: float = 20.0, nll: float = 3.0, em: float = 1.0) -> dict:
+    return {"summary": {"en/perplexity": [ppl, 100], "en/fact_accuracy": [0.5, 4]},
+            "rows": {"en": {"facts_nll": [nll, 1.0], "text_nll": [10.0], "facts_em": [em, 0.0]}}}
+
+
+def test_general_speed_comparison_allows_rounding_only_where_it_may():
+    ref = _run()
+    assert compare(ref, copy.deepcopy(ref), 1e-5)["equal_within_rtol"]
+    close = compare(ref, _run(ppl=20.0 * (1 + 1e-7)), 1e-5)
+    assert close["equal_within_rtol"] and 0 < close["max_relative_difference"] < 1e-6
+    assert not compare(ref, _run(ppl=20.1), 1e-5)["equal_within_rtol"]          # perplexity beyond rtol
+    assert not compare(ref, _run(nll=3.001), 1e-5)["equal_within_rtol"]         # one sentence's NLL
+    assert not compare(ref, _run(em=0.0), 1e-5)["equal_within_rtol"]            # accuracies must be identical
+    other = _run()
+    other["summary"]["en/fact_accuracy"] = [0.5, 5]                              # a different n
+    assert not compare(ref, other, 1e-5)["equal_within_rtol"]
+
+
+def test_unit_threads_summary_counts_throughput_per_process():
+    configs = {"1x2": [{"threads": 2, "seconds_per_step": [0.6, 0.6], "eval_seconds": [5.0]}],
+               "2x1": [{"threads": 1, "seconds_per_step": [0.6], "eval_seconds": [6.0]},
+                       {"threads": 1, "seconds_per_step": [0.6], "eval_seconds": [6.0]}]}
+    table = summarize(configs)
+    assert table["1x2"]["steps_per_second"] == round(1 / 0.6, 3)
+    assert table["2x1"]["steps_per_second"] == round(2 / 0.6, 3)      # two processes at the same step time: 2x
+    assert table["2x1"]["evals_per_minute"] == 20.0 and table["1x2"]["evals_per_minute"] == 12.0
+    assert table["2x1"]["processes"] == 2 and table["2x1"]["threads"] == 1
