@@ -49,23 +49,34 @@ def _answer_logprobs(lm: LoadedModel, items: Sequence[tuple[str, str, str]], neu
 
 
 def suppression_effect(lm: LoadedModel, record: Record, language: str, neurons: NeuronMasks, factor: float, *,
-                       config: AttributionConfig | None = None, relative: bool = True) -> float:
+                       config: AttributionConfig | None = None, relative: bool = True,
+                       before: torch.Tensor | None = None) -> float:
     """Change in P(true answer) when ``neurons`` are scaled by ``factor`` (0 = suppress, 2 = enhance).
 
     Averaged over the record's prompts in ``language`` (edit prompt, plus paraphrases when
     ``config.use_paraphrases``; the answer follows ``config.answer``). ``relative=True`` gives
     ``(P_after - P_before) / P_before`` (knowledge-neurons' "change ratio"), otherwise ``P_after - P_before``.
+    ``before``: the unscaled log-probabilities of the same prompts (:func:`unscaled_logprobs`), when the caller
+    already has them (the sanity check computes them once per record and language instead of once per call).
     """
     if factor < 0:
         raise ValueError(f"factor must be >= 0 (0 = suppress, 2 = enhance), got {factor}")
     items = record_items(record, language, config or AttributionConfig())
     where = f"suppression check: record {record.example_id!r}, language {language!r}, x{factor:g} on {neurons.total} " \
             f"neuron(s)"
-    lp_before = require_finite_tensor(_answer_logprobs(lm, items, None, 1.0).double(), f"{where}, log P before")
+    lp_before = require_finite_tensor((before if before is not None else _answer_logprobs(lm, items, None, 1.0))
+                                      .double(), f"{where}, log P before")
     lp_after = require_finite_tensor(_answer_logprobs(lm, items, neurons, factor).double(), f"{where}, log P after")
     # (P_after - P_before) / P_before = exp(lp_after - lp_before) - 1: no 0/0 when P_before underflows
     change = torch.expm1(lp_after - lp_before) if relative else lp_after.exp() - lp_before.exp()
     return float(require_finite(float(change.mean()), f"{where}, effect"))
+
+
+def unscaled_logprobs(lm: LoadedModel, record: Record, language: str,
+                      config: AttributionConfig | None = None) -> torch.Tensor:
+    """Teacher-forced log P(answer) of the record's prompts in ``language`` with no neuron scaled ``[prompts]``:
+    the ``before`` of :func:`suppression_effect` (the same values it computes itself)."""
+    return _answer_logprobs(lm, record_items(record, language, config or AttributionConfig()), None, 1.0)
 
 
 @dataclass
@@ -90,15 +101,17 @@ def sanity_effects(lm: LoadedModel, records: Sequence[Record], languages: Sequen
         sets = language_neurons(lm, rec, langs, config, cache)
         for j, lang in enumerate(langs):
             kn = sets[lang]
+            before = unscaled_logprobs(lm, rec, lang, config)  # shared by every factor and neuron set
             for factor in sanity.factors:
                 with naming("knowledge neurons"):
-                    eff = suppression_effect(lm, rec, lang, kn, factor, config=config, relative=sanity.relative)
+                    eff = suppression_effect(lm, rec, lang, kn, factor, config=config, relative=sanity.relative,
+                                             before=before)
                 rows.append({"example_id": rec.example_id, "language": lang, "factor": factor,
                              "neurons": "knowledge", "n_neurons": kn.total, "effect": eff})
                 with naming("random neurons"):
                     rand = [suppression_effect(lm, rec, lang,
                                                random_masks_like(kn, sanity.seed + 1000 * i + 10 * j + d),
-                                               factor, config=config, relative=sanity.relative)
+                                               factor, config=config, relative=sanity.relative, before=before)
                             for d in range(sanity.random_draws)]
                 rows.append({"example_id": rec.example_id, "language": lang, "factor": factor, "neurons": "random",
                              "n_neurons": kn.total, "effect": sum(rand) / len(rand)})

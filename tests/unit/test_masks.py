@@ -167,7 +167,17 @@ def test_suppression_effect_and_sanity_table(tmp_path):
     assert (absolute < 0) == (down < 0)
     with pytest.raises(ValueError, match="factor"):
         suppression_effect(lm, record, "en", kn, -1.0)
+    # the sanity check hands in the unscaled log-probabilities it computed once: the same effect, bit for bit
+    from memla_utils.suppression import unscaled_logprobs
+
+    before = unscaled_logprobs(lm, record, "en", cfg)
+    for factor in (0.0, 2.0):
+        assert suppression_effect(lm, record, "en", kn, factor, config=cfg, before=before) == \
+            suppression_effect(lm, record, "en", kn, factor, config=cfg)
     effects = sanity_effects(lm, [record], ["en", "zh"], cfg, cache, SanityConfig(factors=(0.0, 2.0)))
+    for row in effects[effects["neurons"] == "knowledge"].itertuples():
+        sets = language_neurons(lm, record, [row.language], cfg, cache)
+        assert row.effect == suppression_effect(lm, record, row.language, sets[row.language], row.factor, config=cfg)
     assert len(effects) == 2 * 2 * 2  # languages x factors x {knowledge, random}
     assert set(effects["neurons"]) == {"knowledge", "random"}
     summary = neuron_sanity_check(lm, [record, make_record(("en", "zh"))], ["en"], cfg, cache, n_boot=200)
