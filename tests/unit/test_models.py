@@ -129,3 +129,27 @@ def test_local_checkpoint_with_device_map_keeps_the_neuron_view(tmp_path):
     with lm.adapter.scale_neurons({1: list(range(lm.adapter.n_neurons))}, 0.0):
         assert not torch.allclose(_logits(lm), base)
     torch.testing.assert_close(base, _logits(src))
+
+
+def test_one_gguf_parse_shares_the_reader_inside_the_block_only(tmp_path):
+    """The first load of the default model parses its GGUF once, not once each for config, weights and tokenizer."""
+    import gguf
+    import numpy as np
+
+    from memla_utils.models import _one_gguf_parse
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_uint32("test.value", 7)
+    writer.add_tensor("w", np.arange(8, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    original = gguf.GGUFReader
+    with _one_gguf_parse():
+        a, b = gguf.GGUFReader(path), gguf.GGUFReader(str(path))
+        assert a is b and int(a.fields["test.value"].parts[-1][0]) == 7
+        assert np.array_equal(np.asarray(a.tensors[0].data), np.arange(8, dtype=np.float32))
+    assert gguf.GGUFReader is original
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
