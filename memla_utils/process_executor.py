@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from .editors import make_editor
 from .mkeb.record import Record
 from .model_spec import ModelSpec, first_load_lock
 from .models import LoadedModel
+from .run_parts import DeadlineReached
 from .runner import UNEDITED, RunnerConfig, Unit
 
 log = logging.getLogger(__name__)
@@ -134,8 +136,13 @@ class _Job:
     cache: tuple[str, bool, str | None] | None
 
 
+#: exit code of a worker that stopped at the running part's deadline (a multi-session run): not a failure
+DEADLINE_EXIT = 3
+
+
 def _worker(job: _Job) -> None:
-    """A spawned process: load the model, check its weights, run one shard on one thread."""
+    """A spawned process: load the model, check its weights, run one shard on one thread. A part's deadline
+    (:class:`memla_utils.run_parts.DeadlineReached`) ends it with :data:`DEADLINE_EXIT`."""
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [worker {job.shard}] %(name)s: %(message)s")
     torch.set_num_threads(1)
     with first_load_lock(job.spec):
@@ -145,9 +152,13 @@ def _worker(job: _Job) -> None:
                            f"model has {job.fingerprint}")
     cache = None if job.cache is None else ArtifactCache(job.cache[0], enabled=job.cache[1],
                                                         durable=job.cache[2])
-    runner.run_experiment(lm, job.records, job.methods, job.edit_languages, job.eval_languages, job.run_dir,
-                          job.shard, train_records=job.train_records, masks=_provider(job.masks),
-                          config=replace(job.config, progress=False), cache=cache)
+    try:
+        runner.run_experiment(lm, job.records, job.methods, job.edit_languages, job.eval_languages, job.run_dir,
+                              job.shard, train_records=job.train_records, masks=_provider(job.masks),
+                              config=replace(job.config, progress=False), cache=cache)
+    except DeadlineReached as err:
+        logging.getLogger(__name__).info("worker %s: %s", job.shard, err)
+        sys.exit(DEADLINE_EXIT)
 
 
 def _provider(masks: Mapping[tuple[str, str], Any] | None) -> Callable[[Record, str], Any] | None:
@@ -239,17 +250,21 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
             for p in procs:
                 p.join()
             raise
-    failed = []
+    failed, stopped = [], []
     for p, job in zip(procs, jobs, strict=True):
         p.join()
-        if p.exitcode != 0:
+        if p.exitcode == DEADLINE_EXIT:
+            stopped.append(job.shard)
+        elif p.exitcode != 0:
             failed.append(f"shard {job.shard} (exit code {p.exitcode}; its log went to this process's stderr)")
     if failed:
         raise ProcessGridError(f"{len(failed)} worker process(es) failed: {'; '.join(failed)}. Finished units are "
                                f"in {run_dir}; run the same command again to do the rest")
+    if stopped:
+        raise DeadlineReached(f"{run_dir}: worker shard(s) {', '.join(stopped)} stopped at the part's deadline")
     log.info("processes executor: %d units in %.1f s", len(todo), time.perf_counter() - start)
     return out
 
 
-__all__ = ["MAX_DEFAULT_WORKERS", "WORKERS_ENV", "ProcessGridError", "available_cores", "default_workers",
+__all__ = ["DEADLINE_EXIT", "MAX_DEFAULT_WORKERS", "WORKERS_ENV", "ProcessGridError", "available_cores", "default_workers",
            "run_experiment_processes", "torch_threads", "workers_from_env"]

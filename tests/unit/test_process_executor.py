@@ -149,3 +149,15 @@ def test_the_notebooks_get_processes_on_a_cpu_and_local_when_asked(monkeypatch, 
     monkeypatch.setenv(executors.EXECUTOR_ENV, "processes")
     executors.run_experiment(lm, records(), ["ft"], EDIT, EVAL, tmp_path)
     assert calls == ["processes", "local", "local", "processes"]
+
+
+def test_a_parts_deadline_stops_every_process_as_a_deadline_not_a_failure(tmp_path, monkeypatch):
+    import time
+
+    from memla_utils.run_parts import DEADLINE_ENV, DeadlineReached
+
+    monkeypatch.setenv(DEADLINE_ENV, str(time.time() - 1))
+    with pytest.raises(DeadlineReached):
+        pe.run_experiment_processes(tiny_model("llama"), records(), ["ft"], EDIT, EVAL, tmp_path, workers=2,
+                                    config=CONFIG, spec=SPEC)
+    assert done_units(tmp_path) == {}
