@@ -188,6 +188,8 @@ def print_table(table: Sequence[dict[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from benchmarks.common import add_worker_args
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1)
     ap.add_argument("--languages", default="en,zh")
@@ -196,9 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads in both workers")
     ap.add_argument("--model", default="default")
     ap.add_argument("--repeats", type=int, default=1, help="reference/current worker pairs (median is reported)")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    add_worker_args(ap)
     ap.add_argument("--scores-dir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -34,6 +34,7 @@ from benchmarks.common import (
     PROJECT_ROOT,
     RESULTS,
     add_model_args,
+    add_worker_args,
     bench_records,
     environment,
     load_lm,
@@ -152,9 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--edit-language", default="en")
     ap.add_argument("--count-flops", choices=("current", "all", "none"), default="current",
                     help="count one extra, untimed edit's FLOPs per method in these workers")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    add_worker_args(ap)
     ap.add_argument("--deltas", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     setup_logging()

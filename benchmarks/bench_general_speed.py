@@ -19,7 +19,6 @@ Usage (from the repository root; ``nice`` on a shared machine):
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import statistics
@@ -32,7 +31,8 @@ from typing import Any
 if __package__ in (None, "") and "--worker" not in sys.argv:  # the driver run as a file: make `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable (a worker gets PYTHONPATH)
 
-from benchmarks.common import RESULTS, add_model_args, bench_records, environment, setup_logging, write_json
+from benchmarks.common import add_worker_args, result_path, run_as_worker
+from benchmarks.common import add_model_args, bench_records, environment, setup_logging, write_json
 
 log = logging.getLogger("bench_general_speed")
 
@@ -141,13 +141,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--passes", type=int, default=2, help="probe passes per worker (the median is used)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--rtol", type=float, default=1e-5)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    add_worker_args(ap)
     args = ap.parse_args(argv)
     setup_logging()
-    if args.worker:
-        Path(args.worker_out).write_text(json.dumps(worker(args)))
+    if run_as_worker(args, worker):
         return
     from benchmarks.reference import interleave, provenance
 
@@ -165,8 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               "environment": environment(args.device), "threads": args.threads, "model": args.model,
               "init": args.init}
     print_table(result)
-    out = args.out or RESULTS / f"general_speed_{'cpu' if args.device == 'cpu' else 'gpu'}.json"
-    print(f"-> {write_json(out, result)}")
+    print(f"-> {write_json(result_path(args, 'general_speed'), result)}")
 
 
 if __name__ == "__main__":

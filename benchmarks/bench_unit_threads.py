@@ -34,7 +34,8 @@ from typing import Any
 if __package__ in (None, "") and "--worker" not in sys.argv:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (PROJECT_ROOT, RESULTS, bench_records, environment, fixed_masks, fixed_step_overrides,
+from benchmarks.common import add_worker_args, result_path, run_as_worker
+from benchmarks.common import (PROJECT_ROOT, bench_records, environment, fixed_masks, fixed_step_overrides,
                                setup_logging, write_json)
 
 log = logging.getLogger("bench_unit_threads")
@@ -108,13 +109,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--threads-max", type=int, default=2, help="threads of the one-process configuration; also "
                                                                 "the number of 1-thread processes run side by side")
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    add_worker_args(ap)
     args = ap.parse_args(argv)
     setup_logging()
-    if args.worker:
-        Path(args.worker_out).write_text(json.dumps(worker(args)))
+    if run_as_worker(args, worker):
         return
     passed = ["--records", str(args.records), "--steps", str(args.steps), "--languages", args.languages]
     n = args.threads_max
@@ -133,8 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, row in table.items():
         print(f"{name:22}{row['seconds_per_step']:>9.3f}{row['eval_seconds']:>9.2f}{row['steps_per_second']:>9.2f}"
               f"{row['evals_per_minute']:>11.2f}{row['throughput_vs_one_process']['steps']:>9.2f}x")
-    out = args.out or RESULTS / "unit_threads_cpu.json"
-    print(f"-> {write_json(out, result)}")
+    print(f"-> {write_json(result_path(args, 'unit_threads'), result)}")
 
 
 if __name__ == "__main__":

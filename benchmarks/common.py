@@ -315,5 +315,27 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def add_worker_args(ap: argparse.ArgumentParser) -> None:
+    """``--out`` (the JSON's path), and the hidden ``--worker`` / ``--worker-out`` of a benchmark whose sides run
+    as subprocesses of itself (:mod:`benchmarks.reference`)."""
+    ap.add_argument("--out", default=None, help="where the JSON goes (default: benchmarks/results/<name>_<device>.json)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+
+
+def run_as_worker(args: argparse.Namespace, worker: Callable[[argparse.Namespace], dict[str, Any]]) -> bool:
+    """In ``--worker`` mode: write ``worker(args)`` as JSON to ``--worker-out`` and return True."""
+    if not args.worker:
+        return False
+    Path(args.worker_out).write_text(json.dumps(worker(args)))
+    return True
+
+
+def result_path(args: argparse.Namespace, name: str) -> Path:
+    """``--out``, else ``benchmarks/results/<name>_cpu.json`` (``_gpu`` for a CUDA ``--device``)."""
+    device = str(getattr(args, "device", "cpu"))
+    return Path(args.out) if args.out else RESULTS / f"{name}_{'cpu' if device == 'cpu' else 'gpu'}.json"
+
+
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -10,18 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from grid_helpers import CONFIG, EDIT, EVAL, METHODS, SPEC, comparable
+
 from memla_utils import process_executor as pe
 from memla_utils.cache import ArtifactCache
 from memla_utils.model_spec import ModelSpec
 from memla_utils.mkeb.record import EditTarget, Record
-from memla_utils.runner import RunnerConfig, load_results, run_experiment
+from memla_utils.runner import run_experiment
 from memla_utils.testing import tiny_model
-
-METHODS = ["memla", "ft"]
-EDIT, EVAL = ["en"], ["en", "zh"]
-CONFIG = RunnerConfig(editor_overrides={"memla": {"max_steps": 2}, "ft": {"steps": 2}}, progress=False)
-SPEC = ModelSpec("tiny-llama", factory=functools.partial(tiny_model, "llama"))
-TIMING = {"seconds", "eval_seconds", "peak_rss_mb", "peak_memory_mb"}
 
 
 def records() -> list[Record]:
@@ -35,13 +31,6 @@ def records() -> list[Record]:
             neighborhood_prompts={"en": ["The capital of Poland is"], "zh": ["日本的首都是"]},
             neighborhood_answers={"en": ["Warsaw"], "zh": ["东京"]}))
     return out
-
-
-def comparable(run_dir: Path) -> list[tuple]:
-    df = load_results(run_dir)
-    df = df[~df["metric"].isin(TIMING)]
-    return sorted((r.record, r.method, r.edit_lang, str(r.eval_lang), r.metric, r.kind,
-                   None if r.value != r.value else r.value, r.n) for r in df.itertuples())  # NaN = not available
 
 
 def done_units(run_dir: Path) -> dict[tuple, int]:

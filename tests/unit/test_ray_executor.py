@@ -16,16 +16,12 @@ pytestmark = pytest.mark.slow  # a local Ray cluster and its worker processes: a
 from memla_utils import batch  # noqa: E402
 from memla_utils.cache import ArtifactCache  # noqa: E402
 from memla_utils.editors import make_editor  # noqa: E402
-from memla_utils.executors import ModelSpec, RayConfig, RayGridError, init_ray, run_experiment_ray  # noqa: E402
+from memla_utils.executors import RayConfig, RayGridError, init_ray, run_experiment_ray  # noqa: E402
 from memla_utils.mkeb.record import EditTarget, Record  # noqa: E402
-from memla_utils.runner import RunnerConfig, load_results, merge_results, run_experiment  # noqa: E402
+from memla_utils.runner import merge_results, run_experiment  # noqa: E402
 from memla_utils.testing import tiny_model  # noqa: E402
+from grid_helpers import CONFIG, EDIT, EVAL, METHODS, SPEC, comparable  # noqa: E402
 
-METHODS = ["memla", "ft"]
-EDIT, EVAL = ["en"], ["en", "zh"]
-CONFIG = RunnerConfig(editor_overrides={"memla": {"max_steps": 2}, "ft": {"steps": 2}}, progress=False)
-SPEC = ModelSpec("tiny-llama", factory=functools.partial(tiny_model, "llama"))
-TIMING = {"seconds", "eval_seconds", "peak_rss_mb", "peak_memory_mb"}
 
 
 def records() -> list[Record]:
@@ -68,13 +64,6 @@ def cluster():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     yield ray
     ray.shutdown()
-
-
-def comparable(run_dir: Path) -> list[tuple]:
-    df = load_results(run_dir)
-    df = df[~df["metric"].isin(TIMING)]
-    return sorted((r.record, r.method, r.edit_lang, str(r.eval_lang), r.metric, r.kind,
-                   None if r.value != r.value else r.value, r.n) for r in df.itertuples())  # NaN = not available
 
 
 def raw_rows(run_dir: Path) -> list[dict]:
