@@ -175,14 +175,13 @@ def batch_size_of(batch: Any) -> tuple[int, int]:
 
 
 def memla_batches(lm: Any, record: Any, language: str) -> list[tuple[int, int]]:
-    """``(T, K)`` of the batches one MEMLA training step runs (new answer; old answer when the record has one)."""
+    """``(T, K)`` of the batch one MEMLA training step runs: the new answer's row and, when the record has one, the
+    old answer's, in one right-padded batch (``MemlaEditor._batches``)."""
     from memla_utils.text import build_batch
 
     view = record.for_language(language)
-    out = [batch_size_of(build_batch(lm.tokenizer, [view.prompt], [view.target_new], [language]))]
-    if (view.target_true or "").strip():
-        out.append(batch_size_of(build_batch(lm.tokenizer, [view.prompt], [view.target_true], [language])))
-    return out
+    answers = [view.target_new] + ([view.target_true] if (view.target_true or "").strip() else [])
+    return [batch_size_of(build_batch(lm.tokenizer, [view.prompt] * len(answers), answers, [language] * len(answers)))]
 
 
 class PositionCounter:
