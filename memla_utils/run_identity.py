@@ -29,12 +29,13 @@ IDENTITY_FILE = "run_identity.json"
 #: The package files whose code decides each stage's numbers (paths relative to ``memla_utils/``; a folder
 #: means every ``*.py`` in it). Shared foundations (models, text, scoring, languages) count for every stage.
 STAGE_FILES: dict[str, tuple[str, ...]] = {
-    "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py", "finite.py"),
+    "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py", "finite.py",
+                   "notebook_setup.py"),
     "attribution": ("attribution.py", "attribution_scores.py", "attribution_stair.py", "neuron_masks.py",
                     "mask_compute.py", "masks.py", "mask_files.py", "suppression.py"),
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
-    "evaluation": ("evaluate.py", "prefix_scoring.py", "head_projection.py", "runner.py", "executors.py",
-                   "process_executor.py", "model_spec.py", "general.py"),
+    "evaluation": ("evaluate.py", "prefix_scoring.py", "head_projection.py", "runner.py", "results_files.py",
+                   "executors.py", "process_executor.py", "model_spec.py", "general.py"),
 }
 
 #: Package modules that stage files import but that cannot change a stage's numbers, and why (a test checks that
