@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .attribution import METHODS, AttributionConfig, neurons_from_attributions, record_attributions
+from .attribution_config import METHODS, AttributionConfig
+from .attribution_records import record_attributions
+from .attribution_scores import neurons_from_attributions
 from .cache import ArtifactCache
 from .mkeb.record import Record
 from .neuron_masks import NeuronMasks, RecordMasks, jaccard

@@ -11,7 +11,7 @@ Nothing in the package imports this module (each imports the one it needs), so i
 """
 from __future__ import annotations
 
-from .attribution import threshold_scores
+from .attribution_scores import threshold_scores
 from .mask_compute import MaskConfig, compute_record_masks, language_neurons, masks_from_sets, notebook_mask_config
 from .mask_files import (
     RunMaskSets,

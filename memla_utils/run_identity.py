@@ -31,8 +31,10 @@ IDENTITY_FILE = "run_identity.json"
 STAGE_FILES: dict[str, tuple[str, ...]] = {
     "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py", "finite.py",
                    "notebook_setup.py"),
-    "attribution": ("attribution.py", "attribution_scores.py", "attribution_stair.py", "neuron_masks.py",
-                    "mask_compute.py", "masks.py", "mask_files.py", "suppression.py"),
+    "attribution": ("attribution.py", "attribution_config.py", "attribution_prep.py", "attribution_ig.py",
+                    "attribution_reference.py", "attribution_records.py", "attribution_scores.py",
+                    "attribution_stair.py", "neuron_masks.py", "mask_compute.py", "masks.py", "mask_files.py",
+                    "suppression.py"),
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
     "evaluation": ("evaluate.py", "prefix_scoring.py", "head_projection.py", "runner.py", "results_files.py",
                    "executors.py", "process_executor.py", "model_spec.py", "general.py"),
