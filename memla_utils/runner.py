@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from .cache import ArtifactCache, write_json_atomic
 from .editors import Edit, RecordProblem, make_editor, record_problems
-from .evaluate import PAPER_METRICS, EvalConfig, LanguageEvaluation, MetricValue, PreEditCache, evaluate_record
+from .evaluate_metrics import PAPER_METRICS, EvalConfig, LanguageEvaluation, MetricValue, evaluate_record
+from .evaluate_preedit import PreEditCache
 from .finite import NonFiniteError, naming, require_finite
 from .languages import ordered
 from .manifest import skipped_in
