@@ -36,8 +36,10 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
                     "attribution_stair.py", "neuron_masks.py", "mask_compute.py", "masks.py", "mask_files.py",
                     "suppression.py"),
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
-    "evaluation": ("evaluate.py", "prefix_scoring.py", "head_projection.py", "runner.py", "results_files.py",
-                   "executors.py", "process_executor.py", "model_spec.py", "general.py"),
+    "evaluation": ("evaluate.py", "evaluate_metrics.py", "evaluate_f1.py", "evaluate_greedy.py",
+                   "evaluate_preedit.py", "prefix_scoring.py", "head_projection.py", "runner.py", "results_files.py",
+                   "executors.py", "process_executor.py", "model_spec.py", "general.py", "general_scoring.py",
+                   "general_probe.py", "general_edits.py", "general_plan.py"),
 }
 
 #: Package modules that stage files import but that cannot change a stage's numbers, and why (a test checks that

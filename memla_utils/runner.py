@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 from .cache import ArtifactCache
 from .editors import Edit, RecordProblem, make_editor, record_problems
-from .evaluate import EvalConfig, LanguageEvaluation, MetricValue, PreEditCache, evaluate_record
+from .evaluate_metrics import EvalConfig, LanguageEvaluation, MetricValue, evaluate_record
+from .evaluate_preedit import PreEditCache
 from .finite import NonFiniteError, naming, require_finite
 from .mkeb.record import Record
 from .models import LoadedModel
