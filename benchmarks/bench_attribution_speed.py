@@ -16,6 +16,7 @@ Usage (from the repository root; the model cache only, never the attribution cac
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -38,16 +39,23 @@ MARGIN = 1e-4
 class _StageClock:
     """Process CPU and wall seconds spent in the package's preparation and vocabulary-head functions.
 
-    Both versions of ``memla_utils.attribution`` call ``_prepare`` (clean run + baseline, which itself calls the
-    head once) and ``_logprob_and_grad`` through module globals, so wrapping them splits the time into stages.
+    Both versions of the package call ``_prepare`` (clean run + baseline, which itself calls the head once) and
+    ``_logprob_and_grad`` through module globals (the reference's ``memla_utils.attribution``; since the split of
+    that module, ``attribution_ig`` and ``attribution_prep``), so wrapping them in every module that holds them
+    splits the time into stages.
     """
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, modules: Sequence[Any]) -> None:
         self.cpu = {"prepare": 0.0, "head": 0.0}
         self.wall = {"prepare": 0.0, "head": 0.0}
         self._in_prepare = False
-        prepare, head = module._prepare, module._logprob_and_grad
+        for module in modules:
+            if hasattr(module, "_prepare"):
+                module._prepare = self._timed_prepare(module._prepare)
+            if hasattr(module, "_logprob_and_grad"):
+                module._logprob_and_grad = self._timed_head(module._logprob_and_grad)
 
+    def _timed_prepare(self, prepare: Any) -> Any:
         def timed_prepare(*a: Any, **k: Any) -> Any:
             c, w = time.process_time(), time.perf_counter()
             self._in_prepare = True
@@ -58,6 +66,9 @@ class _StageClock:
                 self.cpu["prepare"] += time.process_time() - c
                 self.wall["prepare"] += time.perf_counter() - w
 
+        return timed_prepare
+
+    def _timed_head(self, head: Any) -> Any:
         def timed_head(*a: Any, **k: Any) -> Any:
             if self._in_prepare:
                 return head(*a, **k)
@@ -68,7 +79,7 @@ class _StageClock:
                 self.cpu["head"] += time.process_time() - c
                 self.wall["head"] += time.perf_counter() - w
 
-        module._prepare, module._logprob_and_grad = timed_prepare, timed_head
+        return timed_head
 
     def reset(self) -> None:
         for d in (self.cpu, self.wall):
@@ -90,7 +101,10 @@ def worker(args: argparse.Namespace) -> None:
     lm = load_model(args.model, device="cpu", dtype="float32")
     records = bench_records(args.records, langs)
     off = ArtifactCache(enabled=False)
-    clock = _StageClock(attribution)
+    # the reference commit has one module; the current package splits it (the modules that call the two functions)
+    split = [importlib.import_module(f"memla_utils.{m}") for m in ("attribution_prep", "attribution_ig")
+             if importlib.util.find_spec(f"memla_utils.{m}") is not None]
+    clock = _StageClock(split or [attribution])
     warm = attribution.AttributionConfig(steps=2, use_paraphrases=False)
     attribution.record_attributions(lm, records[0], langs[0], warm, off)  # allocator, kernels
     rate = matmul_gflops()

@@ -58,6 +58,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     records = bench_records(args.records, langs)
     config = RunnerConfig(progress=False, cache_preedit=False, seed=args.seed)
     editor = make_editor(args.method, seed=args.seed)
+    if args.train_records:  # IKE's demonstrations, MEND's training: the records after the evaluated ones
+        editor = editor.fit(lm, bench_records(args.records + args.train_records, langs)[args.records:])
     ev.evaluate_language(lm, records[0], langs[0])  # warm-up (exists in both versions)
     out: list[dict[str, Any]] = []
     for rec in records:
@@ -110,6 +112,20 @@ def _differences(ref: dict[str, Any], cur: dict[str, Any], where: str) -> tuple[
     return n, diffs
 
 
+def _max_abs_difference(diffs: Sequence[str], ref: dict[str, Any], runs: Sequence[dict[str, Any]]) -> float:
+    """The largest |reference - other| over the metric values that differ (0.0 when none does)."""
+    worst = 0.0
+    for run in runs:
+        for a, b in zip(ref["records"], run["records"], strict=True):
+            for part in ("unedited", "edited"):
+                for lang, table in a[part].items():
+                    for k, (value, _) in table.items():
+                        other = b[part].get(lang, {}).get(k, [None])[0]
+                        if isinstance(value, (int, float)) and isinstance(other, (int, float)):
+                            worst = max(worst, abs(value - other))
+    return worst if diffs else 0.0
+
+
 def _paper_means(run: dict[str, Any], part: str) -> dict[str, float | None]:
     """Mean of each paper metric over records and languages (for the table; the check compares every value)."""
     out: dict[str, float | None] = {}
@@ -137,8 +153,10 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                     "paper_means_edited": _paper_means(runs[side][0], "edited")} for side in runs}
     ratio = {k: round(sides["reference"][k]["median"] / sides["current"][k]["median"], 3)
              for k in ("per_edit_eval_s", "preedit_s")}
+    others = [run for side in ("reference", "current") for run in runs[side]]
     return {"sides": sides, "speedup": ratio, "metrics_identical": not diffs, "values_compared": compared,
-            "differences": diffs[:50], "n_differences": len(diffs)}
+            "differences": diffs[:50], "n_differences": len(diffs),
+            "max_abs_difference": _max_abs_difference(diffs, ref0, others)}
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -153,7 +171,7 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{'mean ES/PS/NS/QS ' + part:34}{'/'.join(str(ref[m]) for m in ref):>24}  vs  "
               f"{'/'.join(str(cur[m]) for m in cur)}")
     print(f"metrics identical: {result['metrics_identical']} ({result['values_compared']} values compared, "
-          f"{result['n_differences']} differ)")
+          f"{result['n_differences']} differ, by at most {result['max_abs_difference']:.3g})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -164,21 +182,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--method", default="ft", help="the edit evaluated (any runner method; ft: ROME's FT baseline)")
     ap.add_argument("--edit-lang", default="en")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--train-records", type=int, default=0,
+                    help="records after the evaluated ones passed to the editor's fit (ike: its demonstrations)")
+    ap.add_argument("--reference", default=None,
+                    help="the commit to compare against (default: benchmarks.reference.REFERENCE_COMMIT)")
     add_worker_args(ap)
     args = ap.parse_args(argv)
     setup_logging()
     if run_as_worker(args, worker):
         return
-    from benchmarks.reference import interleave, provenance
+    from benchmarks.reference import REFERENCE_COMMIT, interleave, provenance
 
     passed = ["--records", str(args.records), "--languages", args.languages, "--method", args.method,
               "--edit-lang", args.edit_lang, "--init", args.init, "--shape", args.shape, "--model", args.model,
-              "--device", args.device, "--dtype", args.dtype, "--seed", str(args.seed), "--threads", str(args.threads)]
+              "--device", args.device, "--dtype", args.dtype, "--seed", str(args.seed), "--threads", str(args.threads),
+              "--train-records", str(args.train_records)]
+    reference = args.reference or REFERENCE_COMMIT
     start = time.perf_counter()
-    runs = interleave(Path(__file__).resolve(), passed, repeats=args.repeats)
-    result = {"benchmark": "eval_speed", **provenance(), "n_languages": len(args.languages.split(",")),
+    runs = interleave(Path(__file__).resolve(), passed, repeats=args.repeats, reference=reference)
+    result = {"benchmark": "eval_speed", **provenance(reference), "n_languages": len(args.languages.split(",")),
               "languages": args.languages.split(","), "records": [r["record"] for r in runs["reference"][0]["records"]],
               "method": args.method, "edit_lang": args.edit_lang, "repeats": args.repeats,
+              "train_records": args.train_records,
               "command": "python -m benchmarks.bench_eval_speed " + " ".join(sys.argv[1:]),
               **summarize(runs), "wall_s": round(time.perf_counter() - start, 1),
               "environment": environment(args.device), "threads": args.threads, "model": args.model,

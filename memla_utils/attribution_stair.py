@@ -1,5 +1,5 @@
-"""One forward pass for attribution rows that scale *different* layers (the "staircase"), used by
-:mod:`memla_utils.attribution`.
+"""One forward pass for attribution rows that scale *different* layers (the "staircase"), used by the batched
+pass of :mod:`memla_utils.attribution_ig`.
 
 A row that scales layer ``l`` is a one-token continuation of its prompt's clean key/value cache whose layers
 below ``l`` equal the clean forward, so it only has to run through layers ``l .. L-1``. Sorting a chunk's rows by

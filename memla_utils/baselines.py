@@ -37,6 +37,15 @@ def baseline_overrides(budget: str = "paper", languages: Sequence[str] = MKEB_LA
             "mend": {"train_steps": 12}, "ike": {"n_copy": 1, "n_update": 1, "n_retain": 2}}
 
 
+def resolve_budget(budget: str, device: str) -> str:
+    """The budget a run uses: ``"auto"`` is ``cpu-small`` on a CPU and ``paper`` elsewhere (notebooks 05, 06)."""
+    if budget == "auto":
+        return "cpu-small" if str(device).startswith("cpu") else "paper"
+    if budget not in BUDGETS:
+        raise ValueError(f"parameter budget: unknown {budget!r}; choose auto or one of {', '.join(BUDGETS)}")
+    return budget
+
+
 def describe(methods: Sequence[str], overrides: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per method: its config class and every hyperparameter as used (defaults + overrides)."""
     from .editors import make_editor

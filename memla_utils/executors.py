@@ -181,7 +181,7 @@ class UnitWorker:
              train_records: Sequence[Record], cache: tuple[str, bool] | None,
              editor_factory: Callable[[str, dict[str, Any]], Any] | None) -> tuple[str, list[dict[str, Any]]]:
         """One unit's rows (with this worker's model fingerprint, which the driver checks)."""
-        from .evaluate import PreEditCache
+        from .evaluate_preedit import PreEditCache
 
         art = _cache(cache)
         pkey = (cache, content_hash(config.eval_config), config.cache_preedit)

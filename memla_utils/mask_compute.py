@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .attribution import METHODS, AttributionConfig, neurons_from_attributions, record_attributions
+from .attribution_config import METHODS, AttributionConfig
+from .attribution_records import record_attributions
+from .attribution_scores import neurons_from_attributions
 from .cache import ArtifactCache
 from .languages import PAPER_INDEPENDENT_LANGUAGES, validate_languages
 from .mkeb.record import Record, RecordError

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .attribution import METHODS, AttributionConfig, neurons_from_attributions, record_attributions
+from .attribution_config import METHODS, AttributionConfig
+from .attribution_records import record_attributions
+from .attribution_scores import neurons_from_attributions
 from .cache import ArtifactCache
-from .neuron_masks import NeuronMasks, RecordMasks, jaccard
 from .mkeb.record import Record
+from .neuron_masks import NeuronMasks, RecordMasks, jaccard
 
 
 def masks_summary(masks: Mapping[tuple[str, str], RecordMasks], records: Sequence[Record]):
@@ -19,6 +21,32 @@ def masks_summary(masks: Mapping[tuple[str, str], RecordMasks], records: Sequenc
                           "specific layers": len(m.specific.layers), "independent neurons": m.independent.total,
                           "independent layers": len(m.independent.layers), "prompt": prompts.get((rid, lang))}
                          for (rid, lang), m in masks.items()])
+
+
+def run_attributions(lm, records: Sequence[Record], languages: Sequence[str], config: AttributionConfig,
+                     cache: ArtifactCache | None = None, *, progress: bool = False) -> dict[tuple[str, str], list]:
+    """``{(example_id, language): [PromptAttribution, ...]}`` for every record in each of ``languages`` it has
+    (:func:`memla_utils.attribution.record_attributions`: cached prompts are read, the rest computed)."""
+    return {(rec.example_id, lang): atts for rec in records
+            for lang, atts in record_attributions(lm, rec, [lang for lang in languages if lang in rec.edit], config,
+                                                  cache, progress=progress).items()}
+
+
+def neuron_sets(attributions: Mapping[tuple[str, str], list], threshold: float, n_neurons: int
+                ) -> dict[tuple[str, str], NeuronMasks]:
+    """The knowledge neurons of each ``(example_id, language)`` at ``threshold``
+    (:func:`memla_utils.attribution.neurons_from_attributions`)."""
+    return {key: neurons_from_attributions(atts, threshold, n_neurons) for key, atts in attributions.items()}
+
+
+def mask_totals(record_masks: Sequence[RecordMasks], n_layers: int):
+    """MEMLA's masks per record: ``(counts, totals)``, with ``counts`` tidy per layer (:func:`counts_frame`, the
+    language column reading ``"<edit language>·specific"`` / ``"·independent"``) and ``totals`` the neurons of
+    each mask summed over layers (rows: example ids; columns: those labels)."""
+    labelled = {(rm.example_id, f"{rm.edit_language}·specific"): rm.specific for rm in record_masks}
+    labelled |= {(rm.example_id, f"{rm.edit_language}·independent"): rm.independent for rm in record_masks}
+    counts = counts_frame(labelled, n_layers)
+    return counts, counts.groupby(["example_id", "language"])["n"].sum().unstack("language")
 
 
 def counts_frame(sets: dict[tuple[str, str], NeuronMasks], n_layers: int):

@@ -11,7 +11,7 @@ Nothing in the package imports this module (each imports the one it needs), so i
 """
 from __future__ import annotations
 
-from .attribution import threshold_scores
+from .attribution_scores import threshold_scores
 from .mask_compute import MaskConfig, compute_record_masks, language_neurons, masks_from_sets, notebook_mask_config
 from .mask_files import (
     RunMaskSets,
@@ -28,8 +28,11 @@ from .mask_tables import (
     counts_frame,
     independent_share_frame,
     jaccard_matrix,
+    mask_totals,
     masks_summary,
     method_overlap,
+    neuron_sets,
+    run_attributions,
     steps_sweep,
     threshold_sweep,
 )
@@ -37,6 +40,6 @@ from .neuron_masks import NeuronMasks, RecordMasks, intersection, jaccard, rando
 
 __all__ = ["MaskConfig", "NeuronMasks", "RecordMasks", "RunMaskSets", "compute_record_masks", "compute_run_mask_sets",
            "counts_frame", "independent_share_frame", "intersection", "jaccard", "jaccard_matrix", "language_neurons",
-           "load_record_masks", "mask_path", "mask_source", "masks_from_sets", "masks_summary", "method_overlap",
+           "load_record_masks", "mask_path", "mask_totals", "neuron_sets", "run_attributions", "mask_source", "masks_from_sets", "masks_summary", "method_overlap",
            "notebook_mask_config", "random_masks_like", "run_masks", "save_record_masks", "saved_method",
            "saved_source", "steps_sweep", "threshold_scores", "threshold_sweep", "union"]

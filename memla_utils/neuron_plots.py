@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from .attribution import PromptAttribution
+from .attribution_scores import PromptAttribution
 from .languages import ordered
 
 

@@ -18,42 +18,46 @@ out any rows an earlier call wrote for them. A non-finite metric raises
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import resource
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .cache import ArtifactCache, write_json_atomic
+from .cache import ArtifactCache
 from .editors import Edit, RecordProblem, make_editor, record_problems
-from .evaluate import PAPER_METRICS, EvalConfig, LanguageEvaluation, MetricValue, PreEditCache, evaluate_record
+from .evaluate_metrics import EvalConfig, LanguageEvaluation, MetricValue, evaluate_record
+from .evaluate_preedit import PreEditCache
 from .finite import NonFiniteError, naming, require_finite
-from .languages import ordered
-from .manifest import skipped_in
-from .neuron_masks import RecordMasks
 from .mkeb.record import Record
 from .models import LoadedModel
+from .neuron_masks import RecordMasks
+from .results_files import (
+    COLUMNS,
+    RUN_SPECIFIC_COLUMNS,
+    RUN_SPECIFIC_METRICS,
+    append_rows,
+    finished_units,
+    load_results,
+    merge_results,
+    parse_shard,
+    shard_file,
+    skipped_records,
+    write_manifest,
+)
 from .run_parts import check_deadline, deadline_from_env
 from .seeds import unit_seed
 
 log = logging.getLogger(__name__)
 
 UNEDITED = "unedited"
-COLUMNS = ["record", "method", "edit_lang", "eval_lang", "metric", "value", "n"]
-#: Rows of kind ``"edit"`` that measure this run on this machine (wall clock, memory), not the edit's outcome;
-#: and the column naming a unit's attempt (a random id). Two runs of the same configuration differ only there.
-RUN_SPECIFIC_METRICS: tuple[str, ...] = ("seconds", "eval_seconds", "peak_rss_mb", "peak_memory_mb")
-RUN_SPECIFIC_COLUMNS: tuple[str, ...] = ("attempt",)
 MasksProvider = Callable[[Record, str], RecordMasks | None]
 
 
@@ -89,18 +93,6 @@ class RunnerConfig:
             raise ValueError(f"RunnerConfig.parallel_edits must be a positive integer, got {self.parallel_edits!r}")
 
 
-def parse_shard(shard: str) -> tuple[int, int]:
-    """``"i/n"`` → (i, n) with 0 <= i < n; anything else is a clear error."""
-    try:
-        i_s, n_s = str(shard).split("/")
-        i, n = int(i_s), int(n_s)
-    except ValueError:
-        raise ValueError(f"shard must look like 'i/n' (e.g. '0/4'), got {shard!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard {shard!r}: need 0 <= i < n and n >= 1")
-    return i, n
-
-
 def work_units(records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str], *,
                include_unedited: bool = True) -> list[Unit]:
     """The full, deterministic work list (record order as given, then edit language, then method)."""
@@ -118,89 +110,7 @@ def shard_units(units: Sequence[Unit], shard: str) -> list[Unit]:
     return list(units[i::n])
 
 
-# ------------------------------------------------------------------------------------------ result files
-def _shard_file(run_dir: Path, shard: str) -> Path:
-    i, n = parse_shard(shard)
-    return run_dir / f"results-shard{i:03d}of{n:03d}.jsonl"
-
-
-def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for path in sorted(Path(run_dir).glob("results-shard*.jsonl")):
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut by an interruption: its unit has no done marker
-                    log.warning("%s:%d: skipping unreadable line (interrupted write)", path.name, lineno)
-    return rows
-
-
-def _complete_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of finished units only, one finished attempt per unit (the first), so nothing is duplicated."""
-    chosen: dict[tuple[str, str, str], str] = {}
-    for r in rows:
-        if r.get("kind") == "done":
-            chosen.setdefault((r["record"], r["edit_lang"], r["method"]), r["attempt"])
-    keep = set(chosen.values())
-    return [r for r in rows if r.get("attempt") in keep and r.get("kind") != "done"]
-
-
-def finished_units(run_dir: str | Path) -> set[tuple[str, str, str]]:
-    """(record, edit_lang, method) of every unit some shard has finished."""
-    return {(r["record"], r["edit_lang"], r["method"]) for r in _read_rows(Path(run_dir)) if r.get("kind") == "done"}
-
-
-def _append(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    if path.exists() and path.stat().st_size:
-        with path.open("rb") as fh:  # a line cut by an interruption must not swallow the next row
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                text = "\n" + text
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _write_manifest(run_dir: Path, lm: LoadedModel, units: list[Unit], eval_languages: Sequence[str],
-                    skipped: Sequence[dict[str, Any]] = ()) -> None:
-    path = run_dir / "manifest.json"
-    old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-    if old is not None and old.get("model_fingerprint") != lm.fingerprint:
-        raise ValueError(f"run_dir {str(run_dir)!r} holds results of another model ({old.get('model')}, "
-                         f"fingerprint {old.get('model_fingerprint')}); use a new run_dir for {lm.name}")
-    have = {tuple(u) for u in (old or {}).get("units", [])}
-    all_units = sorted(have | {u.as_tuple() for u in units})
-    langs = sorted(set((old or {}).get("eval_languages", [])) | set(eval_languages))
-    manifest = {"model": lm.name, "model_fingerprint": lm.fingerprint, "eval_languages": ordered(langs),
-                "units": [list(u) for u in all_units]}
-    skips = _merge_skipped((old or {}).get("skipped", []), skipped)
-    if skips or "skipped" in (old or {}):
-        manifest["skipped"] = skips
-    if manifest != old:
-        write_json_atomic(path, manifest, indent=1)
-
-
 # ------------------------------------------------------------------------------------------ pre-flight skips
-def _merge_skipped(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per skipped record (the first reasons recorded for it win), sorted by record id."""
-    by_id: dict[str, dict[str, Any]] = {}
-    for entry in [*old, *new]:
-        by_id.setdefault(str(entry["record"]), dict(entry))
-    return [by_id[k] for k in sorted(by_id)]
-
-
-def skipped_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records a run folder's pre-flight skipped: ``[{record, reason, problems: [{language, method,
-    reason}, ...]}]`` (empty when none were skipped or nothing has run yet)."""
-    return skipped_in(run_dir)
-
-
 def preflight(records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str],
               eval_languages: Sequence[str], config: RunnerConfig | None = None, *,
               already_skipped: Sequence[dict[str, Any]] = ()) -> tuple[list[Record], list[dict[str, Any]]]:
@@ -318,10 +228,10 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     records, skipped = preflight(records, methods, edit_languages, eval_languages, config,
                                  already_skipped=skipped_records(run_dir))
     units = work_units(records, methods, edit_languages, include_unedited=config.include_unedited)
-    _write_manifest(run_dir, lm, units, eval_languages, skipped)
+    write_manifest(run_dir, lm, units, eval_languages, skipped)
     done = finished_units(run_dir)
     todo = [u for u in shard_units(units, shard) if u.as_tuple() not in done]
-    out = _shard_file(run_dir, shard)
+    out = shard_file(run_dir, shard)
     log.info("shard %s: %d units to run (%d already finished) -> %s", shard, len(todo),
              len(shard_units(units, shard)) - len(todo), out.name)
     if not todo:
@@ -363,7 +273,7 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
             rows = _run_unit(lm, unit, record, make_edit, eval_languages, refs, config)
         attempt = uuid.uuid4().hex[:12]
         marker = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang, "kind": "done"}
-        _append(out, [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
+        append_rows(out, [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
     return out
 
 
@@ -391,87 +301,6 @@ def _train_parallel(lm: LoadedModel, editor: Any, units: list[Unit], by_id: dict
     return dict(zip(units, out))
 
 
-# ------------------------------------------------------------------------------------------ reading
-def _checked_rows(rows: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
-    """Rows of records the manifest does not list as skipped; a non-finite value (a file written before the
-    checks, or edited by hand) raises ``NonFiniteError`` naming the row."""
-    skipped = {str(e["record"]) for e in skipped_records(run_dir)}
-    out = []
-    for r in rows:
-        if r.get("record") in skipped:
-            continue
-        if r.get("value") is not None:
-            require_finite(r["value"], f"{run_dir}: row of record {r.get('record')!r}, method {r.get('method')!r}, "
-                                       f"edit language {r.get('edit_lang')!r}, evaluation language "
-                                       f"{r.get('eval_lang')!r}, metric {r.get('metric')!r}")
-        out.append(r)
-    if len(out) < len(rows) and skipped:
-        log.info("%s: left out %d row(s) of %d record(s) the pre-flight skipped", run_dir, len(rows) - len(out),
-                 len(skipped))
-    return out
-
-
-def load_results(run_dir: str | Path) -> pd.DataFrame:
-    """All finished rows of every shard: columns record, method, edit_lang, eval_lang, metric, value, n, kind, message.
-
-    Rows of records the run's pre-flight skipped (:func:`skipped_records`) are left out, so every method is
-    compared on the same records; a non-finite value raises ``NonFiniteError``.
-    """
-    rows = _checked_rows(_complete_rows(_read_rows(Path(run_dir))), Path(run_dir))
-    df = pd.DataFrame(rows, columns=[*COLUMNS, "kind", "message"])
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    df["n"] = pd.to_numeric(df["n"], errors="coerce").fillna(0).astype(int)
-    return df.reset_index(drop=True)
-
-
-def merge_results(run_dir: str | Path, *, strict: bool = True) -> pd.DataFrame:
-    """Every shard's rows as one table; ``strict``: raise if a unit of the manifest is missing."""
-    run_dir = Path(run_dir)
-    df = load_results(run_dir)
-    manifest = run_dir / "manifest.json"
-    if manifest.exists():
-        skipped = {str(e["record"]) for e in skipped_records(run_dir)}
-        want = {tuple(u) for u in json.loads(manifest.read_text(encoding="utf-8"))["units"] if u[0] not in skipped}
-        missing = sorted(want - finished_units(run_dir))
-        if missing:
-            msg = f"{run_dir}: {len(missing)} of {len(want)} units not finished, e.g. {missing[:3]}"
-            if strict:
-                raise ValueError(msg + " (run the missing shards, or merge with strict=False)")
-            log.warning(msg)
-    key = ["record", "method", "edit_lang", "eval_lang", "metric"]
-    dup = df[df.duplicated(key, keep=False)]
-    if len(dup):  # cannot happen with one attempt per unit; guard against hand-edited files
-        raise ValueError(f"{run_dir}: duplicate result rows, e.g. {dup.head(3).to_dict('records')}")
-    return df
-
-
-def _metric_frame(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df["kind"] == "metric") & df["value"].notna()]
-
-
-def summarize(df: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS) -> pd.DataFrame:
-    """Per (method, edit_lang): each metric monolingual (eval == edit) and cross-lingual (mean over the
-    other evaluation languages of the per-language means, as memla4mke averages ``edit_to_others``)."""
-    m = _metric_frame(df)
-    m = m[m["metric"].isin(metrics)]
-    per_lang = m.groupby(["method", "edit_lang", "eval_lang", "metric"], dropna=False)["value"].mean().reset_index()
-    per_lang["setting"] = (per_lang["eval_lang"] == per_lang["edit_lang"]).map({True: "mono", False: "cross"})
-    table = per_lang.groupby(["method", "edit_lang", "metric", "setting"])["value"].mean().unstack(["metric", "setting"])
-    cols = [(mt, s) for mt in metrics for s in ("mono", "cross") if (mt, s) in table.columns]
-    table = table.reindex(columns=pd.MultiIndex.from_tuples(cols, names=["metric", "setting"]))
-    return table
-
-
-def language_matrix(df: pd.DataFrame, method: str, metric: str) -> pd.DataFrame:
-    """Mean ``metric`` of ``method`` as an edit-language × evaluation-language table."""
-    m = _metric_frame(df)
-    m = m[(m["method"] == method) & (m["metric"] == metric)]
-    if m.empty:
-        raise ValueError(f"no {metric!r} values for method {method!r} in these results")
-    mat = m.pivot_table(index="edit_lang", columns="eval_lang", values="value", aggfunc="mean")
-    return mat.reindex(index=ordered(mat.index), columns=ordered(mat.columns))
-
-
 # ------------------------------------------------------------------------------------------ other executors
 # Hooks for executors that run units elsewhere (memla_utils.executors: Ray tasks). They repeat run_experiment's
 # preparation and per-unit body with the same helpers, so a unit gives the same rows wherever it runs and every
@@ -494,11 +323,11 @@ def plan_units(records: Sequence[Record], methods: Sequence[str], edit_languages
     kept, skipped = preflight(records, methods, edit_languages, eval_languages, config,
                               already_skipped=skipped_records(run_dir))
     units = work_units(kept, methods, edit_languages, include_unedited=config.include_unedited)
-    _write_manifest(run_dir, model, units, eval_languages, skipped)
+    write_manifest(run_dir, model, units, eval_languages, skipped)
     done = finished_units(run_dir)
     todo = [u for u in shard_units(units, shard) if u.as_tuple() not in done]
     log.info("shard %s: %d units to run (%d already finished)", shard, len(todo), len(shard_units(units, shard)) - len(todo))
-    return todo, kept, _shard_file(run_dir, shard)
+    return todo, kept, shard_file(run_dir, shard)
 
 
 def run_unit(lm: LoadedModel, unit: Unit, record: Record, eval_languages: Sequence[str], *, editor: Any,
@@ -525,10 +354,9 @@ def write_unit(path: str | Path, unit: Unit, rows: Sequence[dict[str, Any]]) -> 
     """Append one finished unit's rows and its ``done`` marker under one attempt id (the runner's row writer)."""
     attempt = uuid.uuid4().hex[:12]
     marker = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang, "kind": "done"}
-    _append(Path(path), [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
+    append_rows(Path(path), [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
 
 
-__all__ = ["COLUMNS", "NonFiniteError", "RunnerConfig", "UNEDITED", "Unit", "finished_units", "language_matrix",
-           "load_results", "merge_results", "parse_shard", "plan_units", "preflight", "run_experiment",
-           "run_unit", "shard_units", "skipped_records", "summarize", "work_units",
-           "write_unit"]
+__all__ = ["COLUMNS", "NonFiniteError", "RUN_SPECIFIC_COLUMNS", "RUN_SPECIFIC_METRICS", "RunnerConfig", "UNEDITED",
+           "Unit", "finished_units", "load_results", "merge_results", "parse_shard", "plan_units", "preflight",
+           "run_experiment", "run_unit", "shard_units", "skipped_records", "work_units", "write_unit"]

@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .attribution import AttributionConfig, record_items
+from .attribution_config import AttributionConfig
+from .attribution_records import record_items
 from .cache import ArtifactCache
 from .finite import naming, require_finite, require_finite_tensor
 from .mask_compute import language_neurons

@@ -40,7 +40,7 @@ CLAIM_EVIDENCE: dict[str, Evidence] = {
                               figures=("methods_bars",), tables=("main_comparison", "baselines_main")),
     "cross_lingual_mean": Evidence("05_baselines", "report.main_stats(", "baselines' ES/PS/NS, same vs cross "
                                    "language", figures=("methods_bars",), tables=("main_comparison", "baselines_main")),
-    "zh_ru": Evidence("04_memla", "language_matrix(", "MEMLA's edit × evaluation language matrix",
+    "zh_ru": Evidence("04_memla", "report.language_matrices(", "MEMLA's edit × evaluation language matrix",
                       figures=("memla_language_matrix",), tables=("memla_per_language",)),
     "lse_lie": Evidence("04_memla", "report.ablation_stats(", "MEMLA and its LSE-only / LIE-only ablations",
                         figures=("memla_ablations", "ablation_bars"), tables=("ablation", "memla_ablations")),

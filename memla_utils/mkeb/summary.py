@@ -13,6 +13,8 @@ from .record import Record
 if TYPE_CHECKING:  # pandas loads on first use: records, I/O, the builder and the editors import without it
     import pandas as pd
 
+    from .builder import BuildStats
+
 
 def counts_by_relation(records: Sequence[Record]) -> pd.DataFrame:
     """Records per relation (rows) and language (columns); a record counts in each language it has."""
@@ -76,6 +78,25 @@ def examples_table(records: Sequence[Record], languages: Sequence[str], *, per_l
                          "multi_hop_question": v.multi_hop_questions[0] if v.multi_hop_questions else None,
                          "multi_hop_new_answer": v.multi_hop_new_answer})
     return pd.DataFrame(rows)
+
+
+def build_stats_frame(stats: BuildStats) -> pd.DataFrame:
+    """One row per relation: facts read, records dropped by each check of the builder, records kept."""
+    import pandas as pd
+
+    return pd.DataFrame({"facts": stats.facts, "dropped: answer in prompt": stats.dropped_leak,
+                         "dropped: no target": stats.dropped_no_target,
+                         "dropped: no multi-hop": stats.dropped_no_multi_hop, "records": stats.records})
+
+
+def records_table(records: Sequence[Record], *, show_text: bool) -> pd.DataFrame:
+    """One row per record: its id and edit prompt in each language, or (``show_text=False``: runs on MzsRE /
+    Bi-ZsRE, whose executed notebooks are tracked while their records are never copied) only its languages."""
+    import pandas as pd
+
+    return pd.DataFrame([{"example_id": r.example_id,
+                          **({lang: r.for_language(lang).prompt for lang in r.languages} if show_text
+                             else {"languages": ",".join(r.languages)})} for r in records])
 
 
 def counts_figure(counts: pd.DataFrame, *, title: str = "MKEB records per relation and language"):

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..evaluate import PAPER_METRICS
+from ..languages import ordered
 from .names import MISSING, PERCENT_METRICS, SCORE_METRICS
 
 log = logging.getLogger(__name__)
@@ -116,3 +118,54 @@ def write_table(name: str, stats: pd.DataFrame, formatted: pd.DataFrame, out_dir
                         encoding="utf-8")
     log.info("wrote table %s (%d cells)", name, len(stats))
     return [csv_path, md_path, tex_path]
+
+
+def _metric_frame(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["kind"] == "metric") & df["value"].notna()]
+
+
+def summarize(df: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS) -> pd.DataFrame:
+    """Per (method, edit_lang): each metric monolingual (eval == edit) and cross-lingual (mean over the
+    other evaluation languages of the per-language means, as memla4mke averages ``edit_to_others``)."""
+    m = _metric_frame(df)
+    m = m[m["metric"].isin(metrics)]
+    per_lang = m.groupby(["method", "edit_lang", "eval_lang", "metric"], dropna=False)["value"].mean().reset_index()
+    per_lang["setting"] = (per_lang["eval_lang"] == per_lang["edit_lang"]).map({True: "mono", False: "cross"})
+    table = per_lang.groupby(["method", "edit_lang", "metric", "setting"])["value"].mean().unstack(["metric", "setting"])
+    cols = [(mt, s) for mt in metrics for s in ("mono", "cross") if (mt, s) in table.columns]
+    table = table.reindex(columns=pd.MultiIndex.from_tuples(cols, names=["metric", "setting"]))
+    return table
+
+
+def language_matrix(df: pd.DataFrame, method: str, metric: str) -> pd.DataFrame:
+    """Mean ``metric`` of ``method`` as an edit-language × evaluation-language table."""
+    m = _metric_frame(df)
+    m = m[(m["method"] == method) & (m["metric"] == metric)]
+    if m.empty:
+        raise ValueError(f"no {metric!r} values for method {method!r} in these results")
+    mat = m.pivot_table(index="edit_lang", columns="eval_lang", values="value", aggfunc="mean")
+    return mat.reindex(index=ordered(mat.index), columns=ordered(mat.columns))
+
+
+def edit_costs_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Median and mean of every per-edit measurement (seconds, evaluation seconds, steps, peak memory) per
+    method: the rows of kind ``"edit"``, one column pair per measurement (notebook 04)."""
+    edits = results[results["kind"] == "edit"]
+    return edits.pivot_table(index="method", columns="metric", values="value", aggfunc=["median", "mean"])
+
+
+def language_matrices(results: pd.DataFrame, method: str, metrics: Sequence[str] = ("ES", "PS", "NS")
+                      ) -> dict[str, pd.DataFrame]:
+    """:func:`language_matrix` of each metric ``method`` has values for (the others are left out)."""
+    have = set(_metric_frame(results[results["method"] == method])["metric"])
+    return {metric: language_matrix(results, method, metric) for metric in metrics if metric in have}
+
+
+def edit_seconds_note(results: pd.DataFrame, method: str, target_s: float) -> str | None:
+    """``"**memla: median 2.1 s per edit** (max 4.0 s; target ≤ 15 s on 2 CPU cores)"`` from the unit rows'
+    edit seconds, or ``None`` when ``method`` has no finished edit in ``results``."""
+    sec = results[(results["kind"] == "edit") & (results["metric"] == "seconds") & (results["method"] == method)]
+    if not len(sec):
+        return None
+    return (f"**{method}: median {sec['value'].median():.1f} s per edit** (max {sec['value'].max():.1f} s; "
+            f"target ≤ {target_s:g} s on 2 CPU cores)")

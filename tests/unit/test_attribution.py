@@ -230,7 +230,7 @@ def test_knowledge_neurons_union_over_prompts_and_cache(tmp_path):
 
 
 def test_cache_hit_computes_nothing(tmp_path, monkeypatch):
-    import memla_utils.attribution as attribution
+    import memla_utils.attribution_records as attribution_records  # where record_attributions looks it up
 
     lm = tiny_model("gpt2")
     cache = ArtifactCache(tmp_path)
@@ -239,7 +239,7 @@ def test_cache_hit_computes_nothing(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("recomputed although cached")
 
-    monkeypatch.setattr(attribution, "attribute_batch", boom)
+    monkeypatch.setattr(attribution_records, "attribute_batch", boom)
     knowledge_neurons(lm, make_record(), "zh", AttributionConfig(steps=3), cache)
 
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-import memla_utils.attribution as attribution
+import memla_utils.attribution_ig as attribution_ig
 from memla_utils.attribution import AttributionConfig, attribute_batch
 from memla_utils.attribution_stair import StaircaseUnsupported, _cut
 from memla_utils.testing import tiny_model
@@ -19,7 +19,7 @@ def _grouped(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise StaircaseUnsupported("forced by the test")
 
-    monkeypatch.setattr(attribution, "_forward_staircase", refuse)
+    monkeypatch.setattr(attribution_ig, "_forward_staircase", refuse)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])

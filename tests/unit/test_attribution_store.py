@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-import memla_utils.attribution as attribution
+import memla_utils.attribution_records as attribution_records  # where record_attributions finds attribute_batch
 from memla_utils.attribution import (
     COMPACT_FLOOR,
     AttributionConfig,
@@ -95,18 +95,18 @@ def test_a_part_on_a_fresh_machine_reads_the_durable_copy(tmp_path, monkeypatch)
     assert len(stored) == 3 and all(p.stat().st_size < 4000 for p in stored)
     dense_first = record_attributions(lm, record, ["en", "zh"], cfg, ArtifactCache(tmp_path / "a", durable=False))
 
-    real = attribution.attribute_batch
+    real = attribution_records.attribute_batch
 
     def boom(*args, **kwargs):
         raise AssertionError("recomputed although the durable cache holds it")
 
-    monkeypatch.setattr(attribution, "attribute_batch", boom)
+    monkeypatch.setattr(attribution_records, "attribute_batch", boom)
     monkeypatch.setenv(DURABLE_ENV, str(durable))  # how the batch driver hands it to the notebooks
     second = record_attributions(lm, record, ["en", "zh"], cfg, ArtifactCache(tmp_path / "b"))
     for lang in first:
         for x, y in zip(first[lang], second[lang]):
             assert torch.equal(x.scores, y.scores) and x.max_score == y.max_score
-    monkeypatch.setattr(attribution, "attribute_batch", real)
+    monkeypatch.setattr(attribution_records, "attribute_batch", real)
     again = record_attributions(lm, record, ["en"], cfg, ArtifactCache(tmp_path / "c"), dense=True)["en"]
     assert not again[0].compact_form and torch.equal(again[0].scores, dense_first["en"][0].scores)
 

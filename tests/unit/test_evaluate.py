@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 import memla_utils.evaluate as ev
+import memla_utils.evaluate_preedit as evaluate_preedit
 from memla_utils.cache import ArtifactCache
 from memla_utils.evaluate import (
     EvalConfig,
@@ -117,7 +118,7 @@ def test_preedit_cache_computes_once_and_persists(lm, tmp_path, monkeypatch):
         calls.append(list(a[2]))
         return real(*a, **k)
 
-    monkeypatch.setattr(ev, "evaluate_record", counting)
+    monkeypatch.setattr(evaluate_preedit, "evaluate_record", counting)  # what PreEditCache calls
     cache = PreEditCache(ArtifactCache(tmp_path))
     first = cache.get(lm, full_record(), "en")
     assert cache.get(lm, full_record(), "en") is first and calls == [["en"]]

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import memla_utils.evaluate as ev
+import memla_utils.evaluate_greedy as greedy
+import memla_utils.evaluate_preedit as evaluate_preedit
 import memla_utils.runner as runner
 from memla_utils.evaluate import EvalConfig, evaluate_language, evaluate_record
 from memla_utils.finite import NonFiniteError
@@ -15,7 +17,7 @@ from memla_utils.prefix_scoring import score_answers_shared
 from memla_utils.runner import RunnerConfig, run_experiment
 from memla_utils.scoring import score_answers
 from memla_utils.testing import TINY_ARCHITECTURES, tiny_config, tiny_model, tiny_tokenizer
-from memla_utils.text import join_prompt_answer
+from memla_utils.text import encode_prompt, join_prompt_answer, normalize_prompt
 
 LANGS = ("en", "zh", "ja", "th", "fr")
 
@@ -199,7 +201,7 @@ def test_record_evaluation_raises_on_nan_naming_the_record():
 
 
 def test_generation_batches_group_similar_prompt_lengths():
-    chunks = ev._generation_chunks([1, 3, 1, 0, 2, 1, 1], [5, 2, 3, 4, 1, 9, 5], batch_size=2)
+    chunks = greedy._generation_chunks([1, 3, 1, 0, 2, 1, 1], [5, 2, 3, 4, 1, 9, 5], batch_size=2)
     # sorted by (prompt length, index), any continuation lengths together; cut where a batch is full (0 after
     # [1, 2]) or padding would exceed PADDING_SLACK (1 after 4: 2 x 2 > 1.2 x 3); length 0 (3): nothing to run
     assert chunks == [[4], [1, 2], [0, 6], [5]]
@@ -214,7 +216,7 @@ def test_runner_evaluates_unedited_once_per_record_and_each_edit_in_one_call(tmp
         calls.append((record.example_id, tuple(languages), kw.get("references") is not None))
         return real(lm_, record, languages, **kw)
 
-    monkeypatch.setattr(ev, "evaluate_record", counting)  # the pre-edit cache's
+    monkeypatch.setattr(evaluate_preedit, "evaluate_record", counting)  # the pre-edit cache's
     monkeypatch.setattr(runner, "evaluate_record", counting)  # the edited model's
     rec = multi_record()
     run_experiment(lm, [rec], ["ft", "memla"], ["en", "zh"], list(LANGS), tmp_path / "run",
@@ -237,11 +239,11 @@ def test_a_finished_row_leaves_the_decoding_batch(arch):
                                               with_kwargs=True)
     try:
         prompts = ["The capital of France is", "Paris is the capital of"]
-        rows = [ev.encode_prompt(lm.tokenizer, ev.normalize_prompt(p)) for p in prompts]
-        got = ev._greedy_kv(lm, rows, [1, 4], eos - eos, lm.tokenizer.pad_token_id or 0)  # no EOS: full lengths
+        rows = [encode_prompt(lm.tokenizer, normalize_prompt(p)) for p in prompts]
+        got = greedy._greedy_kv(lm, rows, [1, 4], eos - eos, lm.tokenizer.pad_token_id or 0)  # no EOS: full lengths
     finally:
         hook.remove()
     assert [len(g) for g in got] == [1, 4]
     assert widths[0][0] == 2 and widths[1:] == [(1, 1)] * 3  # prefill of 2 rows, then 3 steps of the long row
-    alone = [ev._greedy_kv(lm, [r], [k], set(), lm.tokenizer.pad_token_id or 0)[0] for r, k in zip(rows, [1, 4])]
+    alone = [greedy._greedy_kv(lm, [r], [k], set(), lm.tokenizer.pad_token_id or 0)[0] for r, k in zip(rows, [1, 4])]
     assert got == alone

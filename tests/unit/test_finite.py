@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import memla_utils.general as general
+import memla_utils.general_edits as general_edits
 import memla_utils.runner as runner
 from memla_utils.evaluate import LanguageEvaluation, MetricValue, evaluate_language
 from memla_utils.finite import NonFiniteError
@@ -157,7 +158,7 @@ def test_general_ability_raises_naming_record_and_method(monkeypatch):
                     sc.text.nll = float("nan")
         return scores
 
-    monkeypatch.setattr(general, "score_probe", nan_after_edit)
+    monkeypatch.setattr(general_edits, "score_probe", nan_after_edit)  # what single_edit_general calls
     from memla_utils.editors import make_editor
 
     with pytest.raises(NonFiniteError, match=r"record 'r0', method 'ft'.*after editing"):

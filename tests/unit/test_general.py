@@ -314,6 +314,7 @@ def test_teacher_forced_scores_equal_the_full_logits_path_in_input_order(arch, m
     """The deferred head (only scored positions projected) and length-sorted batches give the values of scoring
     each row alone with the model's full logits, per row and in input order (issue 15)."""
     import memla_utils.general as general
+    import memla_utils.general_scoring as general_scoring
     from memla_utils.corpus import general_text
 
     lm = tiny_model(arch, seed=3)
@@ -321,7 +322,7 @@ def test_teacher_forced_scores_equal_the_full_logits_path_in_input_order(arch, m
     pairs = [("The capital of Spain is", "Madrid"), ("Paris is the", "capital of France"), ("The", "capital")]
     fast_text = general.score_text(lm, texts, batch_size=3)
     fast_pairs = general.score_sentences(lm, pairs, "en", prefix="New fact: Rome. ", batch_size=2)
-    monkeypatch.setattr(general, "can_defer", lambda model: False)
+    monkeypatch.setattr(general_scoring, "can_defer", lambda model: False)  # where _scored_positions reads it
     for fast, slow in ((fast_text, general.score_text(lm, texts, batch_size=1)),
                        (fast_pairs, general.score_sentences(lm, pairs, "en", prefix="New fact: Rome. ",
                                                             batch_size=1))):
@@ -336,7 +337,7 @@ def test_teacher_forced_scores_equal_the_full_logits_path_in_input_order(arch, m
 
 
 def test_length_batches_group_similar_lengths_and_cover_every_row_once():
-    from memla_utils.general import _length_batches
+    from memla_utils.general_scoring import _length_batches
 
     rows = [[0] * n for n in (5, 40, 7, 39, 6, 41, 8)]
     batches = _length_batches(rows, 3)

@@ -74,10 +74,10 @@ def test_small_blocks_are_padded_and_blocks_cover_every_row():
 
 def _no_deferral(monkeypatch):
     monkeypatch.setattr(hp, "DEFERRABLE", frozenset())
-    import memla_utils.evaluate as ev
+    import memla_utils.evaluate_greedy as greedy
     import memla_utils.prefix_scoring as ps
 
-    for mod in (ev, ps):
+    for mod in (greedy, ps):
         monkeypatch.setattr(mod, "can_defer", hp.can_defer)
 
 

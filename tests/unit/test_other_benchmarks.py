@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from memla_utils import batch, report
+from memla_utils.notebook_setup import RUN_PARAMETERS
 from memla_utils.config import (
     MZSRE_RUN_LANGUAGES,
     OTHER_BENCHMARK_METHODS,
@@ -183,8 +184,10 @@ def test_every_notebook_declares_and_passes_the_record_source():
         names = {t.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign) for t in node.targets}
         assert set(batch.SOURCE_PARAMETERS) <= names, path.name
         calls = [n for c in cells[1:] for n in ast.walk(ast.parse(c.source))
-                 if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "from_params"]
-        assert calls and {"dataset", "shared_data_dir"} <= {k.arg for k in calls[0].keywords}, path.name
+                 if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "start_notebook"]
+        # start_notebook(globals(), ...) reads every RunConfig field from the parameters cell
+        assert calls and getattr(calls[0].args[0].func, "id", None) == "globals", path.name
+    assert {"dataset", "shared_data_dir"} <= set(RUN_PARAMETERS)
 
 
 def test_notebooks_show_ids_not_text_of_records_that_may_not_be_copied():
@@ -192,7 +195,7 @@ def test_notebooks_show_ids_not_text_of_records_that_may_not_be_copied():
     every notebook cell that shows record text (prompts, answers) is gated on RunConfig.shows_record_text."""
     assert RunConfig().shows_record_text and not RunConfig.from_params(preset="mzsre").shows_record_text
     assert not RunConfig.from_params(preset="bizsre").shows_record_text
-    gated = {"01_build_mkeb": ".prompt for l in r.languages", "02_knowledge_neurons": "attribution_summary(attributions)",
+    gated = {"01_build_mkeb": "records_table(run_records", "02_knowledge_neurons": "attribution_summary(attributions)",
              "04_memla": "masks_summary(masks, records)", "05_baselines": ".prompt for l in cfg.edit_languages"}
     for path in batch.notebooks():
         if path.stem in gated:

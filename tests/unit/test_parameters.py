@@ -15,6 +15,7 @@ import pytest
 
 from memla_utils import batch
 from memla_utils.config import NOTEBOOK_PARAMETERS, ParameterError, RunConfig, coerce_parameter
+from memla_utils.notebook_setup import RUN_PARAMETERS, start_notebook
 
 NOTEBOOKS = batch.notebooks()
 
@@ -36,12 +37,21 @@ def code_cells(path: Path) -> list[str]:
     return [c.source for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
 
 
-def from_params_call(path: Path) -> ast.Call:
+def start_call(path: Path) -> ast.Call:
+    """The notebook's ``start_notebook(globals(), ...)`` call (its set-up: parameters cell -> RunConfig)."""
     for src in code_cells(path):
         for node in ast.walk(ast.parse(src)):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "from_params":
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "start_notebook":
+                first = node.args[0] if node.args else None
+                assert isinstance(first, ast.Call) and getattr(first.func, "id", None) == "globals", \
+                    f"{path.name}: start_notebook must read the parameters cell's own namespace (globals())"
                 return node
-    raise AssertionError(f"{path.name}: no RunConfig.from_params(...) call")
+    raise AssertionError(f"{path.name}: no start_notebook(globals(), ...) call")
+
+
+def routed_names(call: ast.Call) -> set[str]:
+    """The parameters a start_notebook call reads: RunConfig's fields and the names it lists."""
+    return set(RUN_PARAMETERS) | {a.value for a in call.args[1:] if isinstance(a, ast.Constant)}
 
 
 LIST_PARAMS = sorted({(p.name, name) for p in NOTEBOOKS for name in parameter_cell(p)
@@ -80,25 +90,22 @@ def test_list_parameter_accepts_scalar_comma_string_and_list(notebook, name):
 
 @pytest.mark.parametrize("notebook,name", LIST_PARAMS)
 def test_the_notebook_routes_the_parameter_through_the_coercion(notebook, name):
-    """The notebook's own setup code (its RunConfig.from_params call, executed with papermill's value for a single
-    item) gives the coerced list, and no other cell reads the raw parameter."""
+    """The notebook's own set-up call (its start_notebook(globals(), ...), executed on the parameters cell with
+    papermill's value for a single item) gives the coerced list, and no other cell reads the raw parameter."""
     path = next(p for p in NOTEBOOKS if p.name == notebook)
-    call = from_params_call(path)
-    assert any(k.arg == name and isinstance(k.value, ast.Name) and k.value.id == name for k in call.keywords), \
-        f"{notebook}: {name} is not passed to RunConfig.from_params"
-    namespace = {**parameter_cell(path), "RunConfig": RunConfig}
+    call = start_call(path)
+    assert name in routed_names(call), f"{notebook}: {name} is not read by start_notebook"
+    namespace = {**parameter_cell(path), "start_notebook": start_notebook}
     a, _ = SAMPLES[name]
     namespace[name] = batch_value = _papermill_value(str(a))
     if name == "languages":  # the edit languages must be among the evaluated ones
         namespace["edit_languages"] = _papermill_value(str(a))
-    cfg = eval(compile(ast.Expression(call), notebook, "eval"), namespace)  # noqa: S307 - the notebook's own call
+    # the notebook's own call; globals() inside eval is ``namespace``
+    cfg = eval(compile(ast.Expression(call), notebook, "eval"), namespace)  # noqa: S307
     got = getattr(cfg, name) if name in ("languages", "edit_languages", "methods") else cfg.extra[name]
     assert got == [a], (notebook, name, batch_value, got)
     for src in code_cells(path):
-        tree = ast.parse(src)
-        inside = {id(n) for c in ast.walk(tree) if c is not None and isinstance(c, ast.Call)
-                  and getattr(c.func, "attr", None) == "from_params" for n in ast.walk(c)}
-        raw = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == name and id(n) not in inside]
+        raw = [n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Name) and n.id == name]
         assert not raw, f"{notebook}: a cell reads the raw parameter {name!r} instead of the coerced value"
 
 

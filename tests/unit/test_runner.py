@@ -13,15 +13,14 @@ import memla_utils.runner as runner
 from memla_utils.runner import (
     COLUMNS,
     finished_units,
-    language_matrix,
     load_results,
     merge_results,
     parse_shard,
     run_experiment,
     shard_units,
-    summarize,
     work_units,
 )
+from memla_utils.report import language_matrix, summarize
 from memla_utils.testing import tiny_model
 
 HELPERS = '''
