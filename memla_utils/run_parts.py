@@ -109,11 +109,26 @@ def end_part(run_dir: str | Path, part: Part, units_after: int, outcome: str) ->
     return part
 
 
+def superseded_parts(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The parts of earlier starts of this run (``<run_dir>/superseded-<UTC time>/parts.json``, moved aside by
+    ``--restart-run``, oldest first), each with the folder it lies in. Their results do not count; their
+    attributions do where the run keeps a content-addressed cache (the durable ``<run_dir>/cache``)."""
+    out = []
+    for folder in sorted(Path(run_dir).glob("superseded-*")):
+        for p in read_parts(folder):
+            out.append({"superseded": folder.name, **asdict(p)})
+    return out
+
+
 def summary(run_dir: str | Path) -> dict[str, Any]:
-    """Parts, distinct commits and total hours (for the run manifest)."""
+    """Parts, distinct commits and total hours (for the run manifest); ``superseded``: the parts of the run's
+    earlier starts (:func:`superseded_parts`) and their hours, counted apart."""
     parts = read_parts(run_dir)
+    earlier = superseded_parts(run_dir)
     return {"parts": len(parts), "hours": round(sum(p.hours or 0.0 for p in parts), 3),
-            "commits": sorted({p.commit for p in parts if p.commit}), "list": [asdict(p) for p in parts]}
+            "commits": sorted({p.commit for p in parts if p.commit}), "list": [asdict(p) for p in parts],
+            "superseded": {"parts": len(earlier), "hours": round(sum(p["hours"] or 0.0 for p in earlier), 3),
+                           "list": earlier}}
 
 
 def deadline_from_env() -> float | None:
@@ -144,4 +159,4 @@ def check_deadline(where: str, deadline: float | None = None) -> None:
 
 
 __all__ = ["DEADLINE_ENV", "DeadlineReached", "PARTS_FILE", "Part", "begin_part", "check_deadline",
-           "deadline_from_env", "end_part", "read_parts", "summary"]
+           "deadline_from_env", "end_part", "read_parts", "summary", "superseded_parts"]

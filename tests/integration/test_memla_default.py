@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 
+from memla_utils.attribution import AttributionConfig
 from memla_utils.cache import ArtifactCache
 from memla_utils.editors import make_editor
 from memla_utils.evaluate import PreEditCache, evaluate_language
@@ -24,7 +25,12 @@ def setup(tmp_path_factory):
     record = load_records("data/mkeb/mkeb.jsonl", languages=["en", "zh", "fr"], n=1)[0]
     # a private cache: scores written here by another batch composition (and one thread) must not be what the
     # notebooks later read from the project cache (the drift check compares their tables with the commit)
-    masks = compute_record_masks(lm, record, "en", MaskConfig(), ArtifactCache(tmp_path_factory.mktemp("cache")))
+    # 10 integration steps instead of memla4mke's 20: half the attribution time (about 75 s on 2 cores, the
+    # slowest set-up of the suite); the test is about MEMLA editing with attributed masks, not about their values
+    attribution = AttributionConfig(steps=10)
+    masks = compute_record_masks(lm, record, "en", MaskConfig(attribution=attribution),
+                                 ArtifactCache(tmp_path_factory.mktemp("cache")))
+    assert masks.specific.layers, "the attribution found no language-specific neuron: nothing to edit"
     return lm, record, masks
 
 

@@ -22,6 +22,24 @@ def test_parts_are_recorded_closed_and_summed(tmp_path):
     assert parts[1].part == p2.part and parts[1].outcome == "interrupted" and len(parts) == 3
     s = run_parts.summary(tmp_path)
     assert s["parts"] == 3 and s["hours"] >= 0 and len(s["list"]) == 3
+    assert s["superseded"] == {"parts": 0, "hours": 0.0, "list": []}
+
+
+def test_summary_counts_the_parts_of_earlier_starts_apart(tmp_path):
+    for stamp, hours in (("20261201T080348Z", 0.5), ("20261201T102613Z", 1.25)):
+        folder = tmp_path / f"superseded-{stamp}"
+        part = run_parts.begin_part(folder, units_before=0)
+        run_parts.end_part(folder, part, units_after=0, outcome="deadline")
+        parts = run_parts.read_parts(folder)
+        parts[0].hours = hours
+        run_parts._write(folder, parts)
+    now = run_parts.begin_part(tmp_path, units_before=0)
+    run_parts.end_part(tmp_path, now, units_after=4, outcome="complete")
+    s = run_parts.summary(tmp_path)
+    assert s["parts"] == 1 and s["list"][0]["units_after"] == 4
+    assert s["superseded"]["parts"] == 2 and s["superseded"]["hours"] == 1.75
+    assert [p["superseded"] for p in s["superseded"]["list"]] == ["superseded-20261201T080348Z",
+                                                                   "superseded-20261201T102613Z"]
 
 
 def test_unreadable_parts_file_names_it(tmp_path):
