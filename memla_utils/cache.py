@@ -36,9 +36,10 @@ def default_cache_root() -> Path:
 #: Environment variable naming the durable cache of a multi-session run (``batch`` sets it; unset: none).
 DURABLE_ENV = "MEMLA_RUN_CACHE"
 #: JSON kinds mirrored into the durable cache: the unedited evaluation of a record per language (``preedit``,
-#: the NS reference, ~30 min for the medium run) and the knowledge probe (``known``); both a few kB per entry.
+#: the NS reference, ~30 min for the medium run), the knowledge probe (``known``) and the suppression check's
+#: effects per record and language (``sanity``, ~25 min for the medium run); each a few kB per entry or less.
 #: Covariances (16 MB per layer) and MEND's trained editor stay local: a part recomputes them in minutes.
-DURABLE_JSON_KINDS: tuple[str, ...] = ("preedit", "known")
+DURABLE_JSON_KINDS: tuple[str, ...] = ("preedit", "known", "sanity")
 
 
 def default_durable_root() -> Path | None:

@@ -20,16 +20,19 @@ from tqdm.auto import tqdm
 
 from .attribution_config import AttributionConfig
 from .attribution_records import record_items
-from .cache import ArtifactCache
+from .cache import ArtifactCache, cache_key
 from .finite import naming, require_finite, require_finite_tensor
 from .mask_compute import language_neurons
 from .neuron_masks import NeuronMasks, random_masks_like
 from .mkeb.record import Record
 from .models import LoadedModel
 from .scoring import answer_logprob
-from .text import build_batch
+from .text import JOIN_VERSION, build_batch
 
 log = logging.getLogger(__name__)
+
+#: Part of every cached sanity-check entry's key: bump it in the change that alters any effect's value.
+SANITY_VERSION = 1
 
 
 @torch.no_grad()
@@ -90,32 +93,64 @@ class SanityConfig:
     relative: bool = True
 
 
+def _effects_key(lm: LoadedModel, record: Record, language: str, config: AttributionConfig, sanity: SanityConfig,
+                 seeds: Sequence[int]) -> str:
+    """Content address of one (record, language)'s effects: everything that decides them (the knowledge neurons'
+    attribution and threshold, the prompts, the factors, the random sets' seeds, the tokenisation)."""
+    return cache_key("sanity", model=lm.fingerprint, record=record.content_hash(), language=language,
+                     scores=config.score_params(), threshold=config.threshold,
+                     use_paraphrases=config.use_paraphrases, answer=config.answer, factors=list(sanity.factors),
+                     relative=sanity.relative, seeds=list(seeds), join=JOIN_VERSION, version=SANITY_VERSION)
+
+
+def _language_effects(lm: LoadedModel, record: Record, language: str, kn: NeuronMasks, config: AttributionConfig,
+                      sanity: SanityConfig, seeds: Sequence[int]) -> list[dict]:
+    """The rows of one (record, language): per factor, the knowledge neurons' effect and the mean effect of
+    ``len(seeds)`` random sets of equal counts in the same layers."""
+    before = unscaled_logprobs(lm, record, language, config)  # shared by every factor and neuron set
+    rows = []
+    for factor in sanity.factors:
+        with naming("knowledge neurons"):
+            eff = suppression_effect(lm, record, language, kn, factor, config=config, relative=sanity.relative,
+                                     before=before)
+        rows.append({"example_id": record.example_id, "language": language, "factor": factor,
+                     "neurons": "knowledge", "n_neurons": kn.total, "effect": eff})
+        with naming("random neurons"):
+            rand = [suppression_effect(lm, record, language, random_masks_like(kn, seed), factor, config=config,
+                                       relative=sanity.relative, before=before) for seed in seeds]
+        rows.append({"example_id": record.example_id, "language": language, "factor": factor, "neurons": "random",
+                     "n_neurons": kn.total, "effect": sum(rand) / len(rand)})
+    return rows
+
+
 def sanity_effects(lm: LoadedModel, records: Sequence[Record], languages: Sequence[str],
                    config: AttributionConfig | None = None, cache: ArtifactCache | None = None,
                    sanity: SanityConfig | None = None) -> pd.DataFrame:
-    """Tidy per-fact effects: ``example_id, language, factor, neurons (knowledge|random), n_neurons, effect``."""
+    """Tidy per-fact effects: ``example_id, language, factor, neurons (knowledge|random), n_neurons, effect``.
+
+    Each (record, language)'s rows are cached as JSON under :func:`_effects_key` (``cache=None``: the project
+    cache), mirrored into a multi-session run's durable cache (:data:`memla_utils.cache.DURABLE_JSON_KINDS`), so
+    a later part of the run reads them instead of recomputing; read or computed, the rows are the same values.
+    The random sets of record ``i`` (in ``records``' order) and its ``j``-th language are drawn with seeds
+    ``sanity.seed + 1000 i + 10 j + d``, ``d < sanity.random_draws`` (as before caching).
+    """
     config = config or AttributionConfig()
     sanity = sanity or SanityConfig()
+    cache = cache if cache is not None else ArtifactCache()
     rows = []
     for i, rec in enumerate(tqdm(records, desc="sanity check", unit="record")):
         langs = [l for l in languages if l in rec.edit]
-        sets = language_neurons(lm, rec, langs, config, cache)
-        for j, lang in enumerate(langs):
-            kn = sets[lang]
-            before = unscaled_logprobs(lm, rec, lang, config)  # shared by every factor and neuron set
-            for factor in sanity.factors:
-                with naming("knowledge neurons"):
-                    eff = suppression_effect(lm, rec, lang, kn, factor, config=config, relative=sanity.relative,
-                                             before=before)
-                rows.append({"example_id": rec.example_id, "language": lang, "factor": factor,
-                             "neurons": "knowledge", "n_neurons": kn.total, "effect": eff})
-                with naming("random neurons"):
-                    rand = [suppression_effect(lm, rec, lang,
-                                               random_masks_like(kn, sanity.seed + 1000 * i + 10 * j + d),
-                                               factor, config=config, relative=sanity.relative, before=before)
-                            for d in range(sanity.random_draws)]
-                rows.append({"example_id": rec.example_id, "language": lang, "factor": factor, "neurons": "random",
-                             "n_neurons": kn.total, "effect": sum(rand) / len(rand)})
+        seeds = {lang: [sanity.seed + 1000 * i + 10 * j + d for d in range(sanity.random_draws)]
+                 for j, lang in enumerate(langs)}
+        keys = {lang: _effects_key(lm, rec, lang, config, sanity, seeds[lang]) for lang in langs}
+        stored = {lang: cache.get_json(keys[lang]) for lang in langs}
+        todo = [lang for lang in langs if stored[lang] is None]
+        sets = language_neurons(lm, rec, todo, config, cache) if todo else {}
+        for lang in langs:
+            if stored[lang] is None:
+                stored[lang] = _language_effects(lm, rec, lang, sets[lang], config, sanity, seeds[lang])
+                cache.put_json(keys[lang], stored[lang])
+            rows.extend(stored[lang])
     return pd.DataFrame(rows, columns=["example_id", "language", "factor", "neurons", "n_neurons", "effect"])
 
 
@@ -147,4 +182,4 @@ def neuron_sanity_check(lm: LoadedModel, records: Sequence[Record], languages: S
     return summarize_sanity(effects, n_boot=n_boot, seed=sanity.seed)
 
 
-__all__ = ["SanityConfig", "neuron_sanity_check", "sanity_effects", "summarize_sanity", "suppression_effect"]
+__all__ = ["SANITY_VERSION", "SanityConfig", "neuron_sanity_check", "sanity_effects", "summarize_sanity", "suppression_effect"]

@@ -187,6 +187,29 @@ def test_suppression_effect_and_sanity_table(tmp_path):
     assert ((ok["ci_low"] <= ok["mean"] + 1e-12) & (ok["mean"] <= ok["ci_high"] + 1e-12)).all()
 
 
+def test_sanity_effects_are_cached_per_record_and_language_and_mirrored_durably(tmp_path, monkeypatch):
+    """A later part of a multi-session run reads a (record, language)'s effects instead of recomputing them: the
+    same rows, from the local cache or (on a fresh machine) from the durable one; other settings are other keys."""
+    import memla_utils.suppression as sup
+
+    lm = tiny_model("llama")
+    cfg = AttributionConfig(steps=3)
+    records = [make_record(("en", "zh")), make_record(("en", "zh"))]
+    records[1] = type(records[1])(**{**records[1].__dict__, "example_id": "jp2"})
+    first_cache = ArtifactCache(tmp_path / "local", durable=tmp_path / "durable")
+    first = sup.sanity_effects(lm, records, ["en", "zh"], cfg, first_cache, sup.SanityConfig())
+    assert len(list((tmp_path / "durable" / "sanity").glob("*.json"))) == 2 * 2  # records x languages
+    calls = []
+    real = sup._language_effects
+    monkeypatch.setattr(sup, "_language_effects", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    fresh = ArtifactCache(tmp_path / "other-machine", durable=tmp_path / "durable")  # empty local cache
+    again = sup.sanity_effects(lm, records, ["en", "zh"], cfg, fresh, sup.SanityConfig())
+    assert calls == [] and again.equals(first)
+    # another seed draws other random sets: computed, not read
+    sup.sanity_effects(lm, records[:1], ["en"], cfg, fresh, sup.SanityConfig(seed=5))
+    assert calls == ["en"]
+
+
 def test_run_masks_reuses_saved_masks_only_when_made_the_same_way(tmp_path, monkeypatch):
     import memla_utils.mask_files as masks_mod  # where run_masks looks compute_record_masks up
 
