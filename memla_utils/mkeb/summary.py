@@ -5,15 +5,13 @@ Used by notebook 01, the card written next to the built benchmark, and the impor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..languages import ordered
 from .record import Record
 
 if TYPE_CHECKING:  # pandas loads on first use: records, I/O, the builder and the editors import without it
     import pandas as pd
-
-    from .builder import BuildStats
 
 
 def counts_by_relation(records: Sequence[Record]) -> pd.DataFrame:
@@ -80,8 +78,9 @@ def examples_table(records: Sequence[Record], languages: Sequence[str], *, per_l
     return pd.DataFrame(rows)
 
 
-def build_stats_frame(stats: BuildStats) -> pd.DataFrame:
-    """One row per relation: facts read, records dropped by each check of the builder, records kept."""
+def build_stats_frame(stats: Any) -> pd.DataFrame:
+    """``stats``: a :class:`memla_utils.mkeb.builder.BuildStats` (not imported: the builder imports this module
+    through the card). One row per relation: facts read, records dropped by each check of the builder, records kept."""
     import pandas as pd
 
     return pd.DataFrame({"facts": stats.facts, "dropped: answer in prompt": stats.dropped_leak,
