@@ -12,13 +12,15 @@ notebook and the cell's error. ``--matrix``/``--models`` run the whole chain onc
 own ``<run_dir>/<slug>`` with its figures under ``<run_dir>/<slug>/figures``. Only the default configuration
 (``run_dir=runs/small``) writes the committed ``figures/``; any other run dir gets ``<run_dir>/figures`` unless
 ``-p figures_dir=...`` says otherwise.
+
+Parsing the command line's parameters and planning the chains is :mod:`memla_utils.batch_plan` (re-exported
+here); this module runs them: the run's identity check, one part of a multi-session run (deadline, durable
+cache, ``parts.json``), papermill, and the command line itself.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -26,181 +28,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .batch_plan import (
+    NOTEBOOKS_DIR,
+    SHARED_PARAMETERS,
+    SOURCE_PARAMETERS,
+    BatchError,
+    BatchPlan,
+    _as_param,
+    notebooks,
+    parse_assignments,
+    parse_matrix,
+    parse_value,
+    plan_runs,
+    preset_parameters,
+    slug,
+)
 from .cache import DURABLE_ENV, PROJECT_ROOT
-from .config import NOTEBOOK_PARAMETERS, PRESETS, ParameterError, RunConfig, coerce_parameter
+from .config import NOTEBOOK_PARAMETERS, PRESETS, RunConfig
 from .manifest import build_manifest, skipped_in
 
 log = logging.getLogger("memla_utils.batch")
 
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 KERNEL = "memla"
-#: The shared parameter names every notebook's parameters cell holds (RunConfig fields that are notebook params).
-SHARED_PARAMETERS: tuple[str, ...] = ("model", "device", "dtype", "seed", "languages", "edit_languages",
-                                      "n_records", "methods", "run_dir", "figures_dir", "mkeb_path", "record_selection")
-#: RunConfig fields every notebook's parameters cell also holds (where the records come from: MKEB, MzsRE or
-#: Bi-ZsRE), but which the batch passes only when a preset or ``-p`` sets them: a run that does not set them (small,
-#: medium, full) keeps exactly the parameters, and so the run identity, it had before they existed.
-SOURCE_PARAMETERS: tuple[str, ...] = ("dataset", "shared_data_dir")
-
-
-class BatchError(RuntimeError):
-    """A notebook of the chain failed, or the command line was wrong; the message says which and why."""
-
-
-def parse_value(name: str, raw: str) -> Any:
-    """``-p name=value`` values: a declared notebook parameter (:data:`memla_utils.config.NOTEBOOK_PARAMETERS`)
-    gets its declared type (:func:`memla_utils.config.coerce_parameter`; a list-valued one, given as one value or
-    a comma list, is passed on as a comma string, as the parameters cells write it); an undeclared one is read
-    as a JSON-like literal, else a string."""
-    raw = raw.strip()
-    if name in NOTEBOOK_PARAMETERS:
-        try:
-            return _as_param(coerce_parameter(name, raw))
-        except ParameterError as err:
-            raise BatchError(str(err)) from None
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    if re.fullmatch(r"-?\d+", raw):
-        return int(raw)
-    if re.fullmatch(r"-?\d+\.\d*(e-?\d+)?", low):
-        return float(raw)
-    return raw
-
-
-def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
-    """``["n_records=5", "languages=en,zh"]`` -> ``{"n_records": 5, "languages": "en,zh"}``."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise BatchError(f"-p expects name=value, got {item!r}")
-        name, value = item.split("=", 1)
-        name = name.strip()
-        if not name.isidentifier():
-            raise BatchError(f"-p: {name!r} is not a parameter name")
-        out[name] = parse_value(name, value)
-    return out
-
-
-def parse_matrix(items: Sequence[str]) -> dict[str, list[str]]:
-    """``["languages=en,zh,fr;en,de"]`` -> ``{"languages": ["en,zh,fr", "en,de"]}`` (``;`` separates values)."""
-    out: dict[str, list[str]] = {}
-    for item in items:
-        if "=" not in item:
-            raise BatchError(f"--matrix expects name=value1;value2, got {item!r}")
-        name, values = item.split("=", 1)
-        vals = [v.strip() for v in values.split(";") if v.strip()]
-        if not vals:
-            raise BatchError(f"--matrix {name}: no values")
-        out[name.strip()] = vals
-    return out
-
-
-def _as_param(value: Any) -> Any:
-    """Notebook parameters are scalars: lists become comma-separated strings (as in the parameters cell)."""
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def preset_parameters(preset: str | None) -> dict[str, Any]:
-    if preset is None:
-        return {}
-    if preset not in PRESETS:
-        raise BatchError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-    return {k: _as_param(v) for k, v in PRESETS[preset].items()}
-
-
-def slug(combo: dict[str, Any]) -> str:
-    """A folder name for one matrix combination, e.g. ``languages-en_zh__model-default``."""
-    parts = []
-    for k, v in sorted(combo.items()):
-        text = re.sub(r"[^A-Za-z0-9.]+", "_", str(v)).strip("_")
-        parts.append(f"{k}-{text}")
-    return "__".join(parts) or "default"
-
-
-@dataclass
-class BatchPlan:
-    """One chain to run: its parameters (run_dir and figures_dir resolved)."""
-
-    parameters: dict[str, Any]
-    label: str = "default"
-
-    @property
-    def run_dir(self) -> Path:
-        p = Path(self.parameters["run_dir"])
-        return p if p.is_absolute() else PROJECT_ROOT / p
-
-
-def plan_runs(preset: str | None = None, params: dict[str, Any] | None = None,
-              matrix: dict[str, list[str]] | None = None, models: Sequence[str] = ()) -> list[BatchPlan]:
-    """Every chain the command asks for: one, or one per combination of the matrix values and models."""
-    base = {**preset_parameters(preset), **(params or {})}
-    grid = dict(matrix or {})
-    if models:
-        grid["model"] = list(models)
-    # validate early: the config must accept the base parameters (unknown language, method, ...)
-    defaults = {f: _as_param(getattr(RunConfig(), f)) for f in SHARED_PARAMETERS}
-    defaults["run_dir"] = "runs/small"
-    defaults["figures_dir"] = "figures"
-    defaults["mkeb_path"] = "data/mkeb/mkeb.jsonl"
-    full = {**defaults, **base}
-    if "figures_dir" not in base and str(full["run_dir"]) != defaults["run_dir"]:
-        # only the default configuration writes the committed figures/; any other run keeps its own
-        full["figures_dir"] = str(Path(full["run_dir"]) / "figures")
-    if not grid:
-        _validate(full)
-        return [BatchPlan(full)]
-    keys = list(grid)
-    plans = []
-    root = full["run_dir"]
-    for values in itertools.product(*(grid[k] for k in keys)):
-        combo = dict(zip(keys, values))
-        p = {**full, **{k: parse_value(k, v) for k, v in combo.items()}}
-        if "languages" in combo and "edit_languages" not in base and "edit_languages" not in combo:
-            p["edit_languages"] = _edit_languages_within(str(p["edit_languages"]), str(p["languages"]))
-        label = slug(combo)
-        p["run_dir"] = str(Path(root) / label)
-        if "figures_dir" not in base:
-            p["figures_dir"] = str(Path(root) / label / "figures")
-        _validate(p)
-        plans.append(BatchPlan(p, label))
-    return plans
-
-
-def _edit_languages_within(edit_languages: str, languages: str) -> str:
-    """Default edit languages restricted to a matrix language set (its first language if none is in it)."""
-    langs = [l.strip() for l in languages.split(",") if l.strip()]
-    if languages.strip() == "all":
-        return edit_languages
-    kept = [l for l in edit_languages.split(",") if l.strip() in langs]
-    if not kept:
-        kept = langs[:1]
-    log.info("edit_languages %s -> %s for languages %s", edit_languages, ",".join(kept), languages)
-    return ",".join(kept)
-
-
-def _validate(params: dict[str, Any]) -> None:
-    declared = {k: v for k, v in params.items() if k in NOTEBOOK_PARAMETERS}
-    try:
-        RunConfig.from_params(**declared)
-    except (ValueError, TypeError) as err:
-        raise BatchError(f"invalid parameters: {err}") from err
-
-
-def notebooks(directory: Path = NOTEBOOKS_DIR, only: Sequence[str] = ()) -> list[Path]:
-    """``NN_*.ipynb`` in order; ``only`` keeps those whose number or name matches (e.g. ``06``, ``07``)."""
-    found = sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        found = [p for p in found if any(p.name.startswith(o) or p.stem == o for o in only)]
-    if not found:
-        raise BatchError(f"no notebooks NN_*.ipynb in {directory}" + (f" matching {list(only)}" if only else ""))
-    return found
 
 
 @dataclass
@@ -445,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batch: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+__all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOTEBOOKS_DIR", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
+           "BatchPlan", "ChainResult", "build_parser", "check_identity", "executor_environment", "main", "notebooks",
+           "parse_assignments", "parse_matrix", "parse_value", "plan_runs", "preset_parameters", "records_source",
+           "run_chain", "slug"]
 
 
 if __name__ == "__main__":  # pragma: no cover

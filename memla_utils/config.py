@@ -4,6 +4,10 @@ Every notebook's ``parameters`` cell holds the same names; :func:`RunConfig.from
 dataclass (validating languages, methods, device) so a parameter passed once to the batch driver flows to all
 notebooks. ``PRESETS`` holds the named configurations: ``small`` (the CPU default, minutes) and ``full`` (the
 paper's scale, for a GPU).
+
+The parameters' declared types and their conversion live in :mod:`memla_utils.notebook_parameters`, the presets
+and the method / record-source catalogues in :mod:`memla_utils.presets`; both are re-exported here, so
+``memla_utils.config`` stays the one place to import them from.
 """
 from __future__ import annotations
 
@@ -16,149 +20,21 @@ from typing import Any
 
 from .cache import PROJECT_ROOT
 from .languages import MKEB_LANGUAGES, PAPER_INDEPENDENT_LANGUAGES, validate_languages
-
-#: Every method the companion can run, in table order (MEMLA first, then its ablations, then baselines).
-ALL_METHODS: tuple[str, ...] = ("memla", "memla-lse", "memla-lie", "memla-unmasked", "memla-random",
-                                "memla-zero-hidden",
-                                "ft", "ft-l", "lora", "rome", "memit", "pmet", "mend", "ike")
-
-
-#: Where a run's records come from (``RunConfig.dataset``) -> the name of its entry in
-#: :data:`memla_utils.mkeb.importers.DATASETS` (which knows the path under ``shared_data_dir`` and the importer),
-#: or ``None`` for the companion's own MKEB file (``RunConfig.mkeb_path``).
-RECORD_SOURCES: dict[str, str | None] = {"mkeb": None, "mzsre": "MzsRE", "bizsre": "Bi-ZsRE"}
-
-#: MzsRE's twelve languages (ISO codes; its files say cz for cs and du for nl), MKEB's order first: the ``mzsre``
-#: preset evaluates all of them. Every one passes ``languages.validate_languages`` (KNOWN_LANGUAGES); cs, nl, tr
-#: and vi have no dataset-build prose (``corpus.ISO639_3`` covers the 12 MKEB languages only), so the parts that
-#: need prose -- ROME/MEMIT/PMET key statistics (notebook 05) and general-ability perplexity (notebook 06) -- use
-#: :meth:`RunConfig.prose_languages`, and notebook 00's knowledge probe (MKEB languages) does not cover them.
-MZSRE_RUN_LANGUAGES: tuple[str, ...] = ("en", "zh", "fr", "de", "es", "pt", "ru", "th", "cs", "nl", "tr", "vi")
+from .notebook_parameters import (
+    LIST_PARAMETERS,
+    NOTEBOOK_PARAMETERS,
+    Param,
+    ParameterError,
+    coerce_parameter,
+    coerce_parameters,
+)
+from .presets import ALL_METHODS, MZSRE_RUN_LANGUAGES, OTHER_BENCHMARK_METHODS, PRESETS, RECORD_SOURCES
 
 
 def _split(value: str | list[str] | tuple[str, ...]) -> list[str]:
     if isinstance(value, str):
         return [s.strip() for s in value.split(",") if s.strip()]
     return list(value)
-
-
-# ------------------------------------------------------------------------------------------- notebook parameters
-class ParameterError(ValueError):
-    """A notebook / batch parameter whose value does not fit its declared type; the message names it."""
-
-
-@dataclass(frozen=True)
-class Param:
-    """The declared type of one notebook parameter.
-
-    ``kind`` is the type of the value (or of each item when ``is_list``); ``keywords`` are special strings kept
-    as they are (``"all"``, ``"auto"``, ``"full"``).
-    """
-
-    kind: type
-    is_list: bool = False
-    keywords: tuple[str, ...] = ()
-
-
-#: Every parameter of every notebook's ``parameters`` cell, with its declared type (a test parses the notebooks
-#: and fails on a parameter missing here). List-valued parameters accept a list, a comma-separated string or a
-#: single scalar (``papermill -p sweep_steps 10`` passes the int 10).
-NOTEBOOK_PARAMETERS: dict[str, Param] = {
-    # shared by every notebook (RunConfig fields)
-    "model": Param(str), "device": Param(str), "dtype": Param(str), "seed": Param(int),
-    "languages": Param(str, True, ("all",)), "edit_languages": Param(str, True, ("all",)),
-    "n_records": Param(int), "methods": Param(str, True, ("all",)),
-    "run_dir": Param(str), "figures_dir": Param(str), "mkeb_path": Param(str), "record_selection": Param(str),
-    "dataset": Param(str), "shared_data_dir": Param(str),
-    # 00
-    "probe_languages": Param(str, True, ("all",)),
-    # 01
-    "known_only_demo": Param(bool), "rebuild": Param(bool),
-    # 02, 03: the languages their per-language analyses attribute (RunConfig.attribution_languages)
-    "attribution_languages": Param(str, True, ("run", "masks")),
-    # 02, 03, 04, 06: attribution and masks
-    "attribution_prompts": Param(str), "attribution_method": Param(str), "max_records": Param(int),
-    "steps": Param(int), "baseline": Param(str),
-    "threshold": Param(float), "n_boot": Param(int), "torch_threads": Param(int),
-    "independent_languages": Param(str, True, ("all",)),
-    "sweep_thresholds": Param(float, True), "sweep_steps": Param(int, True), "method_overlap_records": Param(int),
-    # 04, 05
-    "parallel_edits": Param(int), "threads": Param(int), "budget": Param(str), "n_train_records": Param(int),
-    # 06
-    "general_methods": Param(str, True, ("auto", "all")), "general_records": Param(int, False, ("auto",)),
-    "sequential_steps": Param(int, True, ("auto", "full")), "probe_records": Param(int),
-}
-
-#: names of the list-valued notebook parameters
-LIST_PARAMETERS: tuple[str, ...] = tuple(k for k, p in NOTEBOOK_PARAMETERS.items() if p.is_list)
-
-
-def _item(name: str, spec: Param, value: Any) -> Any:
-    """One scalar converted to ``spec.kind`` (strings parsed), or ``ParameterError`` naming the parameter."""
-    kind = spec.kind
-    what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
-    text = value.strip() if isinstance(value, str) else value
-    try:
-        if kind is bool:
-            if isinstance(text, bool):
-                return text
-            if isinstance(text, str) and text.lower() in ("true", "false"):
-                return text.lower() == "true"
-            raise ValueError
-        if kind is int:
-            if isinstance(text, bool):
-                raise ValueError
-            if isinstance(text, float):
-                if not text.is_integer():
-                    raise ValueError
-                return int(text)
-            return int(text)
-        if kind is float:
-            if isinstance(text, bool):
-                raise ValueError
-            out = float(text)
-            if out != out or out in (float("inf"), float("-inf")):
-                raise ValueError
-            return out
-        if isinstance(text, (list, tuple, dict, set)):
-            raise ValueError
-        return str(text)
-    except (TypeError, ValueError):
-        raise ParameterError(f"parameter {name} must be {what}" + (" (or a list of them)" if spec.is_list else "")
-                             + (f" or one of {', '.join(spec.keywords)}" if spec.keywords else "")
-                             + f", got {value!r}") from None
-
-
-def coerce_parameter(name: str, value: Any) -> Any:
-    """``value`` converted to ``name``'s declared type (:data:`NOTEBOOK_PARAMETERS`); undeclared names and ``None``
-    pass through unchanged.
-
-    List-valued parameters become a list of the item type whether given as a list/tuple, a comma-separated
-    string (``"5,10,20"``) or a single scalar (``10`` or ``"10"``); a keyword (``"all"``, ``"auto"``) stays a
-    string. Scalars are converted (``"5"`` -> 5 for an int). Anything else raises :class:`ParameterError`
-    naming the parameter.
-    """
-    spec = NOTEBOOK_PARAMETERS.get(name)
-    if spec is None or value is None:
-        return value
-    if isinstance(value, Path):
-        value = str(value)
-    if isinstance(value, str) and value.strip() in spec.keywords:
-        return value.strip()
-    if not spec.is_list:
-        return _item(name, spec, value)
-    if isinstance(value, str):
-        items: list[Any] = [v for v in value.split(",") if v.strip()]
-    elif isinstance(value, (list, tuple)):
-        items = list(value)
-    else:
-        items = [value]
-    return [_item(name, spec, v) for v in items]
-
-
-def coerce_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    """:func:`coerce_parameter` applied to every entry of ``params``."""
-    return {k: coerce_parameter(k, v) for k, v in params.items()}
 
 
 @dataclass
@@ -370,42 +246,5 @@ class RunConfig:
         return d
 
 
-#: The methods of the mzsre / bizsre presets: MEMLA, LSE only, LIE only and three baselines -- provisionally ft,
-#: rome, memit; issue 16 asks for the three strongest baselines of the medium run, which has not finished.
-OTHER_BENCHMARK_METHODS: tuple[str, ...] = ("memla", "memla-lse", "memla-lie", "ft", "rome", "memit")
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "small": {},
-    # issue 16: >= 100 records stratified over the builder's 5 relations, edit languages en and zh, evaluated in all
-    # 12; MEMLA, LSE, LIE and the paper's baselines (FT-L, LoRA, unmasked/random masks stay in the small preset);
-    # a multi-session run whose results live in the tracked results/medium/ (figures in figures/medium/)
-    "medium": {"languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"], "n_records": 100,
-               "record_selection": "stratified",
-               "methods": ["memla", "memla-lse", "memla-lie", "ft", "rome", "memit", "pmet", "mend", "ike"],
-               # notebooks 02/03 attribute only the languages the masks use (edit + independence languages, as
-               # memla4mke): all 12 would quadruple the run's largest stage (benchmarks/bench_roofline.py)
-               "attribution_languages": "masks",
-               "run_dir": "results/medium", "figures_dir": "figures/medium"},
-    # issue 16, "other benchmarks, same methods": MEMLA, LSE, LIE (+ the unedited model, always run) and three
-    # baselines on >= 50 records of the public MzsRE / Bi-ZsRE test sets, read in place from shared_data_dir by
-    # mkeb.importers; attribution and masks per record as for MKEB; multi-session runs like medium
-    # (batch.MULTI_SESSION_PRESETS), results in the tracked results/<preset>/. The baselines are PROVISIONAL: the
-    # issue asks for the three strongest of the medium run, which has not finished; ft, rome, memit until it
-    # decides. record_selection "stratified" = one draw seeded by `seed` from the whole file (zsRE files carry no
-    # relation label: one stratum), not the file's first records.
-    # MzsRE: English edits evaluated in en + its 11 other languages. All 12 pass languages.validate_languages;
-    # cs, nl, tr, vi have no dataset-build prose, so ROME/MEMIT key statistics and general-ability perplexity use
-    # the other 8 (RunConfig.prose_languages). Independence languages en, zh, fr (memla4mke), all in MzsRE.
-    "mzsre": {"dataset": "mzsre", "languages": list(MZSRE_RUN_LANGUAGES), "edit_languages": ["en"],
-              "n_records": 50, "record_selection": "stratified", "methods": list(OTHER_BENCHMARK_METHODS),
-              "attribution_languages": "masks", "run_dir": "results/mzsre", "figures_dir": "figures/mzsre"},
-    # Bi-ZsRE: edits in en and in zh, each evaluated in en and zh. It has no fr, so the independence languages are
-    # en and zh (said here rather than left to MaskConfig.languages_for, which would drop fr from en,zh,fr
-    # silently): LIE's neurons are those shared by en and zh only, a larger set than MKEB's en ∩ zh ∩ fr.
-    "bizsre": {"dataset": "bizsre", "languages": ["en", "zh"], "edit_languages": ["en", "zh"], "n_records": 50,
-               "record_selection": "stratified", "methods": list(OTHER_BENCHMARK_METHODS),
-               "independent_languages": ["en", "zh"], "attribution_languages": "masks",
-               "run_dir": "results/bizsre", "figures_dir": "figures/bizsre"},
-    "full": {"device": "auto", "dtype": "auto", "languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"],
-             "n_records": 1000, "methods": list(ALL_METHODS), "run_dir": "runs/full"},
-}
+__all__ = ["ALL_METHODS", "LIST_PARAMETERS", "MZSRE_RUN_LANGUAGES", "NOTEBOOK_PARAMETERS", "OTHER_BENCHMARK_METHODS",
+           "PRESETS", "Param", "ParameterError", "RECORD_SOURCES", "RunConfig", "coerce_parameter", "coerce_parameters"]

@@ -46,6 +46,12 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
 #: every module a stage file imports, directly or through another stage file, is in :data:`STAGE_FILES` or here).
 NOT_STAGE_FILES: dict[str, str] = {
     "config.py": "run parameters: recorded separately in the identity's parameters",
+    "notebook_parameters.py": "the notebook parameters' declared types (config.py's): the converted values are "
+                              "recorded in the identity's parameters",
+    "presets.py": "named run parameters (config.py's presets): the values a preset sets are recorded in the "
+                  "identity's parameters",
+    "batch_plan.py": "the batch driver's parameter parsing and run planning: the chain's parameters are recorded "
+                     "in the identity's parameters",
     "mkeb": "record parsing: the run's records are hashed by content in the identity",
     "manifest.py": "bookkeeping of what ran (environment, timings), read by no computation",
     "run_parts.py": "bookkeeping of a run's parts and deadlines, read by no computation",
