@@ -30,127 +30,25 @@ Every call returns a :class:`LanguageReport` attached to the records (:class:`Ch
 
 The thresholds were measured on the real MzsRE, MLaKE and Bi-ZsRE files and the committed MKEB file (see
 :class:`LangCheckConfig`). lingua's detector is built lazily, once per set of candidate languages.
+
+Modules: :mod:`.langcheck_types` (the thresholds, the report, the error), :mod:`.langcheck_scripts` (test 1: the
+script rules); this module runs lingua (test 2) and the check itself, and re-exports the names above.
 """
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..languages import ordered
-from .record import Record, RecordError
-
-if TYPE_CHECKING:
-    import pandas as pd
+from .langcheck_scripts import _LETTER, LANGUAGE_SCRIPT, _script_guess, _script_verdict, script_counts
+from .langcheck_types import CheckedRecords, LangCheckConfig, LanguageCheck, LanguageMismatchError, LanguageReport
+from .record import Record
 
 log = logging.getLogger(__name__)
-
-
-class LanguageMismatchError(RecordError):
-    """Most views of a language are written in another language; the message names the file and language."""
-
-
-@dataclass(frozen=True)
-class LangCheckConfig:
-    """Thresholds of the language check (measured on the real data in ``shared/data``, 2026)."""
-
-    #: Least share of a view's letters in its language's script. Lowest share in any real view: 0.29 (MLaKE zh,
-    #: Latin names), 0.34 (MLaKE ja), 0.37 (MzsRE/Bi-ZsRE zh), 0.57 (MzsRE th), 0.74 (MzsRE ru); English text: 0.
-    min_script_share: float = 0.2
-    #: Kana share of the Han+kana letters that separates ja from zh. Real ja views: at least 0.23; real zh: 0.
-    kana_share: float = 0.05
-    #: Least lingua confidence (among the candidates, letter-weighted over the view's lines) for the labelled
-    #: language when another one is on top. At 0.4: at most 2 false flags per language on MzsRE/MLaKE/MKEB, and
-    #: 86% of MKEB's short Portuguese templates read as Spanish are caught (0.5 gives 93 false flags on MKEB pt).
-    min_confidence: float = 0.4
-    #: A line with fewer letters is not given to lingua; a view with fewer letters (after the subjects are cut)
-    #: is undecided and counts neither way.
-    min_letters: int = 3
-    #: A language with more than this fraction of its decided views wrong raises LanguageMismatchError.
-    max_wrong_fraction: float = 0.5
-    #: Wrong views quoted per language in the report and the error.
-    n_examples: int = 3
-    #: How lingua is run. "screen": its low-accuracy models (trigrams; about 3x faster) look at every view and
-    #: its high-accuracy models re-judge only the views the screen flags, so a view is wrong only if both say so.
-    #: "high": high accuracy on every view. "low": low accuracy only (more false flags: MLaKE en 12 and fr 8 of
-    #: 1,072 views instead of 1 and 4).
-    lingua_mode: str = "screen"
-
-    def __post_init__(self) -> None:
-        if self.lingua_mode not in ("screen", "high", "low"):
-            raise ValueError(f"lingua_mode must be 'screen', 'high' or 'low', got {self.lingua_mode!r}")
-
-
-# ------------------------------------------------------------------------------------------- scripts
-_RANGES: dict[str, str] = {
-    "Latin": "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff",
-    "Han": "\u3005\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f",
-    "Kana": "\u3041-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9d",
-    "Hangul": "\u1100-\u11ff\u3131-\u318e\uac00-\ud7a3",
-    "Thai": "\u0e01-\u0e5b",
-    "Cyrillic": "\u0400-\u052f",
-    "Greek": "\u0370-\u03ff\u1f00-\u1fff",
-    "Arabic": "\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff",
-    "Hebrew": "\u0590-\u05ff",
-    "Devanagari": "\u0900-\u097f",
-}
-_LETTER = re.compile(r"[^\W\d_]")
-#: Letters only (``\w`` minus digits and underscore), so combining marks never count.
-_SCRIPT_RE = {name: re.compile(rf"(?=[^\W\d_])[{chars}]") for name, chars in _RANGES.items()}
-
-_LATIN_LANGUAGES = ("en fr de it es pt pl cs nl tr vi af az ca cy da et eu fi ga gl hr hu id is lt lv ms no ro sk "
-                    "sl sq sv sw tl uz").split()
-#: The script each language is written in; "Japanese" = Han + kana. Languages not listed are not checked.
-LANGUAGE_SCRIPT: dict[str, str] = {
-    **{lang: "Latin" for lang in _LATIN_LANGUAGES},
-    "zh": "Han", "yue": "Han", "ja": "Japanese", "ko": "Hangul", "th": "Thai",
-    **{lang: "Cyrillic" for lang in ("ru", "uk", "bg", "be", "kk", "mk", "mn")},
-    "el": "Greek", "ar": "Arabic", "fa": "Arabic", "ur": "Arabic", "he": "Hebrew",
-    **{lang: "Devanagari" for lang in ("hi", "mr", "ne")},
-}
-
-
-def script_counts(text: str) -> dict[str, int]:
-    """Letters of ``text`` per script (``"letters"``: all letters, whatever the script)."""
-    counts = {name: len(rx.findall(text)) for name, rx in _SCRIPT_RE.items()}
-    counts["letters"] = len(_LETTER.findall(text))
-    return counts
-
-
-def _script_verdict(counts: dict[str, int], lang: str, cfg: LangCheckConfig) -> bool:
-    """Whether the letters' scripts fit ``lang`` (which must be in LANGUAGE_SCRIPT)."""
-    total = counts["letters"]
-    han, kana = counts["Han"], counts["Kana"]
-    kana_frac = kana / (han + kana) if han + kana else 0.0
-    script = LANGUAGE_SCRIPT[lang]
-    if script == "Japanese":
-        return (han + kana) / total >= cfg.min_script_share and kana_frac >= cfg.kana_share
-    if script == "Han":
-        return han / total >= cfg.min_script_share and kana_frac < cfg.kana_share
-    if script == "Latin":
-        return all(n / total < cfg.min_script_share for s, n in counts.items() if s not in ("Latin", "letters"))
-    return counts[script] / total >= cfg.min_script_share
-
-
-def _script_guess(counts: dict[str, int], candidates: Sequence[str], cfg: LangCheckConfig) -> str | None:
-    """The language a view's non-Latin letters point to (a candidate if one fits, else the script's name);
-    None when no non-Latin script reaches ``min_script_share``."""
-    total = counts["letters"]
-    scripts = [(n, s) for s, n in counts.items() if s not in ("Latin", "letters", "Kana")]
-    scripts.append((counts["Han"] + counts["Kana"], "Han"))
-    n, script = max(scripts)
-    if n / total < cfg.min_script_share:
-        return None
-    if script == "Han":
-        kana_frac = counts["Kana"] / n
-        return "ja" if kana_frac >= cfg.kana_share else "zh"
-    fits = [c for c in candidates if LANGUAGE_SCRIPT.get(c) == script]
-    return fits[0] if len(fits) == 1 else f"{script} script"
 
 
 # ------------------------------------------------------------------------------------------- lingua
@@ -194,83 +92,6 @@ def _confidences(candidates: frozenset[str], texts: Sequence[Sequence[str]], min
         for c in conf:
             sums[i][c.language.iso_code_639_1.name.lower()] += n * c.value
     return [{k: v / weights[i] for k, v in s.items()} if weights[i] else {} for i, s in enumerate(sums)]
-
-
-# ------------------------------------------------------------------------------------------- report
-@dataclass
-class LanguageCheck:
-    """The verdict for one language of a record set."""
-
-    language: str
-    source: str
-    method: str
-    n_views: int = 0
-    n_checked: int = 0
-    n_wrong: int = 0
-    looks_like: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-
-    @property
-    def fraction_wrong(self) -> float:
-        """Wrong views over decided views (0.0 when none could be decided)."""
-        return self.n_wrong / self.n_checked if self.n_checked else 0.0
-
-    def describe(self) -> str:
-        looks = ", ".join(f"{k} {v}" for k, v in self.looks_like.most_common(3))
-        head = f"{self.source}: language {self.language!r}: {self.n_wrong} of {self.n_checked} views"
-        text = f"{head} do not look like {self.language!r}" + (f" (they look like: {looks})" if looks else "")
-        return text + (f"; e.g. {self.examples[0]}" if self.examples else "")
-
-
-@dataclass
-class LanguageReport:
-    """What :func:`check_languages` found for a record set: one :class:`LanguageCheck` per language."""
-
-    dataset: str
-    languages: dict[str, LanguageCheck]
-    candidates: tuple[str, ...]
-    seconds: float = 0.0
-    n_skipped_views: int = 0
-    n_dropped_records: int = 0
-
-    @property
-    def n_views(self) -> int:
-        return sum(c.n_views for c in self.languages.values())
-
-    @property
-    def n_wrong(self) -> int:
-        return sum(c.n_wrong for c in self.languages.values())
-
-    def table(self) -> pd.DataFrame:
-        """One row per language: views, decided, wrong, fraction wrong, what the wrong ones look like, method."""
-        import pandas as pd
-
-        rows = [{"language": c.language, "source": c.source, "views": c.n_views, "checked": c.n_checked,
-                 "wrong": c.n_wrong, "fraction_wrong": round(c.fraction_wrong, 4),
-                 "looks_like": ", ".join(f"{k} {v}" for k, v in c.looks_like.most_common(3)), "method": c.method}
-                for c in self.languages.values()]
-        return pd.DataFrame(rows).set_index("language") if rows else pd.DataFrame()
-
-    def summary(self) -> str:
-        wrong = {l: c.n_wrong for l, c in self.languages.items() if c.n_wrong}
-        unchecked = [l for l, c in self.languages.items() if c.method.startswith("not checked")]
-        text = (f"{self.dataset}: language check: {self.n_wrong} of {self.n_views} views look like another "
-                f"language{' ' + str(wrong) if wrong else ''} ({self.seconds:.1f} s)")
-        if unchecked:
-            text += f"; not checked (no rule): {', '.join(unchecked)}"
-        if self.n_skipped_views:
-            text += f"; skipped {self.n_skipped_views} view(s), dropped {self.n_dropped_records} empty record(s)"
-        return text
-
-
-class CheckedRecords(list):
-    """A list of records with the :class:`LanguageReport` of the check that produced it (None if not checked)."""
-
-    language_report: LanguageReport | None
-
-    def __init__(self, records: Iterable[Record] = (), language_report: LanguageReport | None = None) -> None:
-        super().__init__(records)
-        self.language_report = language_report
 
 
 # ------------------------------------------------------------------------------------------- the check
