@@ -364,3 +364,39 @@ def test_write_report_writes_the_breakdown_with_the_probe_groups(tmp_path):
     table = pd.read_csv(tmp_path / "fig" / "tables" / "claims_breakdown.csv")
     assert set(table["by"]) == {"language group"} and set(table["group"]) == {"known well", "known poorly"}
     assert "claims_breakdown (relations)" in out.missing  # no run configuration: records unknown
+
+
+# ------------------------------------------------------------------------------------------ baseline ranking
+def test_baseline_ranking_orders_baselines_by_the_cross_lingual_score_and_leaves_memla_out():
+    df = synthetic({"memla": 0.9, "memla-lse": 0.95, "ft": 0.5, "rome": 0.75, "ike": 0.6, "unedited": 0.99},
+                   n_records=24)
+    ranking = report.baseline_ranking(df, boot=FAST)
+    assert list(ranking.columns) == list(report.RANKING_COLUMNS)
+    assert list(ranking["method"]) == ["rome", "ike", "ft"] and list(ranking["rank"]) == [1, 2, 3]
+    # cross-lingual only: the level minus synthetic()'s cross-language drop of 0.2, averaged over ES, PS, NS
+    assert ranking.set_index("method").loc["rome", "mean"] == pytest.approx(0.55, abs=0.02)
+    assert (ranking["n"] == 24).all() and (ranking["ci_low"] <= ranking["mean"]).all()
+    assert report.strongest_baselines(ranking, 2) == ["rome", "ike"]
+    # the claims table's "memla − strongest baseline" names the ranking's first method
+    assert "(rome)" in claim(report.claims_table(df, boot=FAST), "cross_lingual")["measured as"]
+
+
+def test_baseline_ranking_compares_on_the_records_every_baseline_has():
+    df = synthetic({"ft": 0.5, "rome": 0.6}, n_records=24)
+    hard = [f"r{i}" for i in range(12)]
+    easy = synthetic({"ft": 1.0}, n_records=12, noise=0.0)  # ft gets perfect scores on r0-r11 ...
+    df = pd.concat([df[~((df["method"] == "ft") & df["record"].isin(hard))], easy])
+    df = df[~((df["method"] == "rome") & df["record"].isin(hard))]  # ... which rome lacks (e.g. no subject)
+    over_all = df[df["method"] == "ft"]
+    assert report.scores(over_all).query("scope == 'cross'")["value"].mean() > 0.5  # ft wins on all its records
+    ranking = report.baseline_ranking(df, boot=FAST)
+    assert (ranking["n"] == 12).all() and list(ranking["method"]) == ["rome", "ft"]  # rome wins on the shared ones
+
+
+def test_baseline_ranking_without_baselines_and_strongest_baselines_errors():
+    assert report.baseline_ranking(None).empty and report.baseline_ranking(synthetic({"memla": 0.8})).empty
+    ranking = report.baseline_ranking(synthetic({"ft": 0.5, "rome": 0.6}), boot=FAST)
+    with pytest.raises(ValueError, match="asked for 3 baselines, the ranking has 2"):
+        report.strongest_baselines(ranking, 3)
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        report.strongest_baselines(ranking, 0)
