@@ -1,0 +1,209 @@
+"""How long a multi-session run still needs, and what another preset would take, from the run's own unit times.
+
+``bench_roofline`` projects a preset from one record timed on a quiet machine. A run in progress knows better: every
+finished unit wrote its edit time (``seconds``) and its evaluation time (``eval_seconds``) into its results rows,
+measured where the run runs (two one-thread workers side by side on this machine, so the contention between them is
+included). This script reads those rows and projects, per (method, edit language):
+
+* the **remaining units of the run** (planned minus finished), at the run's mean edit and evaluation times;
+* **another preset** (``--presets mzsre,bizsre``): its units (records x edit languages x methods, plus the unedited
+  model once per (record, edit language), as notebooks 04-05 run them), the edit time of the same method and edit
+  language, and the evaluation time per scored prompt times that preset's prompts per unit (its records' prompts:
+  edit prompt, paraphrases, neighbourhood prompts and multi-hop questions in every evaluation language);
+  attribution from ``benchmarks/results/roofline_cpu.json`` (one (record, language) on one core) for its records x
+  attributed languages.
+
+A (method, edit language) the run has not reached yet takes, in this order: the method's mean over the run's other
+edit language, else ``roofline_cpu.json``'s one-core edit time and the run's mean evaluation time per prompt; the
+``source`` column says which. Wall hours = worker-seconds / ``--workers``. Not projected: notebook 06 (general
+ability: its units are not in the results rows) and notebooks 00-03 of the other presets beyond attribution.
+
+    python -m benchmarks.project_run --preset medium --presets mzsre,bizsre
+
+prints the tables and writes ``benchmarks/results/projection_<preset>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from memla_utils.config import RunConfig
+from memla_utils.results_files import finished_units, load_results
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+#: The reference row every (record, edit language) of notebook 04 evaluates once (no edit).
+UNEDITED = "unedited"
+#: A part's length on this machine (issue 16: parts of at most 2.5 hours).
+PART_HOURS = 2.5
+
+
+def prompts_per_unit(records: Sequence[Any], languages: Sequence[str]) -> float:
+    """Mean number of prompts one evaluation scores per record: over ``languages``, the edit prompt, paraphrases,
+    neighbourhood prompts and multi-hop questions the record has in that language."""
+    if not records:
+        raise ValueError("prompts_per_unit: no records")
+    total = 0
+    for r in records:
+        for lang in languages:
+            total += (1 if lang in r.edit else 0) + len(r.paraphrase_prompts.get(lang, [])) \
+                + len(r.neighborhood_prompts.get(lang, [])) + len(r.multi_hop_questions.get(lang, []))
+    return total / len(records)
+
+
+def unit_times(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, edit_lang): ``units`` (finished units with a time), mean ``edit_s`` and mean ``eval_s``
+    (worker seconds), from the ``seconds`` / ``eval_seconds`` rows the runner writes per unit."""
+    t = rows[rows["metric"].isin(["seconds", "eval_seconds"])]
+    if t.empty:
+        return pd.DataFrame(columns=["method", "edit_lang", "units", "edit_s", "eval_s"])
+    wide = t.pivot_table(index=["method", "edit_lang", "record"], columns="metric", values="value", aggfunc="mean")
+    out = wide.groupby(level=["method", "edit_lang"]).agg(
+        units=("eval_seconds", "size"), edit_s=("seconds", "mean"), eval_s=("eval_seconds", "mean"))
+    return out.reset_index()
+
+
+def planned_units(cfg: RunConfig) -> list[tuple[str, str, int]]:
+    """``(method, edit_lang, units)`` of notebooks 04-05 for ``cfg``: one unit per record for each method and for
+    the unedited model."""
+    methods = [*cfg.methods, UNEDITED]
+    return [(m, lang, cfg.n_records) for m in methods for lang in cfg.edit_languages]
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What a unit costs, measured on the run in progress (worker seconds), and the fallbacks for methods it has not
+    reached. ``eval_per_prompt``: the run's mean evaluation seconds per scored prompt (all its timed units);
+    ``contention``: the run's mean evaluation time of a unit over ``roofline_cpu.json``'s (one record, one core,
+    alone), applied to roofline edit times, which were measured alone; ``ike_eval_factor``: IKE's evaluation over
+    the default evaluation (``eval_speed_ike_cpu.json``: its demonstrations are scored with every prompt)."""
+
+    times: pd.DataFrame
+    run_prompts: float
+    eval_per_prompt: float
+    contention: float
+    roofline: Mapping[str, Mapping[str, Any]]
+    ike_eval_factor: float
+
+
+def _per_unit(method: str, lang: str, rates: Rates, prompts: float) -> tuple[float, float, str]:
+    """(edit s, eval s, source) of one unit of ``method`` edited in ``lang`` at ``prompts`` prompts per unit."""
+    times = rates.times
+    own = times[(times["method"] == method) & (times["edit_lang"] == lang)]
+    other = times[times["method"] == method]
+    scale = prompts / rates.run_prompts
+    if len(own) or len(other):
+        row = own.iloc[0] if len(own) else other.iloc[0]
+        source = f"run: {int(row['units'])} units" + ("" if len(own) else f" edited in {row['edit_lang']}")
+        edit = 0.0 if pd.isna(row["edit_s"]) else float(row["edit_s"])
+        return edit, float(row["eval_s"]) * scale, source
+    ev = rates.eval_per_prompt * prompts
+    if method == UNEDITED:
+        return 0.0, ev, "run's evaluation per prompt (no edit)"
+    if method == "ike":
+        return 0.0, ev * rates.ike_eval_factor, (f"run's evaluation per prompt x {rates.ike_eval_factor:.2f} "
+                                                 "(eval_speed_ike_cpu.json: demonstrations in every prompt)")
+    edit = rates.roofline.get(f"edit {method}", {}).get("wall_s", math.nan) * rates.contention
+    return edit, ev, f"roofline_cpu.json edit x {rates.contention:.2f} (contention) + run's evaluation per prompt"
+
+
+def project_preset(cfg: RunConfig, rates: Rates, prompts: float,
+                   finished: Mapping[tuple[str, str], int] | None = None) -> pd.DataFrame:
+    """Rows ``method, edit_lang, units, edit_s, eval_s, worker_h, source`` of ``cfg``'s notebooks 04-05, minus
+    ``finished`` units per (method, edit_lang) when projecting the run itself."""
+    rows = []
+    for method, lang, n in planned_units(cfg):
+        left = n - (finished or {}).get((method, lang), 0)
+        edit, ev, source = _per_unit(method, lang, rates, prompts)
+        rows.append({"method": method, "edit_lang": lang, "units": left, "edit_s": edit, "eval_s": ev,
+                     "worker_h": left * (edit + ev) / 3600, "source": source})
+    return pd.DataFrame(rows)
+
+
+def attribution_row(cfg: RunConfig, roofline: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Notebook 02's attribution for ``cfg``: records x attributed languages at roofline_cpu.json's time."""
+    langs = list(dict.fromkeys([*cfg.edit_languages, *cfg.attribution_languages()]))
+    per = roofline.get("attribution", {}).get("wall_s", math.nan)
+    n = cfg.n_records * len(langs)
+    return {"method": "attribution", "edit_lang": ",".join(langs), "units": n, "edit_s": per, "eval_s": 0.0,
+            "worker_h": n * per / 3600, "source": "roofline_cpu.json (one (record, language), one core)"}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="medium", help="the run in progress (its run_dir is read)")
+    ap.add_argument("--presets", default="mzsre,bizsre", help="other presets projected from the run's times")
+    ap.add_argument("--workers", type=int, default=2, help="units run side by side (the processes executor)")
+    ap.add_argument("--roofline", default=str(RESULTS / "roofline_cpu.json"))
+    ap.add_argument("--ike", default=str(RESULTS / "eval_speed_ike_cpu.json"))
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/projection_<preset>.json)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.workers < 1:
+        ap.error(f"--workers must be >= 1, got {args.workers}")
+
+    cfg = RunConfig.from_params(preset=args.preset)
+    run_dir = ROOT / cfg.run_dir
+    rows = load_results(run_dir)
+    times = unit_times(rows)
+    if times.empty:
+        raise SystemExit(f"{run_dir}: no finished unit with a time yet: nothing to project from")
+    records, _ = cfg.run_records()
+    run_prompts = prompts_per_unit(records, cfg.languages)
+    mean_eval = float((times["eval_s"] * times["units"]).sum() / times["units"].sum())
+    roofline_json = json.loads(Path(args.roofline).read_text(encoding="utf-8"))
+    roofline = roofline_json["per_unit"]
+    ike = json.loads(Path(args.ike).read_text(encoding="utf-8"))
+    ike_eval = float(ike["sides"]["current"]["per_edit_eval_s"]["median"])
+    rates = Rates(times=times, run_prompts=run_prompts, eval_per_prompt=mean_eval / run_prompts,
+                  contention=mean_eval / roofline["evaluation"]["wall_s"], roofline=roofline,
+                  ike_eval_factor=ike_eval / roofline["evaluation"]["wall_s"])
+    finished: dict[tuple[str, str], int] = {}
+    for _record, lang, method in finished_units(run_dir):
+        finished[(method, lang)] = finished.get((method, lang), 0) + 1
+
+    tables = {args.preset: project_preset(cfg, rates, run_prompts, finished)}
+    prompts = {args.preset: run_prompts}
+    for name in [p for p in args.presets.split(",") if p]:
+        other = RunConfig.from_params(preset=name)
+        other_records, _ = other.run_records()
+        prompts[name] = prompts_per_unit(other_records, other.languages)
+        t = project_preset(other, rates, prompts[name])
+        tables[name] = pd.concat([pd.DataFrame([attribution_row(other, roofline)]), t], ignore_index=True)
+
+    summary = {}
+    for name, t in tables.items():
+        worker_h = float(t["worker_h"].sum())  # rows without any measurement (NaN) are listed in "missing"
+        missing = [f"{m} {lang}" for m, lang, h in zip(t["method"], t["edit_lang"], t["worker_h"]) if pd.isna(h)]
+        summary[name] = {"worker_h": worker_h, "wall_h": worker_h / args.workers, "missing": missing,
+                         "parts_of_2_5_h": math.ceil(worker_h / args.workers / PART_HOURS),
+                         "prompts_per_unit": prompts[name], "units": int(t["units"].sum())}
+        print(f"\n## {name}: {'remaining' if name == args.preset else 'projected'} "
+              f"{summary[name]['wall_h']:.1f} h on {args.workers} workers "
+              f"({summary[name]['parts_of_2_5_h']} parts of {PART_HOURS} h), {prompts[name]:.1f} prompts per unit"
+              + (f"; not measured, left out: {', '.join(missing)}" if missing else "") + "\n")
+        print(t.to_markdown(index=False, floatfmt=".1f"))
+    note = "notebook 06 (general ability) is not projected; other presets: notebooks 04-05 and attribution only"
+    result = {"benchmark": "project_run", "run": args.preset, "run_dir": str(cfg.run_dir),
+              "workers": args.workers, "eval_seconds_per_prompt": rates.eval_per_prompt,
+              "contention": rates.contention, "ike_eval_factor": rates.ike_eval_factor,
+              "finished_units": sum(finished.values()), "summary": summary, "note": note,
+              "tables": {k: v.astype(object).where(v.notna(), None).to_dict(orient="records") for k, v in tables.items()}}
+    out = Path(args.out) if args.out else RESULTS / f"projection_{args.preset}.json"
+    out.write_text(json.dumps(result, indent=1, sort_keys=True, default=float, allow_nan=False) + "\n", encoding="utf-8")
+    log.info("wrote %s", out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
