@@ -65,6 +65,16 @@ class ChainResult:
 #: run is restarted (earlier results moved aside) when its inputs changed, so no run mixes two versions.
 MULTI_SESSION_PRESETS: tuple[str, ...] = ("medium", "mzsre", "bizsre")
 
+#: Notebooks that do not stop at a part's deadline and keep nothing of an unfinished run (notebook file stem ->
+#: why): a part does not start one with less than ``reserve_hours`` before its deadline (``--reserve-hours``), so
+#: it can neither run past the deadline (and the session's end) nor be cut and lose its work.
+NOT_RESUMABLE: dict[str, str] = {
+    "06_multihop_general": "the general-ability study checks no deadline and writes its rows at the end",
+}
+#: Default of ``--reserve-hours``: the medium preset's notebook 06 (40 single MEMLA edits, each probed in 12
+#: languages, and 40 sequential edits) is estimated at about 1.5 h on the 2-core machine (README, medium run).
+RESERVE_HOURS = 2.0
+
 
 def check_identity(plan: BatchPlan, *, restart: bool) -> Path:
     """Record / compare the run's identity (:mod:`memla_utils.run_identity`) before any notebook runs.
@@ -127,7 +137,8 @@ def _finished_count(run_dir: Path) -> int:
 
 def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = KERNEL,
               log_output: bool = False, cwd: Path = PROJECT_ROOT, hours: float | None = None,
-              restart: bool | None = None, preset: str | None = None) -> ChainResult:
+              restart: bool | None = None, preset: str | None = None,
+              reserve_hours: float = RESERVE_HOURS) -> ChainResult:
     """Execute the notebooks in order; raise :class:`BatchError` naming the first one that fails.
 
     Every call is one *part* of the run (``<run_dir>/parts.json``, :mod:`memla_utils.run_parts`: commit, hours,
@@ -135,6 +146,8 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     ``$MEMLA_DEADLINE``: the runner stops between two units once it has passed (results so far written), the
     chain ends there with outcome ``"deadline"`` and the next call resumes. Before that, :func:`check_identity`:
     ``restart=None`` restarts a changed run unless ``preset`` is in :data:`MULTI_SESSION_PRESETS` (then it refuses).
+    A notebook of :data:`NOT_RESUMABLE` is not started with less than ``reserve_hours`` left before the deadline:
+    the chain ends there with outcome ``"deadline"``, and the next part runs it first thing after the others.
     """
     import os
 
@@ -146,6 +159,8 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     manifest = build_manifest("batch", parameters=plan.parameters, inputs={"notebooks": [p.name for p in
                                                                                            notebook_paths]})
     result = ChainResult(plan)
+    if not reserve_hours >= 0:
+        raise BatchError(f"--reserve-hours must be >= 0, got {reserve_hours}")
     if hours is not None:
         if not hours > 0:
             raise BatchError(f"--hours must be > 0, got {hours}")
@@ -161,7 +176,7 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
         os.environ.pop(DURABLE_ENV, None)
     part = run_parts.begin_part(plan.run_dir, _finished_count(plan.run_dir))
     try:
-        _run_notebooks(plan, notebook_paths, out_dir, manifest, result, kernel, log_output, cwd)
+        _run_notebooks(plan, notebook_paths, out_dir, manifest, result, kernel, log_output, cwd, reserve_hours)
     except BaseException:
         run_parts.end_part(plan.run_dir, part, _finished_count(plan.run_dir), "failed")
         raise
@@ -174,13 +189,32 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     return result
 
 
+def _too_late_for(nb: Path, reserve_hours: float) -> float | None:
+    """Hours left before the part's deadline when ``nb`` is :data:`NOT_RESUMABLE` and fewer than
+    ``reserve_hours`` remain; ``None`` when it may start."""
+    from .run_parts import deadline_from_env
+
+    deadline = deadline_from_env()
+    if deadline is None or nb.stem not in NOT_RESUMABLE:
+        return None
+    left = (deadline - time.time()) / 3600
+    return left if left < reserve_hours else None
+
+
 def _run_notebooks(plan: BatchPlan, notebook_paths: Sequence[Path], out_dir: Path, manifest: Any,
-                   result: ChainResult, kernel: str, log_output: bool, cwd: Path) -> None:
+                   result: ChainResult, kernel: str, log_output: bool, cwd: Path,
+                   reserve_hours: float = RESERVE_HOURS) -> None:
     """The notebooks of one part, in order (see :func:`run_chain`); stops early at the part's deadline."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     for nb in notebook_paths:
+        left = _too_late_for(nb, reserve_hours)
+        if left is not None:
+            log.info("[%s] %s not started: %.2f h left before the part's deadline, it needs --reserve-hours %.2f "
+                     "(%s); the next part runs it", plan.label, nb.name, left, reserve_hours, NOT_RESUMABLE[nb.stem])
+            result.outcome = "deadline"
+            return
         target = out_dir / nb.name
         log.info("[%s] running %s", plan.label, nb.name)
         start = time.perf_counter()
@@ -252,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hours", type=float, default=None,
                     help="end this part of the run after about this many hours, between two units (a multi-"
                          "session run such as the medium preset; the next call resumes; parts.json records each)")
+    ap.add_argument("--reserve-hours", type=float, default=RESERVE_HOURS,
+                    help="with --hours: do not start a notebook that cannot stop at the deadline (06, the general-"
+                         f"ability study) with fewer hours left (default {RESERVE_HOURS}); the next part runs it")
     ap.add_argument("--restart-run", action="store_true",
                     help="start the run over when its recorded code, lock file, model, records or parameters differ "
                          "(earlier results are moved to <run_dir>/superseded-<time>/); without it a medium-preset "
@@ -284,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         for plan in plans:
             res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output,
-                            hours=args.hours, restart=True if args.restart_run else None, preset=args.preset)
+                            hours=args.hours, restart=True if args.restart_run else None, preset=args.preset,
+                            reserve_hours=args.reserve_hours)
             log.info("chain %s %s: %d notebooks, %.0f s", plan.label,
                      "finished" if res.outcome == "complete" else "stopped at the deadline (run again to resume)",
                      len(res.executed), sum(res.seconds.values()))
@@ -296,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOTEBOOKS_DIR", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
+__all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOT_RESUMABLE", "NOTEBOOKS_DIR", "RESERVE_HOURS", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
            "BatchPlan", "ChainResult", "build_parser", "check_identity", "executor_environment", "main", "notebooks",
            "parse_assignments", "parse_matrix", "parse_value", "plan_runs", "preset_parameters", "records_source",
            "run_chain", "slug"]

@@ -50,6 +50,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                # notebooks 02/03 attribute only the languages the masks use (edit + independence languages, as
                # memla4mke): all 12 would quadruple the run's largest stage (benchmarks/bench_roofline.py)
                "attribution_languages": "masks",
+               # notebook 06: the claims table's general-ability claim reads MEMLA's single edits. "auto" would be
+               # every method on 100 single edits, each probed in 12 languages, plus 10/50/100 sequential edits:
+               # about 30 h on 2 cores, in a notebook that cannot stop at a part's deadline (batch.NOT_RESUMABLE).
+               # 40 MEMLA single edits (>= the claims' minimum n of 20) and 10/40 sequential edits fit one part
+               # (about 1.5 h); recorded apart from the run's identity (run_identity.SCOPED_PARAMETERS)
+               "general_methods": "memla", "general_records": 40, "sequential_steps": "10,40",
                "run_dir": "results/medium", "figures_dir": "figures/medium"},
     # issue 16, "other benchmarks, same methods": MEMLA, LSE, LIE (+ the unedited model, always run) and three
     # baselines on >= 50 records of the public MzsRE / Bi-ZsRE test sets, read in place from shared_data_dir by

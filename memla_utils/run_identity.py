@@ -6,6 +6,11 @@ records; otherwise its numbers are not one experiment. :func:`run_identity` hash
 :func:`check_run_identity` records the identity in ``<run_dir>/run_identity.json`` when a run starts and
 refuses to append to a run whose recorded identity differs, saying what changed, unless told to start over
 (then the earlier results are moved aside, never deleted).
+
+Parameters that only one notebook reads, and whose notebook writes its whole output anew every time it runs
+(:data:`SCOPED_PARAMETERS`: notebook 06's general-ability study), are recorded apart: changing them re-runs that
+notebook alone (its earlier output moves aside, :data:`SCOPED_OUTPUTS`), not the run. Nothing is appended to
+results computed with other values, since that notebook never appends.
 """
 from __future__ import annotations
 
@@ -60,6 +65,15 @@ NOT_STAGE_FILES: dict[str, str] = {
     "mask_tables.py": "notebook 03's tables of neuron sets and sweeps: recomputed in full from the cached "
                       "attributions at every part, never accumulated into a run's results",
 }
+
+#: Parameters that only one notebook reads (notebook file stem -> parameter names); a test parses the notebooks to
+#: check that no other notebook reads them. Recorded apart from the run's parameters (:class:`RunIdentity`).
+SCOPED_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "06_multihop_general": ("general_methods", "general_records", "sequential_steps", "probe_records"),
+}
+#: What each scoped notebook writes into the run folder, each time whole (``general_edits.save_rows`` replaces
+#: ``general/general.jsonl``): moved aside when the notebook's scoped parameters change.
+SCOPED_OUTPUTS: dict[str, tuple[str, ...]] = {"06_multihop_general": ("general",)}
 
 #: Lock files searched for in the project root, first found wins.
 LOCK_FILES: tuple[str, ...] = ("requirements.lock", "requirements-lock.txt", "requirements.txt")
@@ -130,6 +144,19 @@ class RunIdentity:
     model: str
     records: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: notebook -> its :data:`SCOPED_PARAMETERS` (absent from ``parameters``); older identity files lack it
+    scoped: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def scoped_differences(self, other: RunIdentity) -> dict[str, list[str]]:
+        """Notebook -> what differs in its scoped parameters from ``other`` (only notebooks with a difference)."""
+        out: dict[str, list[str]] = {}
+        for nb in sorted(set(self.scoped) | set(other.scoped)):
+            a, b = other.scoped.get(nb, {}), self.scoped.get(nb, {})
+            diff = [f"parameter {k!r}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k)]
+            if diff:
+                out[nb] = diff
+        return out
 
     def differences(self, other: RunIdentity) -> list[str]:
         """Human-readable list of what differs from ``other`` (empty when identical)."""
@@ -159,13 +186,33 @@ def records_hash(records: Sequence[Any]) -> str:
 
 def run_identity(model_fingerprint: str, records: Sequence[Any], parameters: dict[str, Any] | None = None,
                  ) -> RunIdentity:
-    """The identity of a run on these records with this model and the checked-out code and lock file."""
+    """The identity of a run on these records with this model and the checked-out code and lock file; the
+    parameters of :data:`SCOPED_PARAMETERS` go to ``scoped`` (those given only), the rest to ``parameters``."""
+    params = json.loads(json.dumps(parameters or {}, sort_keys=True, default=str))
+    scoped_names = {k for names in SCOPED_PARAMETERS.values() for k in names}
+    scoped = {nb: {k: params[k] for k in names if k in params} for nb, names in SCOPED_PARAMETERS.items()}
     return RunIdentity(code_hashes(), lock_hash(), model_fingerprint, records_hash(records),
-                       json.loads(json.dumps(parameters or {}, sort_keys=True, default=str)))
+                       {k: v for k, v in params.items() if k not in scoped_names},
+                       {nb: v for nb, v in scoped.items() if v})
 
 
 #: What a restarted run keeps in place: its durable cache (``cache.DURABLE_ENV``; ``batch`` points it there).
 KEPT_ON_RESTART: tuple[str, ...] = ("cache",)
+
+
+def _move_scoped_outputs(run_dir: Path, changed: dict[str, list[str]]) -> None:
+    """Move the outputs of every notebook whose scoped parameters changed to ``superseded-<UTC>-<notebook>/``."""
+    for nb, diff in changed.items():
+        present = [run_dir / name for name in SCOPED_OUTPUTS.get(nb, ()) if (run_dir / name).exists()]
+        aside = None
+        if present:
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            aside = run_dir / f"superseded-{stamp}-{nb}"
+            aside.mkdir(parents=True)
+            for item in present:
+                shutil.move(str(item), str(aside / item.name))
+        log.warning("%s: notebook %s runs with other parameters (%s)%s", run_dir, nb, "; ".join(diff),
+                    f"; its earlier output moved to {aside}" if aside else "")
 
 
 def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: bool = False) -> Path:
@@ -176,7 +223,8 @@ def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: b
     the earlier contents are moved to ``<run_dir>/superseded-<UTC time>/`` and the run starts over, except the
     durable cache (:data:`KEPT_ON_RESTART`): it is content-addressed like the local cache (every key names the
     model, record, prompt, parameters and score/join versions), so the new run reuses what still applies.
-    Returns the identity file's path.
+    When only a notebook's scoped parameters differ (:data:`SCOPED_PARAMETERS`), that notebook's earlier output
+    moves aside (:data:`SCOPED_OUTPUTS`) and the run goes on. Returns the identity file's path.
     """
     run_dir = Path(run_dir)
     path = run_dir / IDENTITY_FILE
@@ -188,6 +236,8 @@ def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: b
                                    "pass restart=True") from err
         diff = identity.differences(old)
         if not diff:
+            _move_scoped_outputs(run_dir, identity.scoped_differences(old))
+            write_json_atomic(path, asdict(identity))
             return path
         if not restart:
             raise RunIdentityError(
@@ -206,5 +256,6 @@ def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: b
     return path
 
 
-__all__ = ["IDENTITY_FILE", "KEPT_ON_RESTART", "RunIdentity", "RunIdentityError", "STAGE_FILES", "check_run_identity",
+__all__ = ["IDENTITY_FILE", "KEPT_ON_RESTART", "SCOPED_OUTPUTS", "SCOPED_PARAMETERS", "RunIdentity",
+           "RunIdentityError", "STAGE_FILES", "check_run_identity",
            "code_hashes", "hash_files", "lock_hash", "notebooks_hash", "records_hash", "run_identity"]

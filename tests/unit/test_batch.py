@@ -184,3 +184,23 @@ def test_changed_inputs_restart_a_run_or_are_refused_for_multi_session_presets(t
     assert (run_m / "out.txt").exists()  # nothing moved or lost
     assert batch.main(medium + ["--restart-run"]) == 0
     assert len(list(run_m.glob("superseded-*"))) == 1
+
+
+def test_a_notebook_that_cannot_stop_at_the_deadline_waits_for_a_part_with_time_for_it(tmp_path, capsys):
+    """batch.NOT_RESUMABLE (notebook 06) is not started with fewer than --reserve-hours left: the part ends as at a
+    deadline, and a part with enough time (or no deadline) runs it."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "05_before.ipynb", "import pathlib\np = pathlib.Path(run_dir); p.mkdir(parents=True, exist_ok=True)\n"
+                                       "(p / 'before.txt').write_text('ran')")
+    _notebook(nbs / "06_multihop_general.ipynb", "import pathlib\n(pathlib.Path(run_dir) / 'general.txt').write_text('ran')")
+    run_dir = tmp_path / "run"
+    args = ["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}"]
+    assert batch.main([*args, "--hours", "1", "--reserve-hours", "1.5"]) == 0
+    assert (run_dir / "before.txt").exists() and not (run_dir / "general.txt").exists()
+    assert json.loads((run_dir / "parts.json").read_text())[-1]["outcome"] == "deadline"
+    assert batch.main([*args, "--hours", "2", "--reserve-hours", "1.5"]) == 0
+    assert (run_dir / "general.txt").read_text() == "ran"
+    assert json.loads((run_dir / "parts.json").read_text())[-1]["outcome"] == "complete"
+    assert batch.main([*args, "--reserve-hours", "-1"]) == 1
+    assert "--reserve-hours must be >= 0, got -1.0" in capsys.readouterr().err

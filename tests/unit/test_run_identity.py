@@ -116,3 +116,52 @@ def test_the_notebooks_code_cells_count_and_their_outputs_do_not(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="01_x.ipynb"):
         ri.notebooks_hash(tmp_path)
+
+
+def test_notebook_06s_parameters_rerun_only_notebook_06(tmp_path):
+    params = {"preset": "medium", "n_records": 100}
+    check_run_identity(tmp_path, run_identity("m", recs(), params))
+    (tmp_path / "results-shard000of001.jsonl").write_text('{"x": 1}\n')
+    (tmp_path / "general").mkdir()
+    (tmp_path / "general" / "general.jsonl").write_text('{"g": 1}\n')
+    # the run started without them (as the medium run did): adding notebook 06's study parameters re-runs 06 only
+    study = {**params, "general_methods": "memla", "general_records": 30}
+    ident = run_identity("m", recs(), study)
+    assert "general_methods" not in ident.parameters
+    assert ident.scoped == {"06_multihop_general": {"general_methods": "memla", "general_records": 30}}
+    check_run_identity(tmp_path, ident)  # no error, no restart
+    assert (tmp_path / "results-shard000of001.jsonl").read_text() == '{"x": 1}\n'  # the units' results stay
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("superseded-")]
+    assert len(aside) == 1 and aside[0].name.endswith("-06_multihop_general")
+    assert (aside[0] / "general" / "general.jsonl").read_text() == '{"g": 1}\n' and not (tmp_path / "general").exists()
+    assert json.loads((tmp_path / IDENTITY_FILE).read_text())["scoped"] == ident.scoped
+    check_run_identity(tmp_path, ident)  # the same again: nothing moves
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("superseded-")]) == 1
+    # any other parameter is still refused, scoped ones changed or not
+    with pytest.raises(RunIdentityError, match=r"parameter 'n_records': 100 -> 50"):
+        check_run_identity(tmp_path, run_identity("m", recs(), {**study, "n_records": 50}))
+
+
+def test_an_identity_file_written_before_scoped_parameters_existed_still_matches(tmp_path):
+    ident = run_identity("m", recs(), {"preset": "medium"})
+    legacy = {k: v for k, v in json.loads(json.dumps(ri.asdict(ident))).items() if k != "scoped"}
+    (tmp_path / IDENTITY_FILE).write_text(json.dumps(legacy))
+    (tmp_path / "results-shard000of001.jsonl").write_text('{"x": 1}\n')
+    check_run_identity(tmp_path, ident)
+    assert (tmp_path / "results-shard000of001.jsonl").is_file()
+
+
+def test_scoped_parameters_are_read_by_their_notebook_only():
+    """The claim SCOPED_PARAMETERS rests on: no other notebook's code mentions them."""
+    import nbformat
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb")):
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        for nb, names in ri.SCOPED_PARAMETERS.items():
+            for name in names:
+                if path.stem == nb:
+                    assert name in code, (path.name, name)
+                else:
+                    assert name not in code, f"{path.name} reads {name}, a parameter scoped to {nb}"
+    for nb in ri.SCOPED_PARAMETERS:
+        assert nb in ri.SCOPED_OUTPUTS
