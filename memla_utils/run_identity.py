@@ -236,8 +236,10 @@ def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: b
                                    "pass restart=True") from err
         diff = identity.differences(old)
         if not diff:
-            _move_scoped_outputs(run_dir, identity.scoped_differences(old))
-            write_json_atomic(path, asdict(identity))
+            changed = identity.scoped_differences(old)
+            if changed or old != identity:  # a scoped change, or a file written before ``scoped`` existed
+                _move_scoped_outputs(run_dir, changed)
+                write_json_atomic(path, asdict(identity))
             return path
         if not restart:
             raise RunIdentityError(
