@@ -91,7 +91,7 @@ test: setup kernel
 	@t=$$(date +%s); $(MAKE) --no-print-directory test-notebooks && echo "make test: test-notebooks took $$(( $$(date +%s) - t )) s"
 
 test-unit: setup kernel
-	$(PY) -m pytest tests -n 2 -q -p no:cacheprovider
+	$(PY) -m pytest tests -n 2 -q -p no:cacheprovider --durations=30
 
 test-notebooks: setup kernel
 	$(PY) -m pytest notebooks --nbval-lax --nbval-kernel-name memla --nbval-cell-timeout 3000 -q -p no:cacheprovider
