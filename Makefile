@@ -84,8 +84,8 @@ BOOK_ARGS ?=
 book: setup
 	$(PY) -m memla_utils.book --preset $(PRESET) $(BOOK_ARGS)
 
-## The whole test suite: unit + integration tests (2 processes), then every notebook through nbval, in order.
-## The unit + integration suite, then every notebook under nbval; each part's wall time is printed (CI's report)
+## The whole test suite: unit + integration tests (2 processes), then every notebook through nbval, in order;
+## each part's wall time is printed (CI's report)
 test: setup kernel
 	@t=$$(date +%s); $(MAKE) --no-print-directory test-unit && echo "make test: test-unit took $$(( $$(date +%s) - t )) s"
 	@t=$$(date +%s); $(MAKE) --no-print-directory test-notebooks && echo "make test: test-notebooks took $$(( $$(date +%s) - t )) s"
