@@ -27,6 +27,7 @@ from .neuron_masks import NeuronMasks, random_masks_like
 from .mkeb.record import Record
 from .models import LoadedModel
 from .scoring import answer_logprob
+from .seeds import unit_seed
 from .text import JOIN_VERSION, build_batch
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,27 @@ def unscaled_logprobs(lm: LoadedModel, record: Record, language: str,
 class SanityConfig:
     """The sanity check's knobs: factors from knowledge-neurons (x0 suppress, x2 enhance); 1 random draw per fact."""
 
-    factors: tuple[float, ...] = (0.0, 2.0)
-    random_draws: int = 1
-    seed: int = 0
-    relative: bool = True
+    factors: tuple[float, ...] = (0.0, 2.0)  # knowledge-neurons' suppress (x0) and enhance (x2)
+    random_draws: int = 1                    # random sets per (record, language); the companion's choice
+    seed: int = 0                            # run seed: each random set's seed is derived from it (random_set_seeds)
+    relative: bool = True                    # knowledge-neurons' "change ratio"; False: absolute change in P
+
+
+#: The purpose part of the random sets' per-unit seeds (:func:`memla_utils.seeds.unit_seed`).
+RANDOM_SET_PURPOSE = "sanity-random-neurons"
+
+
+def random_set_seeds(sanity: SanityConfig, example_id: str, language: str) -> list[int]:
+    """The seeds of one (record, language)'s ``sanity.random_draws`` random neuron sets: draw ``d`` uses
+    ``unit_seed(sanity.seed, "sanity-random-neurons", example_id, language, d)`` (:mod:`memla_utils.seeds`), so
+    a record's random sets depend on nothing but the run seed, the record, the language and the draw: not on the
+    other records, their order, the other languages or how the records are split across processes.
+
+    Raises ``ValueError`` when ``sanity.random_draws < 1`` (the random control needs at least one set).
+    """
+    if sanity.random_draws < 1:
+        raise ValueError(f"random_draws must be >= 1, got {sanity.random_draws}")
+    return [unit_seed(sanity.seed, RANDOM_SET_PURPOSE, example_id, language, d) for d in range(sanity.random_draws)]
 
 
 def _effects_key(lm: LoadedModel, record: Record, language: str, config: AttributionConfig, sanity: SanityConfig,
@@ -131,17 +149,18 @@ def sanity_effects(lm: LoadedModel, records: Sequence[Record], languages: Sequen
     Each (record, language)'s rows are cached as JSON under :func:`_effects_key` (``cache=None``: the project
     cache), mirrored into a multi-session run's durable cache (:data:`memla_utils.cache.DURABLE_JSON_KINDS`), so
     a later part of the run reads them instead of recomputing; read or computed, the rows are the same values.
-    The random sets of record ``i`` (in ``records``' order) and its ``j``-th language are drawn with seeds
-    ``sanity.seed + 1000 i + 10 j + d``, ``d < sanity.random_draws`` (as before caching).
+    Each (record, language)'s random sets are drawn with its own seeds (:func:`random_set_seeds`), so its rows
+    are the same whether the record runs alone, first or after others, and whatever the other languages are.
+    (Before, the seeds were ``sanity.seed + 1000 i + 10 j + d`` from the record's position ``i`` in ``records``
+    and the language's position ``j``; the seeds are part of the cache key, so no old entry is read for new.)
     """
     config = config or AttributionConfig()
     sanity = sanity or SanityConfig()
     cache = cache if cache is not None else ArtifactCache()
     rows = []
-    for i, rec in enumerate(tqdm(records, desc="sanity check", unit="record")):
+    for rec in tqdm(records, desc="sanity check", unit="record"):
         langs = [l for l in languages if l in rec.edit]
-        seeds = {lang: [sanity.seed + 1000 * i + 10 * j + d for d in range(sanity.random_draws)]
-                 for j, lang in enumerate(langs)}
+        seeds = {lang: random_set_seeds(sanity, rec.example_id, lang) for lang in langs}
         keys = {lang: _effects_key(lm, rec, lang, config, sanity, seeds[lang]) for lang in langs}
         stored = {lang: cache.get_json(keys[lang]) for lang in langs}
         todo = [lang for lang in langs if stored[lang] is None]
@@ -182,4 +201,5 @@ def neuron_sanity_check(lm: LoadedModel, records: Sequence[Record], languages: S
     return summarize_sanity(effects, n_boot=n_boot, seed=sanity.seed)
 
 
-__all__ = ["SANITY_VERSION", "SanityConfig", "neuron_sanity_check", "sanity_effects", "summarize_sanity", "suppression_effect"]
+__all__ = ["RANDOM_SET_PURPOSE", "SANITY_VERSION", "SanityConfig", "neuron_sanity_check", "random_set_seeds",
+           "sanity_effects", "summarize_sanity", "suppression_effect"]

@@ -31,6 +31,7 @@ from memla_utils.masks import (
     union,
 )
 from memla_utils.mkeb.record import EditTarget, Record, RecordError
+from memla_utils.seeds import unit_seed
 from memla_utils.testing import tiny_model
 
 N = 16
@@ -208,6 +209,38 @@ def test_sanity_effects_are_cached_per_record_and_language_and_mirrored_durably(
     # another seed draws other random sets: computed, not read
     sup.sanity_effects(lm, records[:1], ["en"], cfg, fresh, sup.SanityConfig(seed=5))
     assert calls == ["en"]
+
+
+def test_sanity_random_sets_are_per_unit_not_per_position():
+    """A (record, language)'s rows (its random sets' effects included) are the same whether the record runs
+    alone, first or after another record, and whatever the other languages are: its random sets are seeded from
+    the run seed, the record, the language and the draw (seeds.unit_seed), not from positions in the lists. (The
+    old seeds, ``seed + 1000 i + 10 j + d``, gave the second record and the second language other random sets.)"""
+    import memla_utils.suppression as sup
+
+    lm = tiny_model("llama")
+    cfg = AttributionConfig(steps=3)
+    first = make_record(("en", "zh"))
+    second = type(first)(**{**first.__dict__, "example_id": "jp2"})
+    sanity = sup.SanityConfig(random_draws=2)
+
+    def rows(records, languages, example_id="jp2"):  # every row computed: a disabled cache reads nothing
+        eff = sup.sanity_effects(lm, records, languages, cfg, ArtifactCache(enabled=False), sanity)
+        return eff[eff["example_id"] == example_id].reset_index(drop=True)
+
+    alone = rows([second], ["en", "zh"])
+    assert len(alone) == 2 * 2 * 2 and (alone["n_neurons"] > 0).all()  # languages x factors x {knowledge, random}
+    assert rows([second, first], ["en", "zh"]).equals(alone)
+    assert rows([first, second], ["en", "zh"]).equals(alone)
+    zh_alone = rows([second], ["zh"])
+    assert zh_alone.equals(alone[alone["language"] == "zh"].reset_index(drop=True))
+    # the seeds are the documented per-unit ones; other records, languages, draws and run seeds get other seeds
+    seeds = sup.random_set_seeds(sanity, "jp2", "zh")
+    assert seeds == [unit_seed(0, sup.RANDOM_SET_PURPOSE, "jp2", "zh", d) for d in (0, 1)]
+    assert len({*seeds, *sup.random_set_seeds(sanity, "jp", "zh"), *sup.random_set_seeds(sanity, "jp2", "en"),
+                *sup.random_set_seeds(sup.SanityConfig(seed=1, random_draws=2), "jp2", "zh")}) == 8
+    with pytest.raises(ValueError, match="random_draws"):
+        sup.random_set_seeds(sup.SanityConfig(random_draws=0), "jp2", "zh")
 
 
 def test_run_masks_reuses_saved_masks_only_when_made_the_same_way(tmp_path, monkeypatch):
