@@ -2,7 +2,8 @@
 
 Key = sha256 over canonical JSON of (kind, model fingerprint, content hashes, parameters). Values are JSON or
 safetensors (never pickle), written to a temporary file and renamed, so an interrupted run leaves either the
-complete artifact or nothing. The cache root is ``$MEMLA_CACHE`` or ``<project>/.cache/memla``.
+complete artifact or nothing; a safetensors file that already holds the same content is not rewritten
+(:func:`write_tensors_atomic`). The cache root is ``$MEMLA_CACHE`` or ``<project>/.cache/memla``.
 
 A multi-session run (the medium preset, issue 16) also has a *durable* cache, ``$MEMLA_RUN_CACHE`` (the batch
 driver sets it to ``<run_dir>/cache``, a tracked folder): each part may run on a fresh machine whose local cache is
@@ -99,7 +100,45 @@ def write_json_atomic(path: Path, value: Any, *, indent: int | None = None) -> N
         tmp.write_text(json.dumps(_jsonable(value), ensure_ascii=False, indent=indent), encoding="utf-8")
 
 
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same dtype, shape and bytes (bit for bit: a NaN equals the same NaN, ``-0.0`` differs from ``0.0``)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+
+
+def file_holds_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bool:
+    """Whether the safetensors file ``path`` already holds exactly ``tensors`` and ``metadata``.
+
+    Equal means: the same tensor names, and per name the same dtype, shape and values bit for bit; and the same
+    metadata as a dict (key order is ignored: safetensors writes the header's metadata keys in an order that
+    changes from process to process; ``None`` and ``{}`` are the same). ``False`` when the file is missing or
+    not a readable safetensors file. Tensors are read one at a time, so at most one extra tensor is in memory.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}) != (metadata or {}) or set(f.keys()) != set(tensors):
+                return False
+            return all(_same_bits(f.get_tensor(name), t.detach().cpu()) for name, t in tensors.items())
+    except (OSError, SafetensorError):
+        return False
+
+
 def write_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (and the string ``metadata``) to the safetensors file ``path`` atomically: a temporary
+    file renamed onto ``path``, so a reader sees the old file or the new one, never half of one.
+
+    A file that already holds the same content (:func:`file_holds_tensors`: same names, dtypes, shapes, values
+    bit for bit, same metadata in any key order) is left alone, bytes and mtime: without this every rerun
+    rewrote each tracked mask file with its metadata keys in another order (git noise in ``results/``).
+    """
+    if file_holds_tensors(path, tensors, metadata):
+        return
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 

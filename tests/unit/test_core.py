@@ -84,6 +84,73 @@ def _record_dict():
             "multi_hop_new_answer": {"en": "Italy"}}
 
 
+def _reorder_metadata(path, order):
+    """Rewrite a safetensors file's header with its metadata keys in ``order`` (as another process might write
+    them: safetensors' header order is not fixed); the header keeps its length, so the data is untouched."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"] = {k: header["__metadata__"][k] for k in order}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text = text + b" " * (n - len(text))  # safetensors allows trailing spaces in the header
+    assert len(text) == n
+    path.write_bytes(raw[:8] + text + raw[8 + n:])
+
+
+def test_write_tensors_atomic_leaves_a_file_with_the_same_content_alone(tmp_path):
+    """Writing what a file already holds (same names, dtypes, shapes, bits; same metadata in any key order)
+    keeps its bytes and mtime (before: every rerun rewrote each tracked mask file); other content is written."""
+    import os
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from memla_utils.cache import file_holds_tensors, write_tensors_atomic
+
+    path = tmp_path / "m.safetensors"
+    tensors = {"specific.0": torch.tensor([True, False, True]), "w": torch.tensor([[0.5, -0.0], [float("nan"), 2.0]])}
+    meta = {"example_id": "r1", "edit_language": "en", "n_neurons": "3", "source": "abc", "attribution_method": "m"}
+    write_tensors_atomic(path, tensors, meta)
+    _reorder_metadata(path, sorted(meta, reverse=True))
+    with safe_open(str(path), framework="pt") as f:
+        assert list(f.metadata()) != list(meta)  # the file's key order differs from the dict's
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = path.read_bytes()
+
+    def unchanged() -> bool:
+        return path.read_bytes() == before and path.stat().st_mtime_ns == 1_000_000_000
+
+    write_tensors_atomic(path, {k: v.clone() for k, v in tensors.items()}, dict(meta))
+    assert unchanged()
+    write_tensors_atomic(path, dict(reversed(tensors.items())), dict(reversed(meta.items())))
+    assert unchanged()
+    # anything different is written: a value (even -0.0 -> 0.0), a dtype, a shape, a name, a metadata value
+    w = tensors["w"]
+    for other, other_meta in [
+        ({**tensors, "w": torch.where(w == 0, torch.zeros_like(w), w)}, meta),
+        ({**tensors, "w": w.double()}, meta),
+        ({**tensors, "w": w.reshape(4)}, meta),
+        ({**tensors, "extra": torch.zeros(1)}, meta),
+        (tensors, {**meta, "source": "other"}),
+        (tensors, None),
+    ]:
+        assert not file_holds_tensors(path, other, other_meta)
+        write_tensors_atomic(path, other, other_meta)
+        back = load_file(str(path))
+        assert set(back) == set(other)
+        assert all(back[k].dtype == v.dtype and torch.equal(back[k].view(-1).view(torch.uint8),
+                                                            v.contiguous().view(-1).view(torch.uint8))
+                   for k, v in other.items())
+        with safe_open(str(path), framework="pt") as f:
+            assert (f.metadata() or {}) == (other_meta or {})
+        assert file_holds_tensors(path, other, other_meta)
+    # a file that is not a readable safetensors file is replaced
+    path.write_bytes(b"not safetensors")
+    assert not file_holds_tensors(path, tensors, meta)
+    write_tensors_atomic(path, tensors, meta)
+    assert file_holds_tensors(path, tensors, meta)
+
+
 def test_record_roundtrip_and_view():
     r = Record.from_dict(_record_dict())
     assert Record.from_dict(json.loads(json.dumps(r.to_dict()))) == r
