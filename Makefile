@@ -90,8 +90,11 @@ test: setup kernel
 	@t=$$(date +%s); $(MAKE) --no-print-directory test-unit && echo "make test: test-unit took $$(( $$(date +%s) - t )) s"
 	@t=$$(date +%s); $(MAKE) --no-print-directory test-notebooks && echo "make test: test-notebooks took $$(( $$(date +%s) - t )) s"
 
+## Unit + integration tests in 2 xdist processes, each taking whole test modules (--dist loadscope), so a module's
+## expensive fixtures (the default tokenizer's build, ~80 s; a Ray cluster) are built in one process, not in both.
+## (--dist loadgroup would be finer but fails with pytest 9.2: pytest-xdist issue #1386.)
 test-unit: setup kernel
-	$(PY) -m pytest tests -n 2 -q -p no:cacheprovider --durations=30
+	$(PY) -m pytest tests -n 2 --dist loadscope -q -p no:cacheprovider --durations=30
 
 test-notebooks: setup kernel
 	$(PY) -m pytest notebooks --nbval-lax --nbval-kernel-name memla --nbval-cell-timeout 3000 -q -p no:cacheprovider
