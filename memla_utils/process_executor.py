@@ -14,8 +14,14 @@ Same numbers whatever the number of workers: every unit runs on one thread (a fl
 the units are split, only on the thread count), edits are seeded per unit and reverted bit-exactly, and a worker
 reloads the same weights (fingerprint checked); a unit's seed derives from the run seed and its names
 (:func:`memla_utils.seeds.unit_seed`), never from which shard runs it. Rerunning after an interruption does only
-the units no shard has finished, with any number of workers. A worker that fails is reported with its shard after the others have
-finished (:class:`ProcessGridError`); what finished is kept.
+the units no shard has finished, with any number of workers. A worker that fails is reported with its shard after
+the others have finished (:class:`ProcessGridError`); what finished is kept.
+
+Each process is pinned to its own core while it runs the grid (worker ``k`` on core ``k`` mod the cores allowed,
+:func:`memla_utils.cpu_workers.pin_to_core`; the notebook's process, worker 0, gets its earlier cores back after
+the grid): left to the load balancer, both workers sat on CPU 0 at about 50% each whenever a third process ran.
+The helpers for CPU workers (how many, threads, pinning) live in :mod:`memla_utils.cpu_workers`; the names that
+moved there are re-exported here.
 
 Editors fitted on training records (MEND) and the covariances of ROME/MEMIT/PMET are fitted in the notebook's
 process first, so the workers read them from the content-addressed cache instead of each computing them.
@@ -25,11 +31,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,18 @@ import torch
 from . import runner
 from .cache import ArtifactCache
 from .covariance import second_moments
+from .cpu_workers import (  # re-exported: imported from here before cpu_workers existed
+    MAX_DEFAULT_WORKERS,
+    WORKERS_ENV,
+    _available_memory,  # noqa: F401
+    allowed_cores,
+    available_cores,
+    default_workers,
+    pin_to_core,
+    pinned_to_core,
+    torch_threads,
+    workers_from_env,
+)
 from .editors import make_editor
 from .mkeb.record import Record
 from .model_spec import ModelSpec, first_load_lock
@@ -48,77 +64,9 @@ from .runner import UNEDITED, RunnerConfig, Unit
 
 log = logging.getLogger(__name__)
 
-#: ``$MEMLA_WORKERS``: processes of the ``processes`` executor (``auto`` or unset: :func:`default_workers`)
-WORKERS_ENV = "MEMLA_WORKERS"
-#: at most this many workers by default (each holds a copy of the model)
-MAX_DEFAULT_WORKERS = 8
-
 
 class ProcessGridError(RuntimeError):
     """Some worker processes failed; the units every shard finished are kept, rerunning does the rest."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - not Linux
-        return None
-    return None  # pragma: no cover
-
-
-def default_workers(lm: LoadedModel) -> int:
-    """Workers for ``lm`` when ``$MEMLA_WORKERS`` is unset or ``auto``: 1 for a model on a GPU (one process per
-    GPU) or one built in memory (workers reload by name); else the available cores, at most
-    :data:`MAX_DEFAULT_WORKERS`, and at most as many model copies as fit in half the available memory."""
-    if lm.device.type != "cpu":
-        return 1
-    try:
-        ModelSpec.from_loaded(lm)
-    except ValueError:
-        return 1
-    n = min(available_cores(), MAX_DEFAULT_WORKERS)
-    mem = _available_memory()
-    size = sum(p.numel() * p.element_size() for p in lm.model.parameters())
-    if mem is not None and size:
-        n = min(n, max(1, int(mem * 0.5 // (2 * size))))
-    return max(1, n)
-
-
-def workers_from_env(lm: LoadedModel) -> int:
-    """``$MEMLA_WORKERS`` as a positive integer, or :func:`default_workers` when unset / ``auto``; anything else
-    is a ``ValueError`` naming the variable."""
-    raw = os.environ.get(WORKERS_ENV, "auto").strip().lower() or "auto"
-    if raw == "auto":
-        return default_workers(lm)
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"{WORKERS_ENV}={raw!r}: give a positive number of worker processes or 'auto'") from None
-    if n < 1:
-        raise ValueError(f"{WORKERS_ENV}={raw!r}: give a positive number of worker processes or 'auto'")
-    return n
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """``torch.set_num_threads(n)`` inside the block, the previous count after it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -138,6 +86,7 @@ class _Job:
     masks: dict[tuple[str, str], Any] | None
     config: RunnerConfig
     cache: tuple[str, bool, str | None] | None
+    cores: list[int]  # the cores the notebook's process may use; worker k pins itself to core k mod their number
 
 
 #: exit code of a worker that stopped at the running part's deadline (a multi-session run): not a failure
@@ -145,10 +94,11 @@ DEADLINE_EXIT = 3
 
 
 def _worker(job: _Job) -> None:
-    """A spawned process: load the model, check its weights, run one shard on one thread. A part's deadline
-    (:class:`memla_utils.run_parts.DeadlineReached`) ends it with :data:`DEADLINE_EXIT`."""
+    """A spawned process: pin itself to its own core, load the model, check its weights, run its units on one
+    thread. A part's deadline (:class:`memla_utils.run_parts.DeadlineReached`) ends it with :data:`DEADLINE_EXIT`."""
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [worker {job.shard}] %(name)s: %(message)s")
     torch.set_num_threads(1)
+    pin_to_core(runner.parse_shard(job.shard)[0], job.cores)
     with first_load_lock(job.spec):
         lm = job.spec.load()
     if lm.fingerprint != job.fingerprint:
@@ -251,12 +201,13 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
     spec = spec or ModelSpec.from_loaded(lm)
     start = time.perf_counter()
     shares = deal(todo, n)
+    cores = allowed_cores()  # before this process pins itself (its children would inherit one core)
     with torch_threads(1):
         _prefit(lm, todo, train_records, config)
         values = _mask_values(masks, todo, kept)
         jobs = [_Job(spec, lm.fingerprint, list(records), list(methods), list(edit_languages), list(eval_languages),
                      str(run_dir), f"{k}/{n}", shares[k], list(train_records), _share_masks(values, shares[k]),
-                     config, _cache_spec(cache))
+                     config, _cache_spec(cache), cores)
                 for k in range(1, n)]
         ctx = mp.get_context("spawn")
         procs = [ctx.Process(target=_worker, args=(job,), name=f"memla-worker-{job.shard}") for job in jobs]
@@ -265,9 +216,10 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
         log.info("processes executor: %d units left, dealt to %d processes (this one and %d spawned: %s units), "
                  "1 thread each", len(todo), n, n - 1, "/".join(str(len(s)) for s in shares))
         try:
-            out = runner.run_experiment(lm, records, methods, edit_languages, eval_languages, run_dir, f"0/{n}",
-                                        train_records=train_records, masks=_provider(values), config=config,
-                                        cache=cache, units=shares[0])
+            with pinned_to_core(0, cores):  # this process is worker 0; its earlier cores come back after the grid
+                out = runner.run_experiment(lm, records, methods, edit_languages, eval_languages, run_dir,
+                                            f"0/{n}", train_records=train_records, masks=_provider(values),
+                                            config=config, cache=cache, units=shares[0])
         except BaseException:  # this shard failed or was interrupted: stop the others (finished units stay)
             for p in procs:
                 p.terminate()
@@ -290,5 +242,6 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
     return out
 
 
-__all__ = ["DEADLINE_EXIT", "MAX_DEFAULT_WORKERS", "WORKERS_ENV", "ProcessGridError", "available_cores", "deal",
-           "default_workers", "run_experiment_processes", "torch_threads", "workers_from_env"]
+__all__ = ["DEADLINE_EXIT", "MAX_DEFAULT_WORKERS", "WORKERS_ENV", "ProcessGridError", "allowed_cores",
+           "available_cores", "deal", "default_workers", "pin_to_core", "pinned_to_core", "run_experiment_processes",
+           "torch_threads", "workers_from_env"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 from grid_helpers import CONFIG, EDIT, EVAL, METHODS, SPEC, comparable
 
+from memla_utils import cpu_workers
 from memla_utils import process_executor as pe
 from memla_utils.cache import ArtifactCache
 from memla_utils.model_spec import ModelSpec
@@ -202,3 +204,33 @@ def test_deal_is_round_robin_over_the_units_given():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="n "):
             pe.deal(units, bad)
+
+
+def _tiny_model_noting_affinity(path: str):
+    """A worker's model factory that first writes the cores of each of the worker's threads to ``path``."""
+    cores = sorted({tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task")})
+    Path(path).write_text(json.dumps(cores), encoding="utf-8")
+    return tiny_model("llama")
+
+
+@pytest.mark.skipif(len(cpu_workers.allowed_cores()) < 2, reason="needs a process allowed on 2 cores or more")
+def test_each_worker_runs_pinned_to_its_own_core(tmp_path, monkeypatch):
+    """Left to the load balancer, both one-thread workers sat on CPU 0 whenever a third process ran: the spawned
+    worker pins itself to core 1, the notebook's process to core 0 for the grid and gets its cores back after."""
+    cores = cpu_workers.allowed_cores()
+    noted = tmp_path / "worker-cores.json"
+    spec = ModelSpec("tiny-llama", factory=functools.partial(_tiny_model_noting_affinity, str(noted)))
+    here: list[list[int]] = []
+    real = pe.runner.run_experiment
+
+    def spy(*args, **kwargs):  # in this process only (the spawned worker imports the real one)
+        here.append(cpu_workers.allowed_cores())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pe.runner, "run_experiment", spy)
+    pe.run_experiment_processes(tiny_model("llama"), records()[:1], ["ft"], EDIT, EVAL, tmp_path / "run",
+                                workers=2, config=CONFIG, spec=spec)
+    assert json.loads(noted.read_text(encoding="utf-8")) == [[cores[1]]]  # every thread of worker 1
+    assert here == [[cores[0]]]
+    assert cpu_workers.allowed_cores() == cores
+    assert len(done_units(tmp_path / "run")) == 2
