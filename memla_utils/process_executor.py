@@ -4,15 +4,24 @@ On the 2-core CPU the units of notebooks 04-05 (an edit's short forwards and bac
 a second torch thread: a MEMLA training step took 0.62 s with 2 threads and 0.58 s with 1, an evaluation in 4
 languages 4.7 s and 5.1 s, while two 1-thread processes side by side ran at 0.61-0.64 s per step each (measured on
 the default model, 2026-12-01). So the grid runs in ``workers`` processes instead: the notebook's process works
-on shard ``0/N`` and ``N - 1`` spawned processes on shards ``1/N .. N-1/N`` (:func:`memla_utils.runner.shard_units`,
-round robin), each with ``torch.set_num_threads(1)``, each writing its own resumable JSONL file
-(``results-shard00kof00N.jsonl``) in the same run folder.
+on shard ``0/N`` and ``N - 1`` spawned processes on shards ``1/N .. N-1/N``, each with ``torch.set_num_threads(1)``,
+each writing its own resumable JSONL file (``results-shard00kof00N.jsonl``) in the same run folder. The units
+*left* (finished by no shard of any earlier call) are dealt round robin, shard ``k`` taking units ``k, k + N, ...``
+of that list: a resumed run keeps every worker busy even when one shard of the earlier call had finished its
+share (dealing the whole grid and skipping what was done left 206 units on one of 2 workers, its core idle).
 
 Same numbers whatever the number of workers: every unit runs on one thread (a float32 sum does not depend on how
 the units are split, only on the thread count), edits are seeded per unit and reverted bit-exactly, and a worker
-reloads the same weights (fingerprint checked). Rerunning after an interruption does only the units no shard has
-finished, with any number of workers. A worker that fails is reported with its shard after the others have
-finished (:class:`ProcessGridError`); what finished is kept.
+reloads the same weights (fingerprint checked); a unit's seed derives from the run seed and its names
+(:func:`memla_utils.seeds.unit_seed`), never from which shard runs it. Rerunning after an interruption does only
+the units no shard has finished, with any number of workers. A worker that fails is reported with its shard after
+the others have finished (:class:`ProcessGridError`); what finished is kept.
+
+Each process is pinned to its own core while it runs the grid (worker ``k`` on core ``k`` mod the cores allowed,
+:func:`memla_utils.cpu_workers.pin_to_core`; the notebook's process, worker 0, gets its earlier cores back after
+the grid): left to the load balancer, both workers sat on CPU 0 at about 50% each whenever a third process ran.
+The helpers for CPU workers (how many, threads, pinning) live in :mod:`memla_utils.cpu_workers`; the names that
+moved there are re-exported here.
 
 Editors fitted on training records (MEND) and the covariances of ROME/MEMIT/PMET are fitted in the notebook's
 process first, so the workers read them from the content-addressed cache instead of each computing them.
@@ -22,11 +31,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,18 @@ import torch
 from . import runner
 from .cache import ArtifactCache
 from .covariance import second_moments
+from .cpu_workers import (  # re-exported: imported from here before cpu_workers existed
+    MAX_DEFAULT_WORKERS,
+    WORKERS_ENV,
+    _available_memory,  # noqa: F401
+    allowed_cores,
+    available_cores,
+    default_workers,
+    pin_to_core,
+    pinned_to_core,
+    torch_threads,
+    workers_from_env,
+)
 from .editors import make_editor
 from .mkeb.record import Record
 from .model_spec import ModelSpec, first_load_lock
@@ -45,77 +64,9 @@ from .runner import UNEDITED, RunnerConfig, Unit
 
 log = logging.getLogger(__name__)
 
-#: ``$MEMLA_WORKERS``: processes of the ``processes`` executor (``auto`` or unset: :func:`default_workers`)
-WORKERS_ENV = "MEMLA_WORKERS"
-#: at most this many workers by default (each holds a copy of the model)
-MAX_DEFAULT_WORKERS = 8
-
 
 class ProcessGridError(RuntimeError):
     """Some worker processes failed; the units every shard finished are kept, rerunning does the rest."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - not Linux
-        return None
-    return None  # pragma: no cover
-
-
-def default_workers(lm: LoadedModel) -> int:
-    """Workers for ``lm`` when ``$MEMLA_WORKERS`` is unset or ``auto``: 1 for a model on a GPU (one process per
-    GPU) or one built in memory (workers reload by name); else the available cores, at most
-    :data:`MAX_DEFAULT_WORKERS`, and at most as many model copies as fit in half the available memory."""
-    if lm.device.type != "cpu":
-        return 1
-    try:
-        ModelSpec.from_loaded(lm)
-    except ValueError:
-        return 1
-    n = min(available_cores(), MAX_DEFAULT_WORKERS)
-    mem = _available_memory()
-    size = sum(p.numel() * p.element_size() for p in lm.model.parameters())
-    if mem is not None and size:
-        n = min(n, max(1, int(mem * 0.5 // (2 * size))))
-    return max(1, n)
-
-
-def workers_from_env(lm: LoadedModel) -> int:
-    """``$MEMLA_WORKERS`` as a positive integer, or :func:`default_workers` when unset / ``auto``; anything else
-    is a ``ValueError`` naming the variable."""
-    raw = os.environ.get(WORKERS_ENV, "auto").strip().lower() or "auto"
-    if raw == "auto":
-        return default_workers(lm)
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"{WORKERS_ENV}={raw!r}: give a positive number of worker processes or 'auto'") from None
-    if n < 1:
-        raise ValueError(f"{WORKERS_ENV}={raw!r}: give a positive number of worker processes or 'auto'")
-    return n
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """``torch.set_num_threads(n)`` inside the block, the previous count after it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -130,10 +81,12 @@ class _Job:
     eval_languages: list[str]
     run_dir: str
     shard: str
+    units: list[Unit]
     train_records: list[Record]
     masks: dict[tuple[str, str], Any] | None
     config: RunnerConfig
     cache: tuple[str, bool, str | None] | None
+    cores: list[int]  # the cores the notebook's process may use; worker k pins itself to core k mod their number
 
 
 #: exit code of a worker that stopped at the running part's deadline (a multi-session run): not a failure
@@ -141,10 +94,11 @@ DEADLINE_EXIT = 3
 
 
 def _worker(job: _Job) -> None:
-    """A spawned process: load the model, check its weights, run one shard on one thread. A part's deadline
-    (:class:`memla_utils.run_parts.DeadlineReached`) ends it with :data:`DEADLINE_EXIT`."""
+    """A spawned process: pin itself to its own core, load the model, check its weights, run its units on one
+    thread. A part's deadline (:class:`memla_utils.run_parts.DeadlineReached`) ends it with :data:`DEADLINE_EXIT`."""
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [worker {job.shard}] %(name)s: %(message)s")
     torch.set_num_threads(1)
+    pin_to_core(runner.parse_shard(job.shard)[0], job.cores)
     with first_load_lock(job.spec):
         lm = job.spec.load()
     if lm.fingerprint != job.fingerprint:
@@ -155,7 +109,7 @@ def _worker(job: _Job) -> None:
     try:
         runner.run_experiment(lm, job.records, job.methods, job.edit_languages, job.eval_languages, job.run_dir,
                               job.shard, train_records=job.train_records, masks=_provider(job.masks),
-                              config=replace(job.config, progress=False), cache=cache)
+                              config=replace(job.config, progress=False), cache=cache, units=job.units)
     except DeadlineReached as err:
         logging.getLogger(__name__).info("worker %s: %s", job.shard, err)
         sys.exit(DEADLINE_EXIT)
@@ -179,6 +133,23 @@ def _mask_values(masks: Callable[[Record, str], Any] | None, todo: Sequence[Unit
         if u.method != UNEDITED and key not in out:
             out[key] = masks(by_id[u.record], u.edit_lang)
     return out
+
+
+def deal(units: Sequence[Unit], n: int) -> list[list[Unit]]:
+    """``units`` dealt round robin to ``n`` shares (share ``k``: units ``k, k + n, ...``): disjoint, covering, sizes
+    differing by at most one. ``n`` must be a positive integer (else ``ValueError`` naming it)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (the number of shares) must be a positive integer, got {n!r}")
+    return [list(units[k::n]) for k in range(n)]
+
+
+def _share_masks(values: dict[tuple[str, str], Any] | None, share: Sequence[Unit]
+                 ) -> dict[tuple[str, str], Any] | None:
+    """The masks of ``values`` that the units of ``share`` need (what one worker is sent)."""
+    if values is None:
+        return None
+    keys = {(u.record, u.edit_lang) for u in share}
+    return {k: v for k, v in values.items() if k in keys}
 
 
 def _cache_spec(cache: ArtifactCache | None) -> tuple[str, bool, str | None] | None:
@@ -208,8 +179,9 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
     :func:`default_workers`), each unit on one thread; returns the notebook process's JSONL file.
 
     ``spec``: how workers get the model (default: reload ``lm`` by name; tests pass a factory). ``shard`` must be
-    ``"0/1"``: the executor splits the whole grid itself. With one worker, or fewer than two units to run, the
-    units run here, still on one thread each. Raises :class:`ProcessGridError` naming the failed shards (after
+    ``"0/1"``: the executor splits the grid itself, dealing the units no shard has finished round robin to the
+    ``workers`` shards (:func:`deal`). With one worker, or fewer than two units to run, the units run here, still
+    on one thread each. Raises :class:`ProcessGridError` naming the failed shards (after
     every worker has stopped; finished units are kept).
     """
     if shard != "0/1":
@@ -228,22 +200,26 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
                                          train_records=train_records, masks=masks, config=config, cache=cache)
     spec = spec or ModelSpec.from_loaded(lm)
     start = time.perf_counter()
+    shares = deal(todo, n)
+    cores = allowed_cores()  # before this process pins itself (its children would inherit one core)
     with torch_threads(1):
         _prefit(lm, todo, train_records, config)
         values = _mask_values(masks, todo, kept)
         jobs = [_Job(spec, lm.fingerprint, list(records), list(methods), list(edit_languages), list(eval_languages),
-                     str(run_dir), f"{k}/{n}", list(train_records), values, config, _cache_spec(cache))
+                     str(run_dir), f"{k}/{n}", shares[k], list(train_records), _share_masks(values, shares[k]),
+                     config, _cache_spec(cache), cores)
                 for k in range(1, n)]
         ctx = mp.get_context("spawn")
         procs = [ctx.Process(target=_worker, args=(job,), name=f"memla-worker-{job.shard}") for job in jobs]
         for p in procs:
             p.start()
-        log.info("processes executor: %d units in %d processes (this one and %d spawned), 1 thread each",
-                 len(todo), n, n - 1)
+        log.info("processes executor: %d units left, dealt to %d processes (this one and %d spawned: %s units), "
+                 "1 thread each", len(todo), n, n - 1, "/".join(str(len(s)) for s in shares))
         try:
-            out = runner.run_experiment(lm, records, methods, edit_languages, eval_languages, run_dir, f"0/{n}",
-                                        train_records=train_records, masks=_provider(values), config=config,
-                                        cache=cache)
+            with pinned_to_core(0, cores):  # this process is worker 0; its earlier cores come back after the grid
+                out = runner.run_experiment(lm, records, methods, edit_languages, eval_languages, run_dir,
+                                            f"0/{n}", train_records=train_records, masks=_provider(values),
+                                            config=config, cache=cache, units=shares[0])
         except BaseException:  # this shard failed or was interrupted: stop the others (finished units stay)
             for p in procs:
                 p.terminate()
@@ -266,5 +242,6 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
     return out
 
 
-__all__ = ["DEADLINE_EXIT", "MAX_DEFAULT_WORKERS", "WORKERS_ENV", "ProcessGridError", "available_cores", "default_workers",
-           "run_experiment_processes", "torch_threads", "workers_from_env"]
+__all__ = ["DEADLINE_EXIT", "MAX_DEFAULT_WORKERS", "WORKERS_ENV", "ProcessGridError", "allowed_cores",
+           "available_cores", "deal", "default_workers", "pin_to_core", "pinned_to_core", "run_experiment_processes",
+           "torch_threads", "workers_from_env"]

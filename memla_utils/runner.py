@@ -208,34 +208,25 @@ def _run_unit(lm: LoadedModel, unit: Unit, record: Record, make_edit: Callable[[
 def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence[str],
                    edit_languages: Sequence[str], eval_languages: Sequence[str], run_dir: str | Path,
                    shard: str = "0/1", *, train_records: Sequence[Record] = (), masks: MasksProvider | None = None,
-                   config: RunnerConfig | None = None, cache: ArtifactCache | None = None) -> Path:
+                   config: RunnerConfig | None = None, cache: ArtifactCache | None = None,
+                   units: Sequence[Unit] | None = None) -> Path:
     """Run this shard's units that are not finished yet; return the shard's JSONL file.
 
     ``train_records`` (disjoint from ``records``) go to ``editor.fit`` once per method (MEND, IKE);
     ``masks(record, edit_lang)`` supplies precomputed MEMLA masks (else MEMLA computes them through
-    attribution); ``cache`` is passed to editors and keeps the unedited evaluations.
+    attribution); ``cache`` is passed to editors and keeps the unedited evaluations. ``units``: run these (the
+    ones not finished yet, in the order given) instead of the shard's round-robin share of the grid; ``shard``
+    then only names the file (the processes executor deals the units left this way); a unit outside the run's
+    grid is a ``ValueError`` naming it (:func:`plan_units`).
     Runs in this process; :func:`memla_utils.executors.run_experiment` (what the notebooks call) picks the
     executor named by ``$MEMLA_EXECUTOR`` and comes here for ``local``.
     """
     config = config or RunnerConfig()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    by_id = {r.example_id: r for r in records}
-    overlap = sorted(by_id.keys() & {r.example_id for r in train_records})
-    if overlap:
-        raise ValueError(f"train_records and evaluated records share example_id(s) {overlap[:5]}: the training "
-                         f"split must be disjoint from the records being edited")
-    records, skipped = preflight(records, methods, edit_languages, eval_languages, config,
-                                 already_skipped=skipped_records(run_dir))
-    units = work_units(records, methods, edit_languages, include_unedited=config.include_unedited)
-    write_manifest(run_dir, lm, units, eval_languages, skipped)
-    done = finished_units(run_dir)
-    todo = [u for u in shard_units(units, shard) if u.as_tuple() not in done]
-    out = shard_file(run_dir, shard)
-    log.info("shard %s: %d units to run (%d already finished) -> %s", shard, len(todo),
-             len(shard_units(units, shard)) - len(todo), out.name)
+    todo, kept, out = plan_units(records, methods, edit_languages, eval_languages, run_dir, shard, model=lm,
+                                 train_records=train_records, config=config, units=units)
     if not todo:
         return out
+    by_id = {r.example_id: r for r in kept}
     preedit = PreEditCache(cache if config.cache_preedit else None)
     editors: dict[str, Any] = {}
     for method in dict.fromkeys(u.method for u in todo if u.method != UNEDITED):
@@ -302,16 +293,22 @@ def _train_parallel(lm: LoadedModel, editor: Any, units: list[Unit], by_id: dict
 
 
 # ------------------------------------------------------------------------------------------ other executors
-# Hooks for executors that run units elsewhere (memla_utils.executors: Ray tasks). They repeat run_experiment's
-# preparation and per-unit body with the same helpers, so a unit gives the same rows wherever it runs and every
-# executor writes the same resumable files.
+# Hooks for executors that run units elsewhere (memla_utils.executors: Ray tasks). run_experiment prepares with
+# plan_units and runs each unit with the same body as run_unit, so a unit gives the same rows wherever it runs and
+# every executor writes the same resumable files.
 def plan_units(records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str],
                eval_languages: Sequence[str], run_dir: str | Path, shard: str = "0/1", *, model: Any,
-               train_records: Sequence[Record] = (), config: RunnerConfig | None = None
-               ) -> tuple[list[Unit], list[Record], Path]:
+               train_records: Sequence[Record] = (), config: RunnerConfig | None = None,
+               units: Sequence[Unit] | None = None) -> tuple[list[Unit], list[Record], Path]:
     """run_experiment's preparation without running anything: ``(the shard's unfinished units, the records
     kept by the pre-flight, the shard's JSONL file)``. Checks, pre-flight and manifest as in run_experiment;
-    ``model`` needs only ``name`` and ``fingerprint`` (the driver of a cluster need not load the weights)."""
+    ``model`` needs only ``name`` and ``fingerprint`` (the driver of a cluster need not load the weights).
+
+    ``units``: the units to plan instead of the shard's round-robin share (:func:`shard_units`), in the order
+    given, duplicates dropped; finished ones are left out as for a share. Raises ``ValueError`` naming the units
+    given that are not in the run's grid (:func:`work_units` of the records the pre-flight kept), and naming the
+    records shared by ``records`` and ``train_records``.
+    """
     config = config or RunnerConfig()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -322,12 +319,23 @@ def plan_units(records: Sequence[Record], methods: Sequence[str], edit_languages
                          f"split must be disjoint from the records being edited")
     kept, skipped = preflight(records, methods, edit_languages, eval_languages, config,
                               already_skipped=skipped_records(run_dir))
-    units = work_units(kept, methods, edit_languages, include_unedited=config.include_unedited)
-    write_manifest(run_dir, model, units, eval_languages, skipped)
+    grid = work_units(kept, methods, edit_languages, include_unedited=config.include_unedited)
+    if units is None:
+        share = shard_units(grid, shard)
+    else:
+        share = list(dict.fromkeys(units))
+        in_grid = set(grid)
+        outside = [u.as_tuple() if isinstance(u, Unit) else u for u in share if u not in in_grid]
+        if outside:
+            raise ValueError(f"units: {len(outside)} unit(s) not in the run's grid (records kept by the pre-flight "
+                             f"x edit languages x methods), e.g. {outside[:5]}")
+    write_manifest(run_dir, model, grid, eval_languages, skipped)
     done = finished_units(run_dir)
-    todo = [u for u in shard_units(units, shard) if u.as_tuple() not in done]
-    log.info("shard %s: %d units to run (%d already finished)", shard, len(todo), len(shard_units(units, shard)) - len(todo))
-    return todo, kept, shard_file(run_dir, shard)
+    todo = [u for u in share if u.as_tuple() not in done]
+    out = shard_file(run_dir, shard)
+    log.info("shard %s: %d units to run (%d already finished) -> %s", shard, len(todo), len(share) - len(todo),
+             out.name)
+    return todo, kept, out
 
 
 def run_unit(lm: LoadedModel, unit: Unit, record: Record, eval_languages: Sequence[str], *, editor: Any,

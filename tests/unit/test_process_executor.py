@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,12 @@ import torch
 
 from grid_helpers import CONFIG, EDIT, EVAL, METHODS, SPEC, comparable
 
+from memla_utils import cpu_workers
 from memla_utils import process_executor as pe
 from memla_utils.cache import ArtifactCache
 from memla_utils.model_spec import ModelSpec
 from memla_utils.mkeb.record import EditTarget, Record
-from memla_utils.runner import run_experiment
+from memla_utils.runner import Unit, run_experiment
 from memla_utils.testing import tiny_model
 
 
@@ -42,6 +44,12 @@ def done_units(run_dir: Path) -> dict[tuple, int]:
                 key = (r["record"], r["edit_lang"], r["method"])
                 out[key] = out.get(key, 0) + 1
     return out
+
+
+def done_per_file(run_dir: Path) -> dict[str, int]:
+    """``done`` markers in each shard file of ``run_dir``."""
+    return {p.name: sum(json.loads(line).get("kind") == "done" for line in p.read_text(encoding="utf-8").splitlines())
+            for p in sorted(run_dir.glob("results-shard*.jsonl"))}
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +158,79 @@ def test_a_parts_deadline_stops_every_process_as_a_deadline_not_a_failure(tmp_pa
         pe.run_experiment_processes(tiny_model("llama"), records(), ["ft"], EDIT, EVAL, tmp_path, workers=2,
                                     config=CONFIG, spec=SPEC)
     assert done_units(tmp_path) == {}
+
+
+def test_a_resumed_run_deals_the_units_left_to_every_worker(tmp_path):
+    """An earlier call's shard 0/2 finished its share of the 8 units and shard 1/2 none (as part 3 of the medium run
+    ended): a rerun on 2 workers deals the 4 units left 2 and 2. Dealing the whole grid and skipping what was done
+    gave shard 0/2 nothing and shard 1/2 all 4 (gains 0 and 4), one core idle. Same rows as one process."""
+    recs, edit, methods = records()[:2], ["en", "zh"], ["ft"]
+    reference, run_dir = tmp_path / "reference", tmp_path / "resumed"
+    with pe.torch_threads(1):
+        run_experiment(tiny_model("llama"), recs, methods, edit, EVAL, reference, config=CONFIG)
+        run_experiment(tiny_model("llama"), recs, methods, edit, EVAL, run_dir, "0/2", config=CONFIG)
+    names = ["results-shard000of002.jsonl", "results-shard001of002.jsonl"]
+    before = done_per_file(run_dir)
+    assert before == {names[0]: 4}
+    pe.run_experiment_processes(tiny_model("llama"), recs, methods, edit, EVAL, run_dir, workers=2, config=CONFIG,
+                                spec=SPEC)
+    after = done_per_file(run_dir)
+    assert [after.get(n, 0) - before.get(n, 0) for n in names] == [2, 2]
+    assert done_units(run_dir) == {(r, e, m): 1 for r in ("r0", "r1") for e in edit for m in ("unedited", "ft")}
+    assert comparable(run_dir) == comparable(reference)  # who runs a unit moves no number (seeds per unit)
+
+
+def test_units_outside_the_grid_are_refused_by_name(tmp_path):
+    lm = tiny_model("llama")
+    outside = [Unit("r9", "en", "ft"), Unit("r1", "zh", "ft"), Unit("r1", "en", "rome")]
+    with pytest.raises(ValueError, match="not in the run's grid") as err:
+        run_experiment(lm, records(), ["ft"], EDIT, EVAL, tmp_path, units=[Unit("r0", "en", "ft"), *outside],
+                       config=CONFIG)
+    for unit in outside:
+        assert str(unit.as_tuple()) in str(err.value)
+    assert str(("r0", "en", "ft")) not in str(err.value)
+    assert not list(tmp_path.glob("results-shard*.jsonl"))  # refused before any unit ran
+    # units of the grid: exactly those run, in the shard's file whatever its round-robin share would be
+    given = [Unit("r2", "en", "ft"), Unit("r0", "en", "unedited"), Unit("r2", "en", "ft")]
+    out = run_experiment(lm, records(), ["ft"], EDIT, EVAL, tmp_path, "1/3", units=given, config=CONFIG)
+    assert out.name == "results-shard001of003.jsonl"
+    assert done_units(tmp_path) == {("r2", "en", "ft"): 1, ("r0", "en", "unedited"): 1}
+
+
+def test_deal_is_round_robin_over_the_units_given():
+    units = [Unit(f"r{i}", "en", "ft") for i in range(5)]
+    assert pe.deal(units, 2) == [units[0::2], units[1::2]]
+    assert pe.deal(units[:1], 3) == [units[:1], [], []]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n "):
+            pe.deal(units, bad)
+
+
+def _tiny_model_noting_affinity(path: str):
+    """A worker's model factory that first writes the cores of each of the worker's threads to ``path``."""
+    cores = sorted({tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task")})
+    Path(path).write_text(json.dumps(cores), encoding="utf-8")
+    return tiny_model("llama")
+
+
+@pytest.mark.skipif(len(cpu_workers.allowed_cores()) < 2, reason="needs a process allowed on 2 cores or more")
+def test_each_worker_runs_pinned_to_its_own_core(tmp_path, monkeypatch):
+    """Left to the load balancer, both one-thread workers sat on CPU 0 whenever a third process ran: the spawned
+    worker pins itself to core 1, the notebook's process to core 0 for the grid and gets its cores back after."""
+    cores = cpu_workers.allowed_cores()
+    noted = tmp_path / "worker-cores.json"
+    spec = ModelSpec("tiny-llama", factory=functools.partial(_tiny_model_noting_affinity, str(noted)))
+    here: list[list[int]] = []
+    real = pe.runner.run_experiment
+
+    def spy(*args, **kwargs):  # in this process only (the spawned worker imports the real one)
+        here.append(cpu_workers.allowed_cores())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pe.runner, "run_experiment", spy)
+    pe.run_experiment_processes(tiny_model("llama"), records()[:1], ["ft"], EDIT, EVAL, tmp_path / "run",
+                                workers=2, config=CONFIG, spec=spec)
+    assert json.loads(noted.read_text(encoding="utf-8")) == [[cores[1]]]  # every thread of worker 1
+    assert here == [[cores[0]]]
+    assert cpu_workers.allowed_cores() == cores
+    assert len(done_units(tmp_path / "run")) == 2
