@@ -9,6 +9,7 @@ float sums depend on its torch thread count, not on which core runs it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -98,6 +99,14 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+
+def single_thread_on_cpu(device: torch.device | str) -> contextlib.AbstractContextManager[None]:
+    """``torch_threads(1)`` for work on a CPU, nothing elsewhere: work that a pool of one-thread processes
+    (:mod:`memla_utils.model_workers`) may also do runs on one thread in the notebook's process too, so its bits
+    are the same whichever process computed it (a float sum's order depends on the thread count)."""
+    return torch_threads(1) if torch.device(device).type == "cpu" else contextlib.nullcontext()
+
+
 def core_for(index: int, cores: Sequence[int]) -> int:
     """The core of worker ``index``: ``sorted(cores)[index % len(cores)]`` (workers ``0 .. len(cores) - 1`` get
     distinct cores; more workers than cores wrap around). ``ValueError`` naming ``index`` when it is not a
@@ -168,4 +177,5 @@ def pinned_to_core(index: int, cores: Sequence[int] | None = None) -> Iterator[i
 
 
 __all__ = ["MAX_DEFAULT_WORKERS", "WORKERS_ENV", "allowed_cores", "available_cores", "core_for", "default_workers",
-           "pin_to_core", "pinned_to_core", "torch_threads", "workers_from_env"]
+           "pin_to_core", "pinned_to_core", "single_thread_on_cpu", "torch_threads",
+           "workers_from_env"]

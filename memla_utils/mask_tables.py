@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .attribution_config import METHODS, AttributionConfig
+from .attribution_parallel import prefill_attributions
 from .attribution_records import record_attributions
 from .attribution_scores import neurons_from_attributions
 from .cache import ArtifactCache
@@ -26,7 +27,11 @@ def masks_summary(masks: Mapping[tuple[str, str], RecordMasks], records: Sequenc
 def run_attributions(lm, records: Sequence[Record], languages: Sequence[str], config: AttributionConfig,
                      cache: ArtifactCache | None = None, *, progress: bool = False) -> dict[tuple[str, str], list]:
     """``{(example_id, language): [PromptAttribution, ...]}`` for every record in each of ``languages`` it has
-    (:func:`memla_utils.attribution.record_attributions`: cached prompts are read, the rest computed)."""
+    (:func:`memla_utils.attribution.record_attributions`: cached prompts are read, the rest computed). On a CPU
+    with several cores the prompts not cached are computed first in one-thread worker processes
+    (:func:`memla_utils.attribution_parallel.prefill_attributions`; ``$MEMLA_WORKERS``), the same bits."""
+    cache = cache if cache is not None else ArtifactCache()
+    prefill_attributions(lm, records, languages, config, cache, progress=progress)
     return {(rec.example_id, lang): atts for rec in records
             for lang, atts in record_attributions(lm, rec, [lang for lang in languages if lang in rec.edit], config,
                                                   cache, progress=progress).items()}
@@ -149,6 +154,10 @@ def method_overlap(lm, records: Sequence[Record], languages: Sequence[str], conf
     from scipy.stats import spearmanr
 
     config = config or AttributionConfig()
+    cache = cache if cache is not None else ArtifactCache()
+    for m in METHODS:  # the prompts not cached, in one-thread worker processes where a CPU has several cores
+        prefill_attributions(lm, records, languages, dataclasses.replace(config, method=m), cache, dense=True,
+                             progress=progress)
     rows = []
     for record in records:
         langs = [l for l in languages if l in record.edit]

@@ -35,10 +35,11 @@ IDENTITY_FILE = "run_identity.json"
 #: means every ``*.py`` in it). Shared foundations (models, text, scoring, languages) count for every stage.
 STAGE_FILES: dict[str, tuple[str, ...]] = {
     "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py", "finite.py",
-                   "notebook_setup.py", "cpu_workers.py"),
+                   "notebook_setup.py", "cpu_workers.py", "model_workers.py"),
     "attribution": ("attribution.py", "attribution_config.py", "attribution_prep.py", "attribution_ig.py",
                     "attribution_reference.py", "attribution_records.py", "attribution_scores.py",
-                    "attribution_stair.py", "neuron_masks.py", "mask_compute.py", "masks.py", "mask_files.py",
+                    "attribution_stair.py", "attribution_parallel.py", "neuron_masks.py", "mask_compute.py", "masks.py",
+                    "mask_files.py",
                     "suppression.py"),
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
     "evaluation": ("evaluate.py", "evaluate_metrics.py", "evaluate_f1.py", "evaluate_greedy.py",

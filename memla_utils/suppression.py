@@ -21,11 +21,14 @@ from tqdm.auto import tqdm
 from .attribution_config import AttributionConfig
 from .attribution_records import record_items
 from .cache import ArtifactCache, cache_key
+from .cpu_workers import single_thread_on_cpu, workers_from_env
 from .finite import naming, require_finite, require_finite_tensor
 from .mask_compute import language_neurons
-from .neuron_masks import NeuronMasks, random_masks_like
 from .mkeb.record import Record
+from .model_spec import ModelSpec
+from .model_workers import pool_size, run_in_workers
 from .models import LoadedModel
+from .neuron_masks import NeuronMasks, random_masks_like
 from .scoring import answer_logprob
 from .seeds import unit_seed
 from .text import JOIN_VERSION, build_batch
@@ -143,7 +146,8 @@ def _language_effects(lm: LoadedModel, record: Record, language: str, kn: Neuron
 
 def sanity_effects(lm: LoadedModel, records: Sequence[Record], languages: Sequence[str],
                    config: AttributionConfig | None = None, cache: ArtifactCache | None = None,
-                   sanity: SanityConfig | None = None) -> pd.DataFrame:
+                   sanity: SanityConfig | None = None, *, workers: int | None = None,
+                   spec: ModelSpec | None = None) -> pd.DataFrame:
     """Tidy per-fact effects: ``example_id, language, factor, neurons (knowledge|random), n_neurons, effect``.
 
     Each (record, language)'s rows are cached as JSON under :func:`_effects_key` (``cache=None``: the project
@@ -153,23 +157,55 @@ def sanity_effects(lm: LoadedModel, records: Sequence[Record], languages: Sequen
     are the same whether the record runs alone, first or after others, and whatever the other languages are.
     (Before, the seeds were ``sanity.seed + 1000 i + 10 j + d`` from the record's position ``i`` in ``records``
     and the language's position ``j``; the seeds are part of the cache key, so no old entry is read for new.)
+
+    On a CPU with several cores the (record, language) pieces not cached are computed in one-thread worker
+    processes (:func:`memla_utils.model_workers.run_in_workers`; ``workers`` as
+    :func:`memla_utils.attribution_parallel.prefill_attributions`, ``spec`` how a worker gets the model), the
+    rest in this process, also on one thread on a CPU: the same values for any number of workers. Raises
+    ``ValueError`` naming ``workers`` below 1, and ``RuntimeError`` naming the record and language a worker
+    failed on.
     """
     config = config or AttributionConfig()
     sanity = sanity or SanityConfig()
     cache = cache if cache is not None else ArtifactCache()
+    workers = workers_from_env(lm) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    plan: list[tuple[Record, str, list[int], str]] = []
+    stored: dict[str, list[dict] | None] = {}
+    for rec in records:
+        for lang in (l for l in languages if l in rec.edit):
+            seeds = random_set_seeds(sanity, rec.example_id, lang)
+            key = _effects_key(lm, rec, lang, config, sanity, seeds)
+            plan.append((rec, lang, seeds, key))
+            stored[key] = cache.get_json(key)
+    todo = [p for p in plan if stored[p[3]] is None]
+    n = pool_size(workers, len(todo), lm.device)
+    if n >= 2 and spec is None:
+        try:
+            spec = ModelSpec.from_loaded(lm)
+        except ValueError as err:
+            log.info("sanity check in this process: %s", err)
+            n = 1
+    if n >= 2 and spec is not None:
+        pieces = [(rec, lang, language_neurons(lm, rec, [lang], config, cache)[lang], config, sanity, seeds)
+                  for rec, lang, seeds, _ in todo]
+
+        def store(i: int, rows: list[dict]) -> None:
+            stored[todo[i][3]] = rows
+            cache.put_json(todo[i][3], rows)
+
+        run_in_workers(spec, lm.fingerprint, n, _language_effects, pieces, store,
+                       lambda i: f"sanity check of record {todo[i][0].example_id!r} [{todo[i][1]}]",
+                       desc="sanity check", progress=True)
     rows = []
-    for rec in tqdm(records, desc="sanity check", unit="record"):
-        langs = [l for l in languages if l in rec.edit]
-        seeds = {lang: random_set_seeds(sanity, rec.example_id, lang) for lang in langs}
-        keys = {lang: _effects_key(lm, rec, lang, config, sanity, seeds[lang]) for lang in langs}
-        stored = {lang: cache.get_json(keys[lang]) for lang in langs}
-        todo = [lang for lang in langs if stored[lang] is None]
-        sets = language_neurons(lm, rec, todo, config, cache) if todo else {}
-        for lang in langs:
-            if stored[lang] is None:
-                stored[lang] = _language_effects(lm, rec, lang, sets[lang], config, sanity, seeds[lang])
-                cache.put_json(keys[lang], stored[lang])
-            rows.extend(stored[lang])
+    for rec, lang, seeds, key in tqdm(plan, desc="sanity check", unit="record-language"):
+        if stored[key] is None:
+            kn = language_neurons(lm, rec, [lang], config, cache)[lang]
+            with single_thread_on_cpu(lm.device):
+                stored[key] = _language_effects(lm, rec, lang, kn, config, sanity, seeds)
+            cache.put_json(key, stored[key])
+        rows.extend(stored[key])
     return pd.DataFrame(rows, columns=["example_id", "language", "factor", "neurons", "n_neurons", "effect"])
 
 

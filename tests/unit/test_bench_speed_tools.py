@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 
 from benchmarks.bench_general_speed import compare
-from benchmarks.bench_unit_threads import summarize
+from benchmarks.bench_unit_threads import summarize, summarize_attribution
 
 
 def _run(ppl: float = 20.0, nll: float = 3.0, em: float = 1.0) -> dict:
@@ -33,4 +33,13 @@ def test_unit_threads_summary_counts_throughput_per_process():
     assert table["1x2"]["steps_per_second"] == round(1 / 0.6, 3)
     assert table["2x1"]["steps_per_second"] == round(2 / 0.6, 3)      # two processes at the same step time: 2x
     assert table["2x1"]["evals_per_minute"] == 20.0 and table["1x2"]["evals_per_minute"] == 12.0
+    assert table["2x1"]["processes"] == 2 and table["2x1"]["threads"] == 1
+
+
+def test_unit_threads_attribution_summary_counts_every_process():
+    configs = {"1x2": [{"threads": 2, "attribution_seconds": [18.0, 18.0]}],
+               "2x1": [{"threads": 1, "attribution_seconds": [27.0]}, {"threads": 1, "attribution_seconds": [27.0]}]}
+    table = summarize_attribution(configs)
+    assert table["1x2"]["seconds"] == 18.0 and table["1x2"]["per_minute"] == round(60 / 18, 3)
+    assert table["2x1"]["per_minute"] == round(2 * 60 / 27, 3)  # two processes side by side: 4.444 vs 3.333
     assert table["2x1"]["processes"] == 2 and table["2x1"]["threads"] == 1
