@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_root() -> Path:
@@ -93,6 +96,34 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` for the block: the project's one way for processes (the
+    executors' workers, xdist workers, two notebooks sharing a cache) to take turns at a shared file.
+
+    ``fcntl.flock`` (POSIX advisory lock, ``LOCK_EX``) on ``path``, opened for this call; the file and its folder
+    are created if missing and left in place afterwards (removing a lock file races with the next holder). The
+    lock belongs to the open file, so threads of one process exclude each other too, and so does a nested
+    ``file_lock`` of the same path: that deadlocks, give each job its own lock file. The kernel releases it when
+    its holder dies. Blocks until the lock is free (logged at INFO when it has to wait). Raises ``OSError`` if the
+    file cannot be created and ``ModuleNotFoundError`` (no ``fcntl``) off POSIX.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for the lock %s (another process holds it)", path)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def write_json_atomic(path: Path, value: Any, *, indent: int | None = None) -> None:

@@ -1,7 +1,7 @@
 """How a worker process gets the run's model: reload it by name, or build it with a picklable factory (tests).
 
 Shared by the executors that run units outside the notebook's process (:mod:`memla_utils.process_executor`,
-:mod:`memla_utils.executors`' Ray tasks).
+:mod:`memla_utils.executors_ray`' Ray tasks).
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .cache import default_cache_root, file_lock
 from .models import LoadedModel
 
 _DTYPE_NAMES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}
@@ -46,22 +47,13 @@ class ModelSpec:
 @contextmanager
 def first_load_lock(spec: ModelSpec) -> Iterator[None]:
     """Workers sharing a cache folder (the GPUs of one node, or a shared filesystem) dequantize the embedded
-    default model one at a time: the first writes it, the others then read it."""
+    default model one at a time: the first writes it, the others then read it (one load in memory at a time;
+    :func:`memla_utils.models.materialize_default_model` has a lock of its own for any other caller)."""
     if spec.factory is not None or spec.name != "default":
         yield
         return
-    import fcntl
-
-    from .cache import default_cache_root
-
-    root = default_cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".default-model.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(default_cache_root() / ".default-model.lock"):
+        yield
 
 
 __all__ = ["ModelSpec", "first_load_lock"]

@@ -34,8 +34,8 @@ IDENTITY_FILE = "run_identity.json"
 #: The package files whose code decides each stage's numbers (paths relative to ``memla_utils/``; a folder
 #: means every ``*.py`` in it). Shared foundations (models, text, scoring, languages) count for every stage.
 STAGE_FILES: dict[str, tuple[str, ...]] = {
-    "foundation": ("models.py", "text.py", "scoring.py", "languages.py", "seeds.py", "cache.py", "finite.py",
-                   "notebook_setup.py", "cpu_workers.py", "model_workers.py"),
+    "foundation": ("models.py", "models_adapter.py", "models_gguf.py", "text.py", "scoring.py", "languages.py",
+                   "seeds.py", "cache.py", "finite.py", "notebook_setup.py", "cpu_workers.py", "model_workers.py"),
     "attribution": ("attribution.py", "attribution_config.py", "attribution_prep.py", "attribution_ig.py",
                     "attribution_reference.py", "attribution_records.py", "attribution_scores.py",
                     "attribution_stair.py", "attribution_parallel.py", "neuron_masks.py", "mask_compute.py", "masks.py",
@@ -44,8 +44,9 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
     "evaluation": ("evaluate.py", "evaluate_metrics.py", "evaluate_f1.py", "evaluate_greedy.py",
                    "evaluate_preedit.py", "prefix_scoring.py", "head_projection.py", "runner.py", "results_files.py",
-                   "executors.py", "process_executor.py", "model_spec.py", "general.py", "general_scoring.py",
-                   "general_probe.py", "general_edits.py", "general_plan.py"),
+                   "executors.py", "executors_ray.py", "executors_ray_pool.py", "process_executor.py",
+                   "model_spec.py", "general.py", "general_scoring.py", "general_probe.py", "general_edits.py",
+                   "general_plan.py"),
 }
 
 #: Package modules that stage files import but that cannot change a stage's numbers, and why (a test checks that

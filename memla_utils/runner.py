@@ -293,9 +293,9 @@ def _train_parallel(lm: LoadedModel, editor: Any, units: list[Unit], by_id: dict
 
 
 # ------------------------------------------------------------------------------------------ other executors
-# Hooks for executors that run units elsewhere (memla_utils.executors: Ray tasks). run_experiment prepares with
-# plan_units and runs each unit with the same body as run_unit, so a unit gives the same rows wherever it runs and
-# every executor writes the same resumable files.
+# Hooks for executors that run units elsewhere (memla_utils.executors_ray: Ray tasks). run_experiment prepares
+# with plan_units and runs each unit with the same body as run_unit, so a unit gives the same rows wherever it runs
+# and every executor writes the same resumable files.
 def plan_units(records: Sequence[Record], methods: Sequence[str], edit_languages: Sequence[str],
                eval_languages: Sequence[str], run_dir: str | Path, shard: str = "0/1", *, model: Any,
                train_records: Sequence[Record] = (), config: RunnerConfig | None = None,

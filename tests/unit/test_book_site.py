@@ -16,7 +16,7 @@ import pytest
 from memla_utils.book.browser import check_site, find_chromium, site_pages
 from memla_utils.book.build import BookConfig, build_book
 from memla_utils.book.values import check_html, glued_spans
-from memla_utils.cache import PROJECT_ROOT
+from memla_utils.cache import PROJECT_ROOT, file_lock
 
 FIGURES = PROJECT_ROOT / "figures"
 pytestmark = pytest.mark.slow
@@ -25,12 +25,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def book(request, tmp_path_factory) -> dict:
     """Build once per test session, shared by the xdist workers (file lock, as pytest-xdist documents)."""
-    from filelock import FileLock
-
     worker = getattr(request.config, "workerinput", None)
     root = tmp_path_factory.getbasetemp() if worker is None else tmp_path_factory.getbasetemp().parent
     out = root / "book-from-sources"
-    with FileLock(str(root / "book-from-sources.lock")):
+    with file_lock(root / "book-from-sources.lock"):
         marker = out / "built.json"
         if not marker.is_file():
             res = build_book(BookConfig(notebooks="source", out_dir=out))
