@@ -33,8 +33,16 @@ from typing import Any
 if __package__ in (None, "") and "--worker" not in sys.argv:  # the driver run as a file: make `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable (a worker gets PYTHONPATH)
 
-from benchmarks.common import add_worker_args, result_path, run_as_worker
-from benchmarks.common import add_model_args, bench_records, environment, setup_logging, write_json
+from benchmarks.common import (
+    add_model_args,
+    add_worker_args,
+    bench_records,
+    environment,
+    result_path,
+    run_as_worker,
+    setup_logging,
+    write_json,
+)
 
 log = logging.getLogger("bench_eval_speed")
 ALL_LANGUAGES = "en,zh,fr,de,it,es,pt,pl,ru,ja,ko,th"

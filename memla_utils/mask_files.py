@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from .cache import ArtifactCache, content_hash, write_tensors_atomic
 from .mask_compute import MaskConfig, compute_record_masks, language_neurons, masks_from_sets
-from .neuron_masks import NeuronMasks, RecordMasks
 from .mkeb.record import Record
+from .neuron_masks import NeuronMasks, RecordMasks
 
 
 def mask_path(directory: str | Path, example_id: str, edit_language: str) -> Path:

@@ -17,8 +17,15 @@ from .importers import (
 from .io import LoadReport, load_records, read_records, restrict_languages, save_records, validate_record
 from .quality import quality_problems
 from .record import EditTarget, LanguageView, Record, RecordError
-from .summary import (build_stats_frame, counts_by_relation, counts_figure, coverage, coverage_by_dataset,
-                      examples_table, records_table)
+from .summary import (
+                        build_stats_frame,
+                        counts_by_relation,
+                        counts_figure,
+                        coverage,
+                        coverage_by_dataset,
+                        examples_table,
+                        records_table,
+)
 
 __all__ = [
     "EditTarget", "LanguageView", "Record", "RecordError",

@@ -8,7 +8,7 @@ import functools
 import pytest
 import torch
 
-from memla_utils.attribution import AttributionConfig, record_attributions
+from memla_utils.attribution import AttributionConfig
 from memla_utils.attribution_parallel import plan_prefill, prefill_attributions
 from memla_utils.cache import ArtifactCache
 from memla_utils.mask_tables import run_attributions

@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from memla_utils import batch, report
-from memla_utils.notebook_setup import RUN_PARAMETERS
 from memla_utils.config import (
     MZSRE_RUN_LANGUAGES,
     OTHER_BENCHMARK_METHODS,
@@ -27,6 +26,7 @@ from memla_utils.config import (
     RunConfig,
 )
 from memla_utils.mkeb.importers import DATASETS, MZSRE_LANGUAGES, resolve_shared_dir
+from memla_utils.notebook_setup import RUN_PARAMETERS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "importers"
 SHARED = resolve_shared_dir("../shared/data")  # the parameter's default, as the notebooks resolve it

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from grid_helpers import CONFIG, EDIT, EVAL, METHODS, SPEC, comparable
 
 from memla_utils import cpu_workers
 from memla_utils import process_executor as pe
 from memla_utils.cache import ArtifactCache
-from memla_utils.model_spec import ModelSpec
 from memla_utils.mkeb.record import EditTarget, Record
+from memla_utils.model_spec import ModelSpec
 from memla_utils.runner import Unit, run_experiment
 from memla_utils.testing import tiny_model
 

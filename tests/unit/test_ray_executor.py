@@ -13,6 +13,8 @@ import pytest
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a local Ray cluster and its worker processes: about a minute per test
 
+from grid_helpers import CONFIG, EDIT, EVAL, METHODS, SPEC, comparable  # noqa: E402
+
 from memla_utils import batch  # noqa: E402
 from memla_utils.cache import ArtifactCache  # noqa: E402
 from memla_utils.editors import make_editor  # noqa: E402
@@ -20,8 +22,6 @@ from memla_utils.executors import RayConfig, RayGridError, init_ray, run_experim
 from memla_utils.mkeb.record import EditTarget, Record  # noqa: E402
 from memla_utils.runner import merge_results, run_experiment  # noqa: E402
 from memla_utils.testing import tiny_model  # noqa: E402
-from grid_helpers import CONFIG, EDIT, EVAL, METHODS, SPEC, comparable  # noqa: E402
-
 
 
 def records() -> list[Record]:

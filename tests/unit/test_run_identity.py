@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 import memla_utils.run_identity as ri
-
 from memla_utils.mkeb.record import EditTarget, Record
 from memla_utils.run_identity import (
     IDENTITY_FILE,

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import memla_utils.runner as runner
+from memla_utils.report import language_matrix, summarize
 from memla_utils.runner import (
     COLUMNS,
     finished_units,
@@ -20,7 +21,6 @@ from memla_utils.runner import (
     shard_units,
     work_units,
 )
-from memla_utils.report import language_matrix, summarize
 from memla_utils.testing import tiny_model
 
 HELPERS = '''
