@@ -12,6 +12,12 @@
 * **displayed tables** (``figures/tables/*.md``): every cell exact (rounded display values, verdicts, counts) and
   every line outside the table (caption, the ``source:`` line naming the manifest and its provenance digest).
 
+**Across CPU models** (the commit's ``figures/MANIFEST.json`` names another ``device.cpu_model`` than the
+regenerated one): float sums over many terms take other last bits on another CPU's kernels, so non-integer numbers
+are compared within :data:`CROSS_CPU_RTOL` relative + :data:`CROSS_CPU_ATOL`, or one unit of the last displayed
+digit (:func:`close_value`); integers, strings, verdicts, row and column sets stay exact. On the same CPU model
+everything is compared as above.
+
 Left out, on purpose (:data:`NOT_COMPARED`): run-specific files (``figures/MANIFEST.json``: time, commit,
 timings), figures (drawn from the compared tables), ``.tex`` tables (the same cells as the ``.md``), and outputs
 that ``make test`` does not regenerate (other presets). Run-specific columns (wall-clock seconds) are listed in
@@ -28,7 +34,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -56,10 +62,21 @@ EXCLUDED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 #: Absolute tolerance on non-integer numbers parsed from CSV tables.
 ABS_TOL = 1e-9
+#: Relative tolerance on non-integer numbers when the commit's tables were made on another CPU model (the
+#: ``device.cpu_model`` of the two ``figures/MANIFEST.json``): float sums over many terms take other last bits
+#: on another CPU's kernels. Measured 2026-12-02, the same code and inputs on an AMD EPYC and an Intel Xeon (2
+#: cores each): notebook 06's perplexities differed by up to 1.3e-4 relative (95.6787 vs 95.6663 after three
+#: sequential edits), its bootstrap bounds by 1e-4; edit metrics (ES/PS/NS/QS) and neuron counts were identical.
+CROSS_CPU_RTOL = 1e-3
+#: Absolute floor of the cross-CPU comparison, for small differences of large terms: an attribution's
+#: completeness error (0.0067378 vs 0.0067210 in the same measurement) moves by more than 1e-3 relative.
+CROSS_CPU_ATOL = 1e-4
 #: Differences listed per file (the count of the rest is given).
 MAX_PER_FILE = 20
 
 _INT = re.compile(r"[+-]?\d+")
+#: a number inside a display cell (sign, digits, optional decimals and exponent)
+_NUM = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,9 @@ class DriftConfig:
     not_compared: Mapping[str, str] = field(default_factory=lambda: dict(NOT_COMPARED))
     excluded_columns: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(EXCLUDED_COLUMNS))
     abs_tol: float = ABS_TOL
+    #: ``None``: exact as documented above; a number: the cross-CPU comparison (:data:`CROSS_CPU_RTOL`, chosen
+    #: by :func:`check_drift` when the commit's tables came from another CPU model)
+    rtol: float | None = None
 
 
 # ------------------------------------------------------------------------------------------------ values
@@ -111,6 +131,36 @@ def same_value(old: str, new: str, abs_tol: float = ABS_TOL) -> bool:
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
     return abs(a - b) <= abs_tol
+
+
+def _decimals(text: str) -> int:
+    """Digits after the decimal point as displayed (``"+52.2"`` -> 1, ``"26"`` -> 0, ``"1e-05"`` -> 0)."""
+    m = re.fullmatch(r"[+-]?\d*\.(\d+)", text.strip())
+    return len(m.group(1)) if m else 0
+
+
+def close_value(old: str, new: str, rtol: float, abs_tol: float = ABS_TOL) -> bool:
+    """The cross-CPU comparison of two cells: :func:`same_value`, or two non-integer numbers within ``rtol`` of
+    the larger magnitude plus :data:`CROSS_CPU_ATOL`, or within one unit of the last displayed digit (a rounded
+    display value may flip).
+    Integers and strings stay exact. Markdown cells holding several numbers (``"+87.9 [+52.2, +107.7]"``) are
+    compared number by number, the text between them exactly."""
+    if same_value(old, new, abs_tol):
+        return True
+    pa, pb = _NUM.split(old), _NUM.split(new)
+    na, nb = _NUM.findall(old), _NUM.findall(new)
+    if pa != pb or len(na) != len(nb) or not na:
+        return False
+    for a, b in zip(na, nb):
+        if a == b:
+            continue
+        if _INT.fullmatch(a) and _INT.fullmatch(b):
+            return False
+        x, y = float(a), float(b)
+        unit = 10.0 ** -max(_decimals(a), _decimals(b))
+        if not (abs(x - y) <= rtol * max(abs(x), abs(y)) + CROSS_CPU_ATOL or abs(x - y) <= unit * (1 + 1e-9)):
+            return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -175,8 +225,9 @@ def row_keys(header: Sequence[str], old: Sequence[Sequence[str]], new: Sequence[
 
 
 def compare_tables(name: str, old: Table, new: Table, *, exact: bool, abs_tol: float = ABS_TOL,
-                   excluded: Sequence[str] = ()) -> list[Difference]:
-    """Differences between two versions of a table (``exact``: cells must be identical strings)."""
+                   excluded: Sequence[str] = (), rtol: float | None = None) -> list[Difference]:
+    """Differences between two versions of a table (``exact``: cells must be identical strings; ``rtol``: cells
+    compared with :func:`close_value` instead, exact or not)."""
     diffs: list[Difference] = []
     if old.text != new.text:  # caption, source line: exact
         for i in range(max(len(old.text), len(new.text))):
@@ -216,7 +267,11 @@ def compare_tables(name: str, old: Table, new: Table, *, exact: bool, abs_tol: f
         for h, va, vb in zip(header, ra, rb):
             if h in excluded:
                 continue
-            if not (va == vb if exact else same_value(va, vb, abs_tol)):
+            if rtol is not None:
+                same = close_value(va, vb, rtol, abs_tol)
+            else:
+                same = va == vb if exact else same_value(va, vb, abs_tol)
+            if not same:
                 diffs.append(Difference(name, kk, h, va, vb))
     return diffs
 
@@ -276,15 +331,50 @@ def compare_file(path: str, old: bytes, new: bytes, config: DriftConfig = DriftC
     excluded = _excluded_columns(path, config)
     if path.endswith(".csv"):
         return compare_tables(path, parse_csv(old.decode("utf-8")), parse_csv(new.decode("utf-8")), exact=False,
-                              abs_tol=config.abs_tol, excluded=excluded)
+                              abs_tol=config.abs_tol, excluded=excluded, rtol=config.rtol)
     return compare_tables(path, parse_markdown(old.decode("utf-8")), parse_markdown(new.decode("utf-8")),
-                          exact=True, excluded=excluded)
+                          exact=True, excluded=excluded, rtol=config.rtol)
+
+
+#: the manifest whose ``device.cpu_model`` says where a commit's tables were made
+MANIFEST_PATH = "figures/MANIFEST.json"
+
+
+def _cpu_model(raw: bytes | None) -> str | None:
+    import json
+
+    try:
+        return json.loads(raw.decode("utf-8"))["device"]["cpu_model"] if raw else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def tables_cpus(root: Path, rev: str) -> tuple[str | None, str | None]:
+    """``(cpu model of the commit's tables, cpu model of the working tree's)`` (``device.cpu_model``), from the two
+    :data:`MANIFEST_PATH` (``None`` where a manifest or its field is missing)."""
+    try:
+        old = committed_bytes(root, rev, MANIFEST_PATH)
+    except RuntimeError:
+        old = None
+    path = root / MANIFEST_PATH
+    return _cpu_model(old), _cpu_model(path.read_bytes() if path.is_file() else None)
 
 
 def check_drift(root: str | Path = PROJECT_ROOT, rev: str = "HEAD",
                 config: DriftConfig = DriftConfig()) -> list[Difference]:  # noqa: B008 - frozen dataclass
-    """Every difference between the working tree and ``rev`` in the compared paths (empty: no drift)."""
+    """Every difference between the working tree and ``rev`` in the compared paths (empty: no drift).
+
+    When both manifests name a CPU model and the models differ, tables are compared with
+    :data:`CROSS_CPU_RTOL` (:func:`close_value`; logged) unless ``config.rtol`` is already set: the same code on
+    another CPU gives other last bits, so exactness holds only on the CPU model that made the commit's tables."""
     root = Path(root)
+    if config.rtol is None:
+        old_cpu, new_cpu = tables_cpus(root, rev)
+        if old_cpu and new_cpu and old_cpu != new_cpu:
+            log.info("drift: the commit's tables were made on %r, these on %r: non-integer numbers compared "
+                        "within %g relative + 1e-4 or one displayed digit (integers, strings, verdicts exact)", old_cpu,
+                        new_cpu, CROSS_CPU_RTOL)
+            config = replace(config, rtol=CROSS_CPU_RTOL)
     compared = (*config.byte_exact, *config.tables)
 
     def wanted(p: str) -> bool:
@@ -343,6 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"drift: {err}", file=sys.stderr)
         return 2
+    old_cpu, new_cpu = tables_cpus(args.root, args.against)
+    if old_cpu and new_cpu and old_cpu != new_cpu:
+        print(f"drift: the commit's tables come from {old_cpu!r}, these from {new_cpu!r}: non-integer numbers "
+              f"compared within {CROSS_CPU_RTOL:g} relative + {CROSS_CPU_ATOL:g} or one displayed digit (integers, "
+              f"strings and verdicts exact)")
     print(format_report(diffs, args.against))
     return 1 if diffs else 0
 

@@ -7,13 +7,16 @@ import pytest
 
 from memla_utils.drift import (
     ABS_TOL,
+    CROSS_CPU_RTOL,
     EXCLUDED_COLUMNS,
     check_drift,
+    close_value,
     compare_file,
     format_report,
     main,
     parse_markdown,
     same_value,
+    tables_cpus,
 )
 
 CSV = ("method,edit_lang,metric,mean,ci_low,n\n"
@@ -139,3 +142,35 @@ def test_cli_exit_codes(repo, capsys):
     out = capsys.readouterr().out
     assert "main.csv [method=memla, edit_lang=zh] n: '3' -> '5'" in out
     assert main(["--root", str(repo), "--against", "no-such-rev"]) == 2
+
+
+def test_cross_cpu_comparison_absorbs_float_noise_but_not_real_changes():
+    # measured between an AMD EPYC and an Intel Xeon, same code and inputs (notebook 06, attribution)
+    assert close_value("95.6787", "95.6663", CROSS_CPU_RTOL) and close_value("26.411", "26.4113", CROSS_CPU_RTOL)
+    assert close_value("0.006737802144311938", "0.006721017019936286", CROSS_CPU_RTOL)  # absolute floor
+    assert close_value("+0.490 [+0.382, +0.599]", "+0.491 [+0.382, +0.599]", CROSS_CPU_RTOL)  # one displayed digit
+    # what a code change moved (notebook 02's random sets, seeded per unit), integers, strings: still differences
+    assert not close_value("+78.3 [+55.0, +100.6]", "+87.9 [+52.2, +107.7]", CROSS_CPU_RTOL)
+    assert not close_value("0.783302", "0.878824", CROSS_CPU_RTOL) and not close_value("-0.019", "-0.013", 1e-3)
+    assert not close_value("3", "4", 0.5) and not close_value("supported", "refuted", 0.5)
+    assert not close_value("57.1 [50.0", "57.1 (50.0", 0.5)  # the text around the numbers stays exact
+
+
+def _manifest(cpu: str) -> str:
+    return '{"created": "2026-01-01", "device": {"cpu_model": "%s"}}\n' % cpu
+
+
+def test_check_drift_is_exact_on_the_same_cpu_model_and_tolerant_across_models(repo):
+    (repo / "figures" / "MANIFEST.json").write_text(_manifest("AMD EPYC"))
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "cpu")
+    noisy = CSV.replace("0.571429", "0.571431")  # 3.5e-6 relative: float noise of another CPU's kernels
+    (repo / "figures" / "tables" / "main.csv").write_text(noisy)
+    assert [d.column for d in check_drift(repo)] == ["mean"]  # same CPU model: exact as ever
+    (repo / "figures" / "MANIFEST.json").write_text(_manifest("Intel(R) Xeon(R) Processor"))
+    assert tables_cpus(repo, "HEAD") == ("AMD EPYC", "Intel(R) Xeon(R) Processor")
+    assert check_drift(repo) == []
+    (repo / "figures" / "tables" / "main.csv").write_text(CSV.replace("0.571429", "0.60"))
+    assert [d.column for d in check_drift(repo)] == ["mean"]  # a real change is still found across CPUs
+    (repo / "figures" / "MANIFEST.json").write_text("{}\n")  # no CPU model: exact
+    (repo / "figures" / "tables" / "main.csv").write_text(noisy)
+    assert [d.column for d in check_drift(repo)] == ["mean"]
