@@ -68,6 +68,9 @@ class RayConfig:
     gpus_per_task: float | None = None     # None: 1 when the cluster has GPUs, else 0
     max_retries: int = 2                   # re-runs of a unit whose task failed (exception or dead worker)
     progress: bool = True
+    #: starts of a local cluster tried when Ray's node start-up times out (its wait is fixed at 30 s in
+    #: ``ray/_private/node.py``; on 2 busy cores the raylet took longer, observed 2026-12-02)
+    start_attempts: int = 3
 
     @classmethod
     def from_env(cls) -> RayConfig:
@@ -87,7 +90,8 @@ def _ray():
 def init_ray(config: RayConfig | None = None, **init_kwargs: Any):
     """Connect to (``address``) or start a Ray cluster unless one is connected; workers get this checkout on
     their ``PYTHONPATH`` and the driver's ``MEMLA_CACHE`` (a cluster needs the checkout at the same path on every
-    node, e.g. a shared filesystem, or the package installed there)."""
+    node, e.g. a shared filesystem, or the package installed there). A local cluster whose node start-up times out
+    (Ray's fixed 30 s wait) is started again, up to ``config.start_attempts`` times; other errors are raised."""
     ray = _ray()
     if ray.is_initialized():
         return ray
@@ -107,7 +111,16 @@ def init_ray(config: RayConfig | None = None, **init_kwargs: Any):
         # .../metrics_agent_port"), observed here. A longer wait costs nothing when the machine is idle.
         kwargs.setdefault("_system_config", {"agent_register_timeout_ms": 180_000,
                                              "worker_register_timeout_seconds": 180})
-    ray.init(**kwargs)
+    for attempt in range(1, max(1, config.start_attempts) + 1):
+        try:
+            ray.init(**kwargs)
+            break
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this timeout
+            if config.address or "timed out during startup" not in str(err) or attempt >= config.start_attempts:
+                raise
+            log.warning("ray: the local node timed out during start-up (attempt %d of %d); starting it again",
+                        attempt, config.start_attempts)
+            ray.shutdown()
     log.info("ray: %s", ray.cluster_resources())
     return ray
 
