@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +23,6 @@ from .base import EditError
 from .fast_forward import SuffixRunner, gather_head, split_rows
 from .locate_reads import Request, _capture_output, read_outputs, subject_last_position
 from .objective import answer_nll, logits_at
-
-if TYPE_CHECKING:
-    from .locate import LocateConfig
-
 
 #: attribute names under which the supported decoder layers keep their attention block
 _ATTENTION_ATTRS = ("self_attn", "attn", "self_attention", "attention")
@@ -165,7 +161,7 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
 
 
 def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Sequence[str],
-                    cfg: LocateConfig) -> tuple[torch.Tensor, dict[str, Any]]:
+                    cfg: Any) -> tuple[torch.Tensor, dict[str, Any]]:  # cfg: locate.LocateConfig (above this module)
     """The vector ``δ`` ``[hidden]`` to add to ``layer``'s down-projection output at the subject's last token.
 
     Loss per step (ROME's ``compute_v``): ``nll_loss_factor`` · mean answer NLL over the prefixed prompts +
