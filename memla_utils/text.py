@@ -16,7 +16,9 @@ tokenizer appends at the end (EOS). **Straddle rule:** a token that covers chara
 boundary (common in zh/ja/th with byte-level BPE, e.g. ``是巴`` in ``…首都是`` + ``巴黎``) is the answer's first
 token, so the answer's ids may begin with a few prompt characters (``JoinedIds.straddle``). Tokens that share
 one character (a multi-byte character split into byte tokens) are never separated: if one of them straddles the
-boundary, all of them belong to the answer, so prompt and answer ids each decode to whole characters.
+boundary, all of them belong to the answer, so prompt and answer ids each decode to whole characters ("whole"
+is decided by decoding the prefix, not by overlapping spans: a lone metaspace token ``▁`` at the start shares its
+span with the next token yet decodes to nothing, and stays with the prompt).
 
 **Without offsets** (a slow, Python tokenizer), the prompt's ids are the longest common prefix of the whole
 text's ids and the normalised prompt's own ids, shortened to whole characters (:func:`split_by_common_prefix`).
@@ -30,7 +32,7 @@ tokens a post-processor appends (EOS) are dropped: they belong neither to the pr
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -127,14 +129,22 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
     return enc.prefix + enc.content
 
 
-def split_by_offsets(offsets: Sequence[tuple[int, int]], boundary: int) -> int:
+def split_by_offsets(offsets: Sequence[tuple[int, int]], boundary: int,
+                     whole_characters: Callable[[int], bool] | None = None) -> int:
     """Number of leading tokens that belong to the prompt, from their character spans ``[start, end)``.
 
-    The longest prefix whose tokens all end at or before ``boundary`` and that does not end inside a character
-    (byte-level tokenizers split a multi-byte character over tokens that share its span: if one of them
-    straddles the boundary, all of them go to the answer).
+    The longest prefix whose tokens all end at or before ``boundary`` and that does not end inside a character.
+    ``whole_characters(k)`` says whether the first ``k`` tokens decode to whole characters (what
+    :func:`join_prompt_answer` passes: the decoded prefix does not end in U+FFFD). Without it, overlapping spans
+    stand for a split character (byte-level tokenizers give the byte tokens of one character overlapping spans)
+    — an approximation that also moves a lone metaspace token (``▁``, whose span overlaps the next token's)
+    to the answer, which is why the tokenizer's own decoding decides when it is available.
     """
     k = next((i for i, (_, end) in enumerate(offsets) if end > boundary), len(offsets))
+    if whole_characters is not None:
+        while 0 < k < len(offsets) and not whole_characters(k):
+            k -= 1
+        return k
     while 0 < k < len(offsets) and offsets[k - 1][1] > offsets[k][0]:
         k -= 1
     return k
@@ -165,7 +175,8 @@ def join_prompt_answer(tokenizer, prompt: str, answer: str, language: str) -> Jo
     text, boundary = join_text(prompt, answer, language)
     whole = _encode(tokenizer, text, offsets=True)
     if whole.offsets is not None:
-        k = split_by_offsets(whole.offsets, boundary)
+        k = split_by_offsets(whole.offsets, boundary,
+                             lambda n: not tokenizer.decode(list(whole.content[:n])).endswith("\ufffd"))
         straddle = k < len(whole.content) and whole.offsets[k][0] < boundary
         method = "offsets"
     else:

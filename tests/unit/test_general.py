@@ -183,11 +183,12 @@ def test_sequential_rejects_bad_steps(lm):
         sequential_general(lm, recs[:1], probe, ["p"], "en", steps=(0,), editors={"p": Perturb(0.1)})
 
 
-def test_general_study_runs_single_and_sequential_and_reports_missing_methods(lm):
-    from memla_utils.editors import register_editor
+def test_general_study_runs_single_and_sequential_and_reports_missing_methods(lm, monkeypatch):
+    from memla_utils.editors import base
     from memla_utils.general import GeneralConfig, general_study, parse_steps, split_records
 
-    register_editor("test-perturb")(lambda **kw: Perturb(0.2, "test-perturb"))
+    # registered for this test only: the registry is shared by every test in the worker process
+    monkeypatch.setitem(base.EDITORS, "test-perturb", lambda **kw: Perturb(0.2, "test-perturb"))
     recs = records()
     rows, missing = general_study(lm, recs, ["test-perturb", "no-such-method"], ["en", "zh"], "en", n_single=2,
                                   steps=(1, 2), config=GeneralConfig(max_probe_records=3), n_train=1)

@@ -155,8 +155,9 @@ def test_run_experiment_hands_over_to_ray_by_environment(monkeypatch, tmp_path):
 
 
 def test_batch_passes_executor_and_address_to_the_notebooks(monkeypatch, capsys):
-    monkeypatch.delenv("MEMLA_EXECUTOR", raising=False)
-    monkeypatch.delenv("MEMLA_RAY_ADDRESS", raising=False)
+    for name in ("MEMLA_EXECUTOR", "MEMLA_RAY_ADDRESS"):  # set first, so that monkeypatch restores what batch sets
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     assert batch.main(["--executor", "ray", "--address", "auto", "--dry-run"]) == 0
     assert os.environ["MEMLA_EXECUTOR"] == "ray" and os.environ["MEMLA_RAY_ADDRESS"] == "auto"
     assert batch.main(["--executor", "local", "--dry-run"]) == 0

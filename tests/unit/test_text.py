@@ -222,3 +222,16 @@ def test_slow_tokenizer_dummy_prefix_regression(slow_tok):
     ids = encode_answer(slow_tok, "巴黎", "zh", "法国的首都是")
     assert slow_tok.convert_ids_to_tokens(ids)[0] != "▁"
     assert slow_tok.decode(ids) == "巴黎"
+
+
+def test_lone_metaspace_token_stays_with_the_prompt():
+    """Regression (hypothesis case): llama's fast tokenizer gives ``法国的首都`` as ``▁`` (span 0-1) + one token
+    (span 0-5). The two spans overlap, but ``▁`` decodes to whole characters (nothing), so it is the prompt's,
+    the longest prefix that ends before the boundary and decodes whole; the overlap rule alone moved it."""
+    tok = family_tokenizer("llama")
+    check_join(tok, "llama", "法国的", "首都", "zh")
+    j = join_prompt_answer(tok, "法国的", "首都", "zh")
+    assert j.straddle and tok.convert_ids_to_tokens(j.prompt_ids[-1]) == "▁"
+    offsets = [tuple(o) for o in tok(j.text, return_offsets_mapping=True)["offset_mapping"]][1:]
+    assert split_by_offsets(offsets, j.boundary) == 0  # the offsets-only approximation
+    assert split_by_offsets(offsets, j.boundary, lambda n: True) == 1
