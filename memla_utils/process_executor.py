@@ -6,9 +6,13 @@ languages 4.7 s and 5.1 s, while two 1-thread processes side by side ran at 0.61
 the default model, 2026-12-01). So the grid runs in ``workers`` processes instead: the notebook's process works
 on shard ``0/N`` and ``N - 1`` spawned processes on shards ``1/N .. N-1/N``, each with ``torch.set_num_threads(1)``,
 each writing its own resumable JSONL file (``results-shard00kof00N.jsonl``) in the same run folder. The units
-*left* (finished by no shard of any earlier call) are dealt round robin, shard ``k`` taking units ``k, k + N, ...``
-of that list: a resumed run keeps every worker busy even when one shard of the earlier call had finished its
-share (dealing the whole grid and skipping what was done left 206 units on one of 2 workers, its core idle).
+*left* (finished by no shard of any earlier call) go into one :class:`~memla_utils.unit_queue.UnitQueue` and
+every process takes the next one when it is free, so no core idles at the end while the other still has a share
+to finish (a fixed round-robin deal ended 50 s apart on the small preset's baselines). Units of methods that
+need something fitted first (MEND's meta-training, ROME/MEMIT/PMET's second moments) enter the queue once the
+notebook's process has computed it into the cache; the spawned workers load the model and run the other units
+meanwhile. With ``parallel_edits > 1`` (a process batches its own following units) the units left are dealt
+round robin instead (:func:`deal`): shard ``k`` takes units ``k, k + N, ...``.
 
 Same numbers whatever the number of workers: every unit runs on one thread (a float32 sum does not depend on how
 the units are split, only on the thread count), edits are seeded per unit and reverted bit-exactly, and a worker
@@ -23,8 +27,8 @@ the grid): left to the load balancer, both workers sat on CPU 0 at about 50% eac
 The helpers for CPU workers (how many, threads, pinning) live in :mod:`memla_utils.cpu_workers`; the names that
 moved there are re-exported here.
 
-Editors fitted on training records (MEND) and the covariances of ROME/MEMIT/PMET are fitted in the notebook's
-process first, so the workers read them from the content-addressed cache instead of each computing them.
+Editors fitted on training records (MEND) and the covariances of ROME/MEMIT/PMET are fitted once, in the notebook's
+process, so the workers read them from the content-addressed cache instead of each computing them.
 MEMLA masks given as a provider are evaluated in the notebook's process and handed to the workers as values.
 """
 from __future__ import annotations
@@ -55,12 +59,13 @@ from .cpu_workers import (  # re-exported: imported from here before cpu_workers
     torch_threads,
     workers_from_env,
 )
-from .editors import make_editor
+from .editors import BaseEditor, make_editor
 from .mkeb.record import Record
 from .model_spec import ModelSpec, first_load_lock
 from .models import LoadedModel
 from .run_parts import DeadlineReached
 from .runner import UNEDITED, RunnerConfig, Unit
+from .unit_queue import UnitQueue
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,7 @@ class _Job:
     config: RunnerConfig
     cache: tuple[str, bool, str | None] | None
     cores: list[int]  # the cores the notebook's process may use; worker k pins itself to core k mod their number
+    queue: UnitQueue | None = None  # the units every process takes from (None: run ``units``, a fixed share)
 
 
 #: exit code of a worker that stopped at the running part's deadline (a multi-session run): not a failure
@@ -109,7 +115,8 @@ def _worker(job: _Job) -> None:
     try:
         runner.run_experiment(lm, job.records, job.methods, job.edit_languages, job.eval_languages, job.run_dir,
                               job.shard, train_records=job.train_records, masks=_provider(job.masks),
-                              config=replace(job.config, progress=False), cache=cache, units=job.units)
+                              config=replace(job.config, progress=False), cache=cache, units=job.units,
+                              source=job.queue)
     except DeadlineReached as err:
         logging.getLogger(__name__).info("worker %s: %s", job.shard, err)
         sys.exit(DEADLINE_EXIT)
@@ -158,15 +165,37 @@ def _cache_spec(cache: ArtifactCache | None) -> tuple[str, bool, str | None] | N
     return (str(cache.root), cache.enabled, None if cache.durable_root is None else str(cache.durable_root))
 
 
+def _prefit_work(method: str, train_records: Sequence[Record], config: RunnerConfig) -> tuple[Any, Any]:
+    """``(editor, covariance config)`` of ``method`` when its units need something computed first (a ``fit`` on
+    the training records, second moments of its layers), else ``(None, None)``."""
+    if method == UNEDITED:
+        return None, None
+    editor = make_editor(method, **runner.editor_kwargs(method, config))
+    fits = bool(train_records) and type(editor).fit is not BaseEditor.fit
+    covariance = getattr(getattr(editor, "config", None), "covariance", None)
+    covariance = covariance if covariance is not None and hasattr(editor, "layers_for") else None
+    return (editor, covariance) if fits or covariance is not None else (None, None)
+
+
+def split_by_prefit(todo: Sequence[Unit], train_records: Sequence[Record], config: RunnerConfig
+                    ) -> tuple[list[Unit], list[Unit]]:
+    """``(units that need nothing computed first, units of methods that do)``, each in the order of ``todo``:
+    the second group waits for :func:`_prefit` (MEND's meta-training, ROME/MEMIT/PMET's second moments; IKE,
+    whose ``fit`` keeps its demonstrations, waits too), the first runs meanwhile."""
+    late = {m for m in dict.fromkeys(u.method for u in todo) if _prefit_work(m, train_records, config)[0] is not None}
+    return [u for u in todo if u.method not in late], [u for u in todo if u.method in late]
+
+
 def _prefit(lm: LoadedModel, todo: Sequence[Unit], train_records: Sequence[Record], config: RunnerConfig) -> None:
     """What every worker would otherwise compute for itself, once, into the shared cache: editors fitted on the
     training records (MEND's meta-training) and the second moments of the locate-then-edit layers."""
-    for method in dict.fromkeys(u.method for u in todo if u.method != UNEDITED):
-        editor = make_editor(method, **runner.editor_kwargs(method, config))
+    for method in dict.fromkeys(u.method for u in todo):
+        editor, covariance = _prefit_work(method, train_records, config)
+        if editor is None:
+            continue
         if train_records:  # MEND's meta-training is a cached artifact; IKE only picks its demonstrations
             editor.fit(lm, list(train_records))
-        covariance = getattr(getattr(editor, "config", None), "covariance", None)
-        if covariance is not None and hasattr(editor, "layers_for"):
+        if covariance is not None:
             second_moments(lm, editor.layers_for(lm), covariance)
 
 
@@ -179,9 +208,9 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
     :func:`default_workers`), each unit on one thread; returns the notebook process's JSONL file.
 
     ``spec``: how workers get the model (default: reload ``lm`` by name; tests pass a factory). ``shard`` must be
-    ``"0/1"``: the executor splits the grid itself, dealing the units no shard has finished round robin to the
-    ``workers`` shards (:func:`deal`). With one worker, or fewer than two units to run, the units run here, still
-    on one thread each. Raises :class:`ProcessGridError` naming the failed shards (after
+    ``"0/1"``: the executor splits the grid itself, the ``workers`` processes taking the units no shard has
+    finished from one queue (module docstring). With one worker, or fewer than two units to run, the units run
+    here, still on one thread each. Raises :class:`ProcessGridError` naming the failed shards (after
     every worker has stopped; finished units are kept).
     """
     if shard != "0/1":
@@ -200,26 +229,42 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
                                          train_records=train_records, masks=masks, config=config, cache=cache)
     spec = spec or ModelSpec.from_loaded(lm)
     start = time.perf_counter()
-    shares = deal(todo, n)
     cores = allowed_cores()  # before this process pins itself (its children would inherit one core)
+    ctx = mp.get_context("spawn")
+    # one queue (parallel edits batch a process's own following units, so they keep the fixed deal)
+    queue = UnitQueue(ctx, len(todo)) if config.parallel_edits == 1 else None
     with torch_threads(1):
-        _prefit(lm, todo, train_records, config)
         values = _mask_values(masks, todo, kept)
+        if queue is None:
+            shares = deal(todo, n)
+            _prefit(lm, todo, train_records, config)
+        else:
+            shares = [todo] * n  # any process may take any unit
+            early, late = split_by_prefit(todo, train_records, config)
+            queue.put(early)
         jobs = [_Job(spec, lm.fingerprint, list(records), list(methods), list(edit_languages), list(eval_languages),
                      str(run_dir), f"{k}/{n}", shares[k], list(train_records), _share_masks(values, shares[k]),
-                     config, _cache_spec(cache), cores)
+                     config, _cache_spec(cache), cores, queue)
                 for k in range(1, n)]
-        ctx = mp.get_context("spawn")
         procs = [ctx.Process(target=_worker, args=(job,), name=f"memla-worker-{job.shard}") for job in jobs]
         for p in procs:
             p.start()
-        log.info("processes executor: %d units left, dealt to %d processes (this one and %d spawned: %s units), "
-                 "1 thread each", len(todo), n, n - 1, "/".join(str(len(s)) for s in shares))
+        if queue is None:
+            log.info("processes executor: %d units left, dealt to %d processes (this one and %d spawned: %s units), "
+                     "1 thread each", len(todo), n, n - 1, "/".join(str(len(s)) for s in shares))
+        else:
+            log.info("processes executor: %d units left, taken one at a time by %d processes (this one and %d "
+                     "spawned), 1 thread each; %d wait for what this process fits first", len(todo), n, n - 1,
+                     len(late))
         try:
+            if queue is not None:  # the workers load the model and take the early units meanwhile
+                _prefit(lm, late, train_records, config)
+                queue.put(late)
+                queue.close()
             with pinned_to_core(0, cores):  # this process is worker 0; its earlier cores come back after the grid
                 out = runner.run_experiment(lm, records, methods, edit_languages, eval_languages, run_dir,
                                             f"0/{n}", train_records=train_records, masks=_provider(values),
-                                            config=config, cache=cache, units=shares[0])
+                                            config=config, cache=cache, units=shares[0], source=queue)
         except BaseException:  # this shard failed or was interrupted: stop the others (finished units stay)
             for p in procs:
                 p.terminate()
@@ -244,4 +289,4 @@ def run_experiment_processes(lm: LoadedModel, records: Sequence[Record], methods
 
 __all__ = ["DEADLINE_EXIT", "MAX_DEFAULT_WORKERS", "WORKERS_ENV", "ProcessGridError", "allowed_cores",
            "available_cores", "deal", "default_workers", "pin_to_core", "pinned_to_core", "run_experiment_processes",
-           "torch_threads", "workers_from_env"]
+           "split_by_prefit", "torch_threads", "workers_from_env"]

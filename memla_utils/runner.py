@@ -22,7 +22,7 @@ import logging
 import resource
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -209,7 +209,7 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
                    edit_languages: Sequence[str], eval_languages: Sequence[str], run_dir: str | Path,
                    shard: str = "0/1", *, train_records: Sequence[Record] = (), masks: MasksProvider | None = None,
                    config: RunnerConfig | None = None, cache: ArtifactCache | None = None,
-                   units: Sequence[Unit] | None = None) -> Path:
+                   units: Sequence[Unit] | None = None, source: Iterable[Unit] | None = None) -> Path:
     """Run this shard's units that are not finished yet; return the shard's JSONL file.
 
     ``train_records`` (disjoint from ``records``) go to ``editor.fit`` once per method (MEND, IKE);
@@ -217,7 +217,10 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     attribution); ``cache`` is passed to editors and keeps the unedited evaluations. ``units``: run these (the
     ones not finished yet, in the order given) instead of the shard's round-robin share of the grid; ``shard``
     then only names the file (the processes executor deals the units left this way); a unit outside the run's
-    grid is a ``ValueError`` naming it (:func:`plan_units`).
+    grid is a ``ValueError`` naming it (:func:`plan_units`). ``source``: run the units it yields, one at a time,
+    instead of all of them (a :class:`memla_utils.unit_queue.UnitQueue` shared with other processes, which
+    takes units from it too); each must be one of the units planned (``ValueError`` naming it otherwise).
+    Editors are made, and fitted on ``train_records``, when their first unit comes.
     Runs in this process; :func:`memla_utils.executors.run_experiment` (what the notebooks call) picks the
     executor named by ``$MEMLA_EXECUTOR`` and comes here for ``local``.
     """
@@ -229,10 +232,16 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
     by_id = {r.example_id: r for r in kept}
     preedit = PreEditCache(cache if config.cache_preedit else None)
     editors: dict[str, Any] = {}
-    for method in dict.fromkeys(u.method for u in todo if u.method != UNEDITED):
-        editors[method] = make_editor(method, **editor_kwargs(method, config))
-        if train_records:
-            editors[method].fit(lm, list(train_records))
+
+    def editor_of(method: str) -> Any:
+        if method == UNEDITED:
+            return None
+        if method not in editors:
+            editors[method] = make_editor(method, **editor_kwargs(method, config))
+            if train_records:
+                editors[method].fit(lm, list(train_records))
+        return editors[method]
+
     def context_of(unit: Unit) -> dict[str, Any]:
         context: dict[str, Any] = {"cache": cache}
         if masks is not None and unit.method != UNEDITED:
@@ -241,15 +250,23 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
                 context["masks"] = m
         return context
 
+    if source is not None and config.parallel_edits > 1:
+        raise ValueError("run_experiment: parallel_edits > 1 batches the units that follow in this process's own "
+                         "list; it cannot take units from a shared source")
     pending: dict[Unit, Any] = {}
+    planned = set(todo)
     deadline = deadline_from_env()  # a part of a multi-session run (batch --hours): stop between two units
-    for i, unit in enumerate(tqdm(todo, desc=f"run {shard}", disable=not config.progress)):
+    bar = tqdm(total=getattr(source, "total", len(todo)), desc=f"run {shard}", disable=not config.progress)
+    for i, unit in enumerate(todo if source is None else source):
         if deadline is not None:
             check_deadline(f"{run_dir}: after {i} of {len(todo)} units of shard {shard}", deadline)
+        if unit not in planned:
+            raise ValueError(f"source gave unit {unit.as_tuple()}, which is not among the {len(todo)} unfinished "
+                             f"units planned for {run_dir}")
         record = by_id[unit.record]
         with naming(f"method {UNEDITED!r} (reference for {unit.method!r}, edit language {unit.edit_lang!r})"):
             refs = preedit.get_many(lm, record, eval_languages, config.eval_config)  # once per record
-        editor = editors.get(unit.method)
+        editor = editor_of(unit.method)
         if (config.parallel_edits > 1 and unit not in pending and unit.method != UNEDITED
                 and hasattr(editor, "edit_parallel")):
             pending.update(_train_parallel(lm, editor, [u for u in todo[i:] if (u.method, u.edit_lang) ==
@@ -265,6 +282,9 @@ def run_experiment(lm: LoadedModel, records: Sequence[Record], methods: Sequence
         attempt = uuid.uuid4().hex[:12]
         marker = {"record": unit.record, "method": unit.method, "edit_lang": unit.edit_lang, "kind": "done"}
         append_rows(out, [{**r, "attempt": attempt} for r in rows] + [{**marker, "attempt": attempt}])
+        # a shared queue counts the units every process has taken: the bar shows the whole grid's progress
+        bar.update((source.taken() if hasattr(source, "taken") else i + 1) - bar.n)
+    bar.close()
     return out
 
 

@@ -70,10 +70,10 @@ def test_two_processes_give_the_rows_of_one_process_and_resume_with_any_worker_c
     out = pe.run_experiment_processes(tiny_model("llama"), records(), METHODS, EDIT, EVAL, run_dir, workers=2,
                                       config=CONFIG, cache=ArtifactCache(tmp_path / "cache"), spec=SPEC)
     assert out.name == "results-shard000of002.jsonl"
-    assert sorted(p.name for p in run_dir.glob("results-shard*.jsonl")) == [
-        "results-shard000of002.jsonl", "results-shard001of002.jsonl"]  # both processes wrote units
-    assert all((run_dir / name).stat().st_size for name in ("results-shard000of002.jsonl",
-                                                             "results-shard001of002.jsonl"))
+    # which process ran which unit depends on timing (one queue; the tiny units may all be done before the spawned
+    # worker has loaded its model): the rows do not
+    assert {p.name for p in run_dir.glob("results-shard*.jsonl")} <= {"results-shard000of002.jsonl",
+                                                                      "results-shard001of002.jsonl"}
     want = comparable(one_thread_run)
     assert len(want) > 30 and comparable(run_dir) == want
     assert done_units(run_dir) == {(r, "en", m): 1 for r in ("r0", "r1", "r2") for m in ("unedited", *METHODS)}
@@ -159,10 +159,11 @@ def test_a_parts_deadline_stops_every_process_as_a_deadline_not_a_failure(tmp_pa
     assert done_units(tmp_path) == {}
 
 
-def test_a_resumed_run_deals_the_units_left_to_every_worker(tmp_path):
+def test_a_resumed_run_runs_only_the_units_left_and_any_worker_may_take_them(tmp_path):
     """An earlier call's shard 0/2 finished its share of the 8 units and shard 1/2 none (as part 3 of the medium run
-    ended): a rerun on 2 workers deals the 4 units left 2 and 2. Dealing the whole grid and skipping what was done
-    gave shard 0/2 nothing and shard 1/2 all 4 (gains 0 and 4), one core idle. Same rows as one process."""
+    ended): a rerun on 2 workers runs the 4 units left, each once, whichever process takes them (dealing the whole
+    grid and skipping what was done once gave shard 0/2 nothing and shard 1/2 all 4, one core idle). Same rows as
+    one process."""
     recs, edit, methods = records()[:2], ["en", "zh"], ["ft"]
     reference, run_dir = tmp_path / "reference", tmp_path / "resumed"
     with pe.torch_threads(1):
@@ -174,7 +175,7 @@ def test_a_resumed_run_deals_the_units_left_to_every_worker(tmp_path):
     pe.run_experiment_processes(tiny_model("llama"), recs, methods, edit, EVAL, run_dir, workers=2, config=CONFIG,
                                 spec=SPEC)
     after = done_per_file(run_dir)
-    assert [after.get(n, 0) - before.get(n, 0) for n in names] == [2, 2]
+    assert sum(after.get(n, 0) - before.get(n, 0) for n in names) == 4
     assert done_units(run_dir) == {(r, e, m): 1 for r in ("r0", "r1") for e in edit for m in ("unedited", "ft")}
     assert comparable(run_dir) == comparable(reference)  # who runs a unit moves no number (seeds per unit)
 
