@@ -3,7 +3,9 @@
 Layout (written by :mod:`memla_utils.runner` and every executor, read by the report): ``results-shardIIIofNNN.jsonl``
 holds tidy rows ``{record, method, edit_lang, eval_lang, metric, value, n, kind, message, attempt}``; every unit
 (record, edit language, method) ends with a ``done`` marker row carrying its attempt id, so a unit cut by an
-interruption (no marker) is ignored and rerun, and of several finished attempts the first is kept.
+interruption (no marker) is ignored and rerun, and of several finished attempts the first is kept. The rows read
+back come in one canonical order (by unit, :func:`canonical_order`), whatever the number of shard files and
+however the units were spread over them.
 ``manifest.json`` names the model (by fingerprint), the evaluation languages, every unit ever planned and the
 records the pre-flight skipped. Nothing here computes a metric; a non-finite value read back raises
 :class:`memla_utils.finite.NonFiniteError` naming the row.
@@ -17,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from .cache import write_json_atomic
@@ -34,6 +37,8 @@ COLUMNS = ["record", "method", "edit_lang", "eval_lang", "metric", "value", "n"]
 #: and the column naming a unit's attempt (a random id). Two runs of the same configuration differ only there.
 RUN_SPECIFIC_METRICS: tuple[str, ...] = ("seconds", "eval_seconds", "peak_rss_mb", "peak_memory_mb")
 RUN_SPECIFIC_COLUMNS: tuple[str, ...] = ("attempt",)
+#: The columns naming a unit of work, in the order :func:`load_results` sorts rows by.
+UNIT_KEY: tuple[str, ...] = ("record", "edit_lang", "method")
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -148,17 +153,40 @@ def _checked_rows(rows: list[dict[str, Any]], run_dir: Path) -> list[dict[str, A
     return out
 
 
+def canonical_order(df: pd.DataFrame) -> pd.DataFrame:
+    """``df``'s rows sorted by unit (:data:`UNIT_KEY`: record, edit language, method), each unit's rows kept in the
+    order they come in; index reset.
+
+    Which shard file holds a unit, and where in it, depends on the number of workers and on timing; the order
+    of the rows must not (a seeded bootstrap indexes values by position, a float sum depends on its order). The
+    sort compares each key as text, missing values (None / NaN) last, and breaks ties by position, so it neither
+    fails on a missing or mixed-type key nor depends on the sort algorithm's stability.
+    """
+    keys: dict[str, np.ndarray] = {}
+    for i, col in enumerate(UNIT_KEY):
+        missing = df[col].isna().to_numpy()
+        keys[f"missing{i}"] = missing
+        keys[f"text{i}"] = df[col].where(~missing, "").astype(str).to_numpy()
+    order = pd.DataFrame(keys).assign(position=range(len(df)))
+    return df.iloc[order.sort_values(list(order.columns), kind="stable")["position"].to_numpy()].reset_index(drop=True)
+
+
 def load_results(run_dir: str | Path) -> pd.DataFrame:
     """All finished rows of every shard: columns record, method, edit_lang, eval_lang, metric, value, n, kind, message.
 
     Rows of records the run's pre-flight skipped (:func:`skipped_records`) are left out, so every method is
     compared on the same records; a non-finite value raises ``NonFiniteError``.
+
+    The order is canonical (:func:`canonical_order`): sorted by unit (record, edit language, method), each unit's
+    rows in the order the runner wrote them. It does not depend on how the units were spread over shard files
+    (the number of workers) or on which unit finished first, so the same results give the same numbers: the
+    report's bootstrap indexes values by position, and a float mean depends on the order of its terms.
     """
     rows = _checked_rows(_complete_rows(_read_rows(Path(run_dir))), Path(run_dir))
     df = pd.DataFrame(rows, columns=[*COLUMNS, "kind", "message"])
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     df["n"] = pd.to_numeric(df["n"], errors="coerce").fillna(0).astype(int)
-    return df.reset_index(drop=True)
+    return canonical_order(df)
 
 
 def merge_results(run_dir: str | Path, *, strict: bool = True) -> pd.DataFrame:
@@ -182,5 +210,6 @@ def merge_results(run_dir: str | Path, *, strict: bool = True) -> pd.DataFrame:
     return df
 
 
-__all__ = ["COLUMNS", "RUN_SPECIFIC_COLUMNS", "RUN_SPECIFIC_METRICS", "append_rows", "finished_units", "load_results",
-           "merge_results", "parse_shard", "shard_file", "skipped_records", "write_manifest"]
+__all__ = ["COLUMNS", "RUN_SPECIFIC_COLUMNS", "RUN_SPECIFIC_METRICS", "UNIT_KEY", "append_rows", "canonical_order",
+           "finished_units", "load_results", "merge_results", "parse_shard", "shard_file", "skipped_records",
+           "write_manifest"]

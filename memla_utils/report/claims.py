@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .names import baseline_methods, method_order
-from .stats import BootstrapConfig, CellStat, bootstrap_ci, paired_difference, per_record, scores
+from .stats import BootstrapConfig, CellStat, bootstrap_ci, in_value_order, paired_difference, per_record, scores
 
 #: What the paper reports for each claim (quoted beside the measured effect).
 PAPER_FIGURES: dict[str, str] = {
@@ -91,10 +91,14 @@ def _claim_row(key: str, claim: str, measure: str, stat: CellStat | None, note: 
 
 
 def _score_per_record(t: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """One score per (method, record): mean over the chosen metrics of the record's cell means."""
+    """One score per (method, record): mean over the chosen metrics of the record's cell means.
+
+    Sorted by method and record, each mean summing its terms in order of value (:func:`in_value_order`), so the
+    scores do not depend on the order of ``t``'s rows.
+    """
     t = t[t["metric"].isin(metrics)]
-    cell = t.groupby(["method", "record", "metric"])["value"].mean().reset_index()
-    return cell.groupby(["method", "record"])["value"].mean().reset_index()
+    cell = in_value_order(t).groupby(["method", "record", "metric"], sort=True)["value"].mean().reset_index()
+    return in_value_order(cell).groupby(["method", "record"], sort=True)["value"].mean().reset_index()
 
 
 def _vs_baselines(t: pd.DataFrame, metrics: Sequence[str], boot: BootstrapConfig) -> tuple[CellStat | None, str]:
@@ -300,6 +304,7 @@ def suppression_effect(table: pd.DataFrame, boot: BootstrapConfig = BootstrapCon
     Reads notebook 02's tidy effects (:func:`memla_utils.suppression.sanity_effects`: ``example_id, language,
     factor, neurons, effect``; suppression = factor 0), or ``intervention``/``value`` columns, or one row per
     fact with ``knowledge`` and ``random`` columns. Paired per (fact, language), averaged per fact; n = facts.
+    With a record column, the facts go to the bootstrap sorted, whatever the order of ``table``'s rows.
     """
     t = table.rename(columns={"example_id": "record", "effect": "value"}).copy()
     if "factor" in t.columns:
@@ -308,12 +313,12 @@ def suppression_effect(table: pd.DataFrame, boot: BootstrapConfig = BootstrapCon
         t = t[t["intervention"].astype(str).str.startswith("suppress")]
     if {"knowledge", "random"} <= set(t.columns):
         t["diff"] = pd.to_numeric(t["random"], errors="coerce") - pd.to_numeric(t["knowledge"], errors="coerce")
-        diff = t.groupby("record")["diff"].mean() if "record" in t.columns else t["diff"]
+        diff = in_value_order(t, "diff").groupby("record")["diff"].mean() if "record" in t.columns else t["diff"]
     elif {"neurons", "value"} <= set(t.columns):
         keys = [c for c in ("record", "language") if c in t.columns]
         if not keys:
             return None, "suppression table has no record/language column to pair on"
-        piv = t.pivot_table(index=keys, columns="neurons", values="value", aggfunc="mean")
+        piv = in_value_order(t).pivot_table(index=keys, columns="neurons", values="value", aggfunc="mean")
         if not {"knowledge", "random"} <= set(piv.columns):
             return None, f"suppression table has neuron sets {sorted(piv.columns)}, expected knowledge and random"
         paired = (piv["random"] - piv["knowledge"]).rename("diff").reset_index()

@@ -88,9 +88,24 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def in_value_order(df: pd.DataFrame, column: str = "value") -> pd.DataFrame:
+    """``df`` sorted by ``column`` (stable; NaN last), for a group-by mean whose terms must not follow the row order.
+
+    A group-by keeps each group's rows in the order they come in, and a float sum depends on the order of its
+    terms (in the last bit); summed in order of value, the same values give the same mean however the rows of
+    ``df`` were ordered (shard layout, number of workers, another caller's frame).
+    """
+    return df.sort_values(column, kind="stable", na_position="last")
+
+
 def per_record(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """One value per (cell, record): the mean of that record's rows in the cell."""
-    return df.groupby([*by, "record"], dropna=False, sort=False)["value"].mean().reset_index()
+    """One value per (cell, record): the mean of that record's rows in the cell, sorted by cell and record.
+
+    Independent of the order of ``df``'s rows (shard layout, workers): sorted by record, not in order of first
+    appearance, because :func:`cell_stats` hands the values to the seeded :func:`bootstrap_ci`, which indexes
+    them by position; and each mean sums its terms in order of value (:func:`in_value_order`).
+    """
+    return in_value_order(df).groupby([*by, "record"], dropna=False, sort=True)["value"].mean().reset_index()
 
 
 def cell_stats(df: pd.DataFrame, by: Sequence[str], boot: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
@@ -112,8 +127,9 @@ def paired_difference(df: pd.DataFrame, method_a: str, methods_b: Sequence[str],
     """Record-paired ``a − best(b)``: the strongest of ``methods_b`` (highest mean) on the shared records.
 
     ``df`` holds one score per (method, record) in ``value``. Returns the stat and the chosen competitor.
+    The differences go to the bootstrap sorted by record, whatever the order of ``df``'s rows.
     """
-    rec = df.groupby(["method", "record"])["value"].mean()
+    rec = in_value_order(df).groupby(["method", "record"], sort=True)["value"].mean()
     if method_a not in rec.index.get_level_values(0):
         return CellStat(math.nan, math.nan, math.nan, 0), None
     a = rec.loc[method_a]
