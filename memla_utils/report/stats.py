@@ -122,9 +122,16 @@ def cell_stats(df: pd.DataFrame, by: Sequence[str], boot: BootstrapConfig = Boot
     return pd.DataFrame(rows)
 
 
+#: relative difference below which two means are the same for choosing the strongest method (float rounding)
+TIE_RTOL = 1e-12
+
+
 def paired_difference(df: pd.DataFrame, method_a: str, methods_b: Sequence[str],
                       boot: BootstrapConfig = BootstrapConfig()) -> tuple[CellStat, str | None]:
     """Record-paired ``a − best(b)``: the strongest of ``methods_b`` (highest mean) on the shared records.
+
+    Means within :data:`TIE_RTOL` of each other are a tie, won by the method named first in ``methods_b``: which
+    of two equally strong baselines is "the strongest" must not turn on the last bit of a float sum.
 
     ``df`` holds one score per (method, record) in ``value``. Returns the stat and the chosen competitor.
     The differences go to the bootstrap sorted by record, whatever the order of ``df``'s rows.
@@ -141,8 +148,9 @@ def paired_difference(df: pd.DataFrame, method_a: str, methods_b: Sequence[str],
         shared = a.index.intersection(vb.index)
         if len(shared) == 0:
             continue
-        if float(vb.loc[shared].mean()) > best_mean:
-            best, best_mean = b, float(vb.loc[shared].mean())
+        mean_b = float(vb.loc[shared].mean())
+        if best is None or mean_b > best_mean + TIE_RTOL * max(1.0, abs(best_mean)):  # a tie keeps the earlier one
+            best, best_mean = b, mean_b
             best_diff = (a.loc[shared] - vb.loc[shared]).to_numpy()
     if best is None:
         return CellStat(math.nan, math.nan, math.nan, 0), None

@@ -153,3 +153,19 @@ def test_canonical_order_survives_missing_and_mixed_type_keys():
     got = canonical_order(df)
     assert list(got["value"]) == [4.0, 3.0, 6.0, 1.0, 2.0, 5.0]  # "7" < "r0" < "r1" as text, missing last in order
     assert list(canonical_order(df.iloc[::-1])["value"]) == [4.0, 6.0, 3.0, 1.0, 5.0, 2.0]  # a unit keeps its order
+
+
+def test_the_strongest_baseline_of_a_tie_does_not_turn_on_float_rounding():
+    """Two baselines with the same scores up to the last bit (0.1 + 0.2 vs 0.3): the one named first wins, whichever
+    sum rounds up (the small preset's claims breakdown flipped between PMET and IKE with the summation order)."""
+    from memla_utils.report.stats import paired_difference
+
+    rows = [("memla", "r0", 0.5), ("memla", "r1", 0.7),
+            ("pmet", "r0", 0.3), ("pmet", "r1", 0.6),
+            ("ike", "r0", 0.1 + 0.2), ("ike", "r1", 0.6)]  # 0.30000000000000004: ike's mean is one ulp higher
+    df = pd.DataFrame(rows, columns=["method", "record", "value"])
+    assert df[df.method == "ike"].value.mean() > df[df.method == "pmet"].value.mean()
+    assert paired_difference(df, "memla", ["pmet", "ike"])[1] == "pmet"
+    assert paired_difference(df, "memla", ["ike", "pmet"])[1] == "ike"
+    stronger = pd.concat([df, pd.DataFrame([("rome", "r0", 0.4), ("rome", "r1", 0.6)], columns=df.columns)])
+    assert paired_difference(stronger, "memla", ["pmet", "ike", "rome"])[1] == "rome"  # a real difference wins
