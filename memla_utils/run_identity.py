@@ -44,7 +44,7 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
     "editing": ("editors", "covariance.py", "corpus.py", "baselines.py"),
     "evaluation": ("evaluate.py", "evaluate_metrics.py", "evaluate_f1.py", "evaluate_greedy.py",
                    "evaluate_preedit.py", "prefix_scoring.py", "head_projection.py", "runner.py", "results_files.py",
-                   "executors.py", "executors_ray.py", "executors_ray_pool.py", "process_executor.py",
+                   "executors.py", "executors_ray.py", "executors_ray_pool.py", "process_executor.py", "unit_queue.py",
                    "model_spec.py", "general.py", "general_scoring.py", "general_probe.py", "general_edits.py",
                    "general_plan.py"),
 }
