@@ -29,6 +29,7 @@ from .general_edits import (
 from .general_plan import FULL_SCALE_RECORDS, StudyPlan, parse_methods, parse_steps, plan_study
 from .general_probe import (
     FULL_SEQUENTIAL_STEPS,
+    TRAIN_RECORDS,
     GeneralConfig,
     LanguageScores,
     ProbeScores,
@@ -42,7 +43,7 @@ from .general_probe import (
 from .general_scoring import SentenceScores, score_sentences, score_text, sentence_nll
 
 __all__ = ["FULL_SCALE_RECORDS", "FULL_SEQUENTIAL_STEPS", "GeneralConfig", "LanguageScores", "MasksProvider",
-           "ProbeScores", "ProbeSet", "SentenceScores", "StudyPlan", "available_methods", "build_probe_set",
+           "ProbeScores", "ProbeSet", "SentenceScores", "StudyPlan", "TRAIN_RECORDS", "available_methods", "build_probe_set",
            "general_study", "measure", "parse_methods", "parse_steps", "plan_study", "record_relation", "save_rows",
            "saved_masks", "score_probe", "score_sentences", "score_text", "sentence_nll", "sequential_general",
            "single_edit_general", "split_records", "summarize", "usable_records"]

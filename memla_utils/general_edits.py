@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .finite import require_finite
 from .general_probe import (
+    TRAIN_RECORDS,
     GeneralConfig,
     ProbeScores,
     ProbeSet,
@@ -230,7 +231,7 @@ def split_records(records: Sequence[Record], *, n_edit: int, n_probe: int, n_tra
 
 def general_study(lm: LoadedModel, records: Sequence[Record], methods: Sequence[str], languages: Sequence[str],
                   edit_language: str, *, n_single: int, steps: Sequence[int], config: GeneralConfig = GeneralConfig(),  # noqa: B008
-                  n_train: int = 8, editor_overrides: dict[str, dict[str, Any]] | None = None,
+                  n_train: int = TRAIN_RECORDS, editor_overrides: dict[str, dict[str, Any]] | None = None,
                   masks: MasksProvider | None = None, edit_context: dict[str, Any] | None = None,
                   ) -> tuple[list[dict[str, Any]], list[str]]:
     """Single edits on the first ``n_single`` records and the sequential curve up to ``max(steps)``, one reference.

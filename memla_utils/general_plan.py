@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .general_probe import FULL_SEQUENTIAL_STEPS, GeneralConfig
+from .general_probe import FULL_SEQUENTIAL_STEPS, TRAIN_RECORDS, GeneralConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ class StudyPlan:
     def n_edit(self) -> int:
         """Records the study edits (the probe records come after them in file order)."""
         return max(self.n_single, max(self.steps) if self.steps else 0)
+
+    def records_needed(self, probe_records: int, n_train: int = TRAIN_RECORDS) -> int:
+        """Records the study reads in file order: the edited ones, the unedited probe records, then the training
+        split (:data:`~memla_utils.general_probe.TRAIN_RECORDS`)."""
+        return self.n_edit + int(probe_records) + int(n_train)
 
 
 def plan_study(general_methods: str, general_records: str | int, sequential_steps: str | int | Sequence[int],

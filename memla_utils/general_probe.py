@@ -29,6 +29,10 @@ from .mkeb.record import Record, RecordError
 from .mkeb.select import relation_of
 from .models import LoadedModel
 
+#: Training records the general study passes to editors that fit on a split (MEND's meta-training, IKE's
+#: demonstrations): the records after the probe records in file order; as notebook 05's ``n_train_records``.
+TRAIN_RECORDS = 8
+
 
 @dataclass(frozen=True)
 class GeneralConfig:

@@ -344,3 +344,13 @@ def test_length_batches_group_similar_lengths_and_cover_every_row_once():
     batches = _length_batches(rows, 3)
     assert sorted(i for b in batches for i in b) == list(range(len(rows)))
     assert batches[0] == [5, 1, 3] and batches[1] == [6, 2, 4] and batches[2] == [0]
+
+
+def test_the_study_reads_its_edited_probe_and_training_records_in_file_order():
+    from memla_utils.general import TRAIN_RECORDS, plan_study, split_records
+
+    plan = plan_study("auto", "auto", "auto", ["memla", "ft"], 3)  # small: 2 single edits, steps 1,3
+    assert plan.n_edit == 3 and plan.records_needed(8) == 3 + 8 + TRAIN_RECORDS
+    recs = [type("R", (), {"example_id": f"r{i}"})() for i in range(plan.records_needed(8))]
+    edit, probe, train = split_records(recs, n_edit=plan.n_edit, n_probe=8, n_train=TRAIN_RECORDS)
+    assert (len(edit), len(probe), len(train)) == (3, 8, TRAIN_RECORDS)  # exactly enough, nothing left over
