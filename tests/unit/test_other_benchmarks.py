@@ -52,7 +52,7 @@ def shared(tmp_path) -> Path:
 def test_presets_resolve_to_multi_session_runs_of_the_issue(preset):
     cfg = RunConfig.from_params(preset=preset)
     assert cfg.dataset == preset and cfg.n_records >= 50 and cfg.record_selection == "stratified"
-    assert cfg.methods == list(OTHER_BENCHMARK_METHODS) == ["memla", "memla-lse", "memla-lie", "ft", "rome", "memit"]
+    assert cfg.methods == list(OTHER_BENCHMARK_METHODS) == ["memla", "memla-lse", "memla-lie", "ike", "ft", "memit"]
     assert cfg.run_dir.parts[-2:] == ("results", preset) and cfg.figures_dir.parts[-2:] == ("figures", preset)
     assert cfg.extra["attribution_languages"] == "masks" and preset in batch.MULTI_SESSION_PRESETS
     assert cfg.to_dict()["dataset"] == preset and cfg.to_dict()["shared_data_dir"] == "../shared/data"
