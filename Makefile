@@ -18,7 +18,7 @@ FIND_LINKS ?= /opt/wheels
 # e.g. TORCH_SPEC="torch" (CUDA).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup setup-unpinned lock lock-upgrade drift kernel paper paper-full test test-unit test-notebooks bench clean-runs book
+.PHONY: setup setup-unpinned lock lock-upgrade drift kernel paper report paper-full test test-unit test-notebooks bench clean-runs book
 
 ## Install the locked environment (re-runs when the lock, pyproject.toml or this file change). The installer is
 ## uv (pinned, from its own tool venv, as `make lock`): the same wheels, checked against the same sha256 hashes as
@@ -75,6 +75,12 @@ drift: setup
 ## Regenerate every figure and table of the companion (notebooks 00-07 through papermill).
 paper: setup kernel
 	$(PY) -m memla_utils.batch --preset $(PRESET) $(ARGS)
+
+## Notebook 07 alone on a run's committed results (tables, figures, claims table), on this checkout's report code,
+## e.g. `make report PRESET=medium` for a multi-session run made on earlier code (its model, records, parameters
+## must match; README, "Report only")
+report: setup kernel
+	$(PY) -m memla_utils.batch --preset $(PRESET) --report-only $(ARGS)
 
 ## The paper's scale (12 languages, >= 1,000 records, all methods): meant for a GPU.
 paper-full:

@@ -74,16 +74,22 @@ NOT_RESUMABLE: dict[str, str] = {
 #: Default of ``--reserve-hours``: the medium preset's notebook 06 (40 single MEMLA edits, each probed in 12
 #: languages, and 40 sequential edits) is estimated at about 1.5 h on the 2-core machine (README, medium run).
 RESERVE_HOURS = 2.0
+#: The notebooks a report-only pass runs (``--report-only``): they read the run's results and compute nothing into
+#: them (notebook 07: every table, figure and the claims table, ``report.write_report``).
+REPORT_NOTEBOOKS: tuple[str, ...] = ("07",)
 
 
-def check_identity(plan: BatchPlan, *, restart: bool) -> Path:
+def check_identity(plan: BatchPlan, *, restart: bool, report_only: bool = False) -> Path:
     """Record / compare the run's identity (:mod:`memla_utils.run_identity`) before any notebook runs.
 
     The identity is the package code per stage, the lock file, the model parameters, the run's records (read
     with :meth:`RunConfig.run_records`) and the chain's parameters. Raises :class:`BatchError` with every
-    difference when the run folder was started with other inputs and ``restart`` is false.
+    difference when the run folder was started with other inputs and ``restart`` is false. With ``report_only``
+    the code and lock file may differ (logged as a warning: the report is recomputed on this checkout from results
+    computed on the recorded code), nothing is recorded, and any other difference, or no run at all, is an error
+    (:func:`memla_utils.run_identity.check_report_identity`).
     """
-    from .run_identity import RunIdentityError, check_run_identity, run_identity
+    from .run_identity import IDENTITY_FILE, RunIdentityError, check_report_identity, check_run_identity, run_identity
 
     declared = {k: v for k, v in plan.parameters.items() if k in NOTEBOOK_PARAMETERS}
     cfg = RunConfig.from_params(**declared)
@@ -94,6 +100,13 @@ def check_identity(plan: BatchPlan, *, restart: bool) -> Path:
     model = f"{cfg.model} ({cfg.dtype} on {cfg.device}{_cpu_threads(plan, cfg)})"
     identity = run_identity(model, records, {k: _as_param(v) for k, v in plan.parameters.items()})
     try:
+        if report_only:
+            changed = check_report_identity(plan.run_dir, identity)
+            if changed:
+                log.warning("[%s] report only: the results were computed with other code than this checkout's (%s); "
+                            "the report is recomputed from them with this checkout's report code", plan.label,
+                            "; ".join(changed))
+            return plan.run_dir / IDENTITY_FILE
         return check_run_identity(plan.run_dir, identity, restart=restart)
     except RunIdentityError as err:
         raise BatchError(str(err)) from None
@@ -138,7 +151,7 @@ def _finished_count(run_dir: Path) -> int:
 def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = KERNEL,
               log_output: bool = False, cwd: Path = PROJECT_ROOT, hours: float | None = None,
               restart: bool | None = None, preset: str | None = None,
-              reserve_hours: float = RESERVE_HOURS) -> ChainResult:
+              reserve_hours: float = RESERVE_HOURS, report_only: bool = False) -> ChainResult:
     """Execute the notebooks in order; raise :class:`BatchError` naming the first one that fails.
 
     Every call is one *part* of the run (``<run_dir>/parts.json``, :mod:`memla_utils.run_parts`: commit, hours,
@@ -148,11 +161,23 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     ``restart=None`` restarts a changed run unless ``preset`` is in :data:`MULTI_SESSION_PRESETS` (then it refuses).
     A notebook of :data:`NOT_RESUMABLE` is not started with less than ``reserve_hours`` left before the deadline:
     the chain ends there with outcome ``"deadline"``, and the next part runs it first thing after the others.
+
+    ``report_only``: the notebooks (:data:`REPORT_NOTEBOOKS`) only read the run's results, so the run's code and lock
+    file need not be checked out (``check_identity(report_only=True)``); no part is recorded, and the manifest goes
+    to ``<run_dir>/report_manifest.json`` (the last part's ``batch_manifest.json`` stays).
     """
     import os
 
     from . import run_parts
 
+    if report_only:
+        if hours is not None:
+            raise BatchError("--report-only runs no units: --hours does not apply")
+        other = [p.name for p in notebook_paths if not p.name.startswith(REPORT_NOTEBOOKS)]
+        if other:
+            raise BatchError(f"--report-only runs only notebooks {list(REPORT_NOTEBOOKS)}, not {other}")
+        check_identity(plan, restart=False, report_only=True)
+        return _report_chain(plan, notebook_paths, kernel, log_output, cwd)
     check_identity(plan, restart=(preset not in MULTI_SESSION_PRESETS) if restart is None else restart)
     out_dir = plan.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +211,25 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     run_parts.end_part(plan.run_dir, part, _finished_count(plan.run_dir), result.outcome)
     manifest.inputs["parts"] = run_parts.summary(plan.run_dir)
     manifest.write(plan.run_dir / "batch_manifest.json")
+    return result
+
+
+def _report_chain(plan: BatchPlan, notebook_paths: Sequence[Path], kernel: str, log_output: bool,
+                  cwd: Path) -> ChainResult:
+    """A report-only pass of :func:`run_chain` (identity already checked): no deadline, no durable cache, no part."""
+    import os
+
+    from . import run_parts
+
+    os.environ.pop(run_parts.DEADLINE_ENV, None)
+    os.environ.pop(DURABLE_ENV, None)
+    out_dir = plan.run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = build_manifest("report", parameters=plan.parameters,
+                              inputs={"notebooks": [p.name for p in notebook_paths], "report_only": True})
+    result = ChainResult(plan)
+    _run_notebooks(plan, notebook_paths, out_dir, manifest, result, kernel, log_output, cwd, RESERVE_HOURS)
+    manifest.write(plan.run_dir / "report_manifest.json")
     return result
 
 
@@ -293,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start the run over when its recorded code, lock file, model, records or parameters differ "
                          "(earlier results are moved to <run_dir>/superseded-<time>/); without it a medium-preset "
                          "run refuses, any other run restarts")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run notebook 07 alone on a run's committed results (tables, figures, claims), on this "
+                         "checkout's report code: the run's code and lock file need not be checked out (differences "
+                         "are logged), its model, records and parameters must match; records no part")
     ap.add_argument("--address", default=None,
                     help="with --executor ray: the Ray cluster to join ('auto' = the one this node belongs to, "
                          "or host:port); without it each notebook starts a local cluster")
@@ -310,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             executor_environment(args.executor, args.address)
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         plans = plan_runs(args.preset, parse_assignments(args.param), parse_matrix(args.matrix), models)
-        paths = notebooks(args.notebooks_dir, [o.strip() for o in args.only.split(",") if o.strip()])
+        only = [o.strip() for o in args.only.split(",") if o.strip()]
+        paths = notebooks(args.notebooks_dir, only or (list(REPORT_NOTEBOOKS) if args.report_only else []))
         for plan in plans:
             log.info("chain %s: run_dir=%s parameters=%s", plan.label, plan.run_dir, plan.parameters)
         if args.dry_run:
@@ -322,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for plan in plans:
             res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output,
                             hours=args.hours, restart=True if args.restart_run else None, preset=args.preset,
-                            reserve_hours=args.reserve_hours)
+                            reserve_hours=args.reserve_hours, report_only=args.report_only)
             log.info("chain %s %s: %d notebooks, %.0f s", plan.label,
                      "finished" if res.outcome == "complete" else "stopped at the deadline (run again to resume)",
                      len(res.executed), sum(res.seconds.values()))
@@ -334,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOT_RESUMABLE", "NOTEBOOKS_DIR", "RESERVE_HOURS", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
+__all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOT_RESUMABLE", "NOTEBOOKS_DIR", "REPORT_NOTEBOOKS", "RESERVE_HOURS", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
            "BatchPlan", "ChainResult", "build_parser", "check_identity", "executor_environment", "main", "notebooks",
            "parse_assignments", "parse_matrix", "parse_value", "plan_runs", "preset_parameters", "records_source",
            "run_chain", "slug"]

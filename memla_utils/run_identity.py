@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +260,36 @@ def check_run_identity(run_dir: str | Path, identity: RunIdentity, *, restart: b
     return path
 
 
-__all__ = ["IDENTITY_FILE", "KEPT_ON_RESTART", "SCOPED_OUTPUTS", "SCOPED_PARAMETERS", "RunIdentity",
-           "RunIdentityError", "STAGE_FILES", "check_run_identity",
+#: What a report-only pass (notebook 07 alone, ``batch --report-only``) lets differ from the run's identity: the
+#: report (``report``, outside every stage) is recomputed from all of the run's results, which were computed with
+#: the code and lock file the identity records; the model, records and parameters must still be the run's, or the
+#: report would describe another run.
+REPORT_MAY_DIFFER: tuple[str, ...] = ("code", "lock")
+
+
+def check_report_identity(run_dir: str | Path, identity: RunIdentity) -> list[str]:
+    """Check that ``run_dir`` is the run ``identity`` describes, for a report-only pass; return what differs in
+    code and lock file (:data:`REPORT_MAY_DIFFER`), for the caller to log. The identity file is left as it is.
+
+    Raises :class:`RunIdentityError` when ``run_dir`` has no identity (no run to report on) or its model, records or
+    parameters differ (naming each).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / IDENTITY_FILE
+    if not path.is_file():
+        raise RunIdentityError(f"{path} is missing: {run_dir} holds no run to report on (run the notebooks first)")
+    try:
+        old = RunIdentity(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as err:
+        raise RunIdentityError(f"{path}: unreadable run identity ({err})") from err
+    same_inputs = replace(identity, **{k: getattr(old, k) for k in REPORT_MAY_DIFFER})
+    refused = same_inputs.differences(old)
+    if refused:
+        raise RunIdentityError(f"{run_dir} was run with other inputs than this report-only pass names: "
+                               + "; ".join(refused) + ". Pass the run's own preset and parameters.")
+    return identity.differences(old)
+
+
+__all__ = ["IDENTITY_FILE", "KEPT_ON_RESTART", "REPORT_MAY_DIFFER", "SCOPED_OUTPUTS", "SCOPED_PARAMETERS", "RunIdentity",
+           "RunIdentityError", "STAGE_FILES", "check_report_identity", "check_run_identity",
            "code_hashes", "hash_files", "lock_hash", "notebooks_hash", "records_hash", "run_identity"]

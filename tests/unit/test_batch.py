@@ -186,6 +186,41 @@ def test_changed_inputs_restart_a_run_or_are_refused_for_multi_session_presets(t
     assert len(list(run_m.glob("superseded-*"))) == 1
 
 
+def test_report_only_recomputes_the_report_of_a_run_made_on_other_code_and_refuses_another_run(tmp_path, capsys,
+                                                                                               caplog):
+    """--report-only runs notebook 07 alone on a run whose code differs (logged), records no part and leaves the
+    identity as recorded; other parameters, or a folder with no run, are refused."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "05_units.ipynb", "import pathlib\np = pathlib.Path(run_dir); p.mkdir(parents=True, exist_ok=True)\n"
+                                      "(p / 'units.txt').write_text('x')")
+    _notebook(nbs / "07_report.ipynb", "import pathlib\n(pathlib.Path(run_dir) / 'report.txt').write_text(str(n_records))")
+    run_m = tmp_path / "medium"
+    medium = ["--notebooks-dir", str(nbs), "--preset", "medium", "-p", f"run_dir={run_m}", "-p", "n_records=5",
+              "-p", "languages=en,zh"]
+    assert batch.main(medium) == 0
+    (run_m / "report.txt").unlink()
+    (run_m / "units.txt").unlink()
+    _tamper_identity(run_m)  # the run was made on other editing code than this checkout's
+    recorded = (run_m / "run_identity.json").read_text()
+    parts = json.loads((run_m / "parts.json").read_text())
+    assert batch.main(medium) == 1  # a part on changed code is still refused
+    with caplog.at_level("WARNING", logger="memla_utils.batch"):
+        assert batch.main(medium + ["--report-only"]) == 0
+    assert (run_m / "report.txt").read_text() == "5" and not (run_m / "units.txt").exists()  # 07 only
+    assert "code of stage 'editing'" in caplog.text and "report only" in caplog.text
+    assert (run_m / "run_identity.json").read_text() == recorded  # the identity is the run's, not this checkout's
+    assert json.loads((run_m / "parts.json").read_text()) == parts  # no part recorded
+    assert json.loads((run_m / "report_manifest.json").read_text())["inputs"]["report_only"] is True
+    capsys.readouterr()
+    assert batch.main([*medium[:-4], "-p", "n_records=10", "-p", "languages=en,zh", "--report-only"]) == 1
+    assert "parameter 'n_records'" in capsys.readouterr().err
+    assert batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={tmp_path / 'none'}", "--report-only"]) == 1
+    assert "holds no run to report on" in capsys.readouterr().err
+    assert batch.main(medium + ["--report-only", "--only", "05"]) == 1  # a notebook that computes units
+    assert "runs only notebooks" in capsys.readouterr().err and not (run_m / "units.txt").exists()
+
+
 def test_a_notebook_that_cannot_stop_at_the_deadline_waits_for_a_part_with_time_for_it(tmp_path, capsys):
     """batch.NOT_RESUMABLE (notebook 06) is not started with fewer than --reserve-hours left: the part ends as at a
     deadline, and a part with enough time (or no deadline) runs it."""
