@@ -40,7 +40,7 @@ class _StageClock:
     """Process CPU and wall seconds spent in the package's preparation and vocabulary-head functions.
 
     Both versions of the package call ``_prepare`` (clean run + baseline, which itself calls the head once) and
-    ``_logprob_and_grad`` through module globals (the reference's ``memla_utils.attribution``; since the split of
+    ``_logprob_and_grad`` (now ``logprob_and_grad``, from ``head_logprob``) through module globals (the reference's ``memla_utils.attribution``; since the split of
     that module, ``attribution_ig`` and ``attribution_prep``), so wrapping them in every module that holds them
     splits the time into stages.
     """
@@ -52,8 +52,9 @@ class _StageClock:
         for module in modules:
             if hasattr(module, "_prepare"):
                 module._prepare = self._timed_prepare(module._prepare)
-            if hasattr(module, "_logprob_and_grad"):
-                module._logprob_and_grad = self._timed_head(module._logprob_and_grad)
+            for name in ("_logprob_and_grad", "logprob_and_grad"):  # the name before / since head_logprob.py
+                if hasattr(module, name):
+                    setattr(module, name, self._timed_head(getattr(module, name)))
 
     def _timed_prepare(self, prepare: Any) -> Any:
         def timed_prepare(*a: Any, **k: Any) -> Any:

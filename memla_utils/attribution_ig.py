@@ -33,11 +33,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .attribution_config import AttributionConfig
+from .head_logprob import logprob_and_grad
 from .attribution_prep import (
     _cache_kw,
     _forward_kwargs,
     _head,
-    _logprob_and_grad,
     _make_cache,
     _point_hook,
     _prepare,
@@ -243,7 +243,7 @@ def _run_rows(lm: LoadedModel, preps: Sequence[_Prepared], rows: _Rows, alphas: 
     dev_order = order.to(lm.device)
     tgt = torch.tensor([preps[p].targets[t] for p, t in pt], device=lm.device)[dev_order]
     weight, bias, softcap = _head(lm)
-    logp, g = _logprob_and_grad(h_all, tgt, weight, bias, softcap, config.vocab_chunk, config.head_dtype(lm.dtype))
+    logp, g = logprob_and_grad(h_all, tgt, weight, bias, softcap, config.vocab_chunk, config.head_dtype(lm.dtype))
     _, dvalue = _value(logp, config.target)
     outs = (dvalue[:, None] * g).to(lm.dtype).split([len(h) for h in hs])
     grads = torch.autograd.grad(hs, xs, grad_outputs=list(outs))

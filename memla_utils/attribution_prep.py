@@ -15,7 +15,6 @@ replaced by EOS (``garns.scaled_input``). Answer ids come from this project's jo
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from typing import Any
 import torch
 
 from .attribution_config import AttributionConfig
+from .head_logprob import logprob_and_grad
+from .head_logprob import output_head
 from .models import LoadedModel
 from .text import join_prompt_answer
 
@@ -94,55 +95,7 @@ def _capture_all(lm: LoadedModel, method: str = "exact") -> Iterator[list[Any]]:
 
 
 def _head(lm: LoadedModel) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
-    head = lm.model.get_output_embeddings()
-    if head is None or not hasattr(head, "weight"):
-        raise ValueError(f"{lm.name}: the model has no output embedding (lm_head) to score answers with")
-    cap = getattr(lm.model.config, "final_logit_softcapping", None)
-    return head.weight, getattr(head, "bias", None), (float(cap) if cap else None)
-
-
-@torch.no_grad()
-def _logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                      softcap: float | None, chunk: int, mm_dtype: torch.dtype = torch.float32,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log p(target)`` and its gradient w.r.t. the final hidden state ``h`` ``[R, H]``, both float32.
-
-    Vocabulary chunks with an online (rescaled) softmax: memory O(R x chunk), two matrix products per chunk
-    (logits, and softmax-weighted rows of the projection = the gradient of log Z), as autograd would do.
-    The products run in ``mm_dtype`` (accumulating in float32); everything else is float32.
-    """
-    hf = h.float()
-    hm = h.to(mm_dtype)
-    R, H = hf.shape
-    m = torch.full((R,), -math.inf, device=h.device)
-    s = torch.zeros(R, device=h.device)
-    u = torch.zeros(R, H, device=h.device)
-    for c0 in range(0, weight.shape[0], chunk):
-        w = weight[c0:c0 + chunk].to(mm_dtype)
-        z = (hm @ w.T).float()
-        if bias is not None:
-            z = z + bias[c0:c0 + chunk].float()
-        dz = None
-        if softcap is not None:
-            t = torch.tanh(z / softcap)
-            z, dz = softcap * t, 1.0 - t * t
-        new_m = torch.maximum(m, z.max(-1).values)
-        scale = torch.exp(m - new_m)
-        e = z.sub_(new_m[:, None]).exp_()  # in place: these chunks are the largest buffers of the pass
-        s = s * scale + e.sum(-1)
-        u = u * scale[:, None] + ((e.mul_(dz) if dz is not None else e).to(mm_dtype) @ w).float()
-        m = new_m
-    wt = weight[targets].float()
-    zt = (hf * wt).sum(-1)
-    if bias is not None:
-        zt = zt + bias[targets].float()
-    dzt = torch.ones_like(zt)
-    if softcap is not None:
-        t = torch.tanh(zt / softcap)
-        zt, dzt = softcap * t, 1.0 - t * t
-    logp = zt - (m + torch.log(s))
-    grad = dzt[:, None] * wt - u / s[:, None]
-    return logp, grad
+    return output_head(lm.model)
 
 
 def _value(logp: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,7 +204,7 @@ def _run_clean(lm: LoadedModel, prep: _Prepared, config: AttributionConfig) -> _
     tgt = torch.tensor(prep.targets, device=dev)
     weight, bias, softcap = _head(lm)
     h = captured["h"][0, pos]
-    logp, _ = _logprob_and_grad(h, tgt, weight, bias, softcap, config.vocab_chunk, config.head_dtype(lm.dtype))
+    logp, _ = logprob_and_grad(h, tgt, weight, bias, softcap, config.vocab_chunk, config.head_dtype(lm.dtype))
     ref = torch.log_softmax(out.logits[0, pos].float(), -1).gather(-1, tgt[:, None])[:, 0]
     # a structural mismatch (logit scaling, soft-capping) is off by whole nats; bfloat16 rounding by ~0.1
     tol = 1e-3 if lm.dtype == torch.float32 and config.head_dtype(lm.dtype) == torch.float32 else 0.3

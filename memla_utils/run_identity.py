@@ -35,7 +35,7 @@ IDENTITY_FILE = "run_identity.json"
 #: means every ``*.py`` in it). Shared foundations (models, text, scoring, languages) count for every stage.
 STAGE_FILES: dict[str, tuple[str, ...]] = {
     "foundation": ("models.py", "models_adapter.py", "models_gguf.py", "text.py", "scoring.py", "languages.py",
-                   "seeds.py", "cache.py", "finite.py", "notebook_setup.py", "cpu_workers.py", "model_workers.py"),
+                   "seeds.py", "cache.py", "finite.py", "head_logprob.py", "notebook_setup.py", "cpu_workers.py", "model_workers.py"),
     "attribution": ("attribution.py", "attribution_config.py", "attribution_prep.py", "attribution_ig.py",
                     "attribution_reference.py", "attribution_records.py", "attribution_scores.py",
                     "attribution_stair.py", "attribution_parallel.py", "neuron_masks.py", "mask_compute.py", "masks.py",

@@ -20,7 +20,9 @@ from torch import nn
 from ..models import LoadedModel, ModelAdapter
 from ..text import build_batch, encode_prompt
 from .base import EditError
-from .fast_forward import SuffixRunner, gather_head, split_rows
+from ..head_logprob import head_logprob
+from ..head_projection import can_defer
+from .fast_forward import SuffixRunner, gather_head, gather_hidden, split_rows
 from .locate_reads import Request, _capture_output, read_outputs, subject_last_position
 from .objective import answer_nll, logits_at
 
@@ -99,7 +101,9 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
 
     Rows: the prefixed prompts + answer, then the bare subject (KL). Each row is split at its subject token (or
     the last prompt token, if that comes first), layers below ``layer`` are replayed, and the head projects only
-    the answer-predicting positions and the KL position.
+    the answer-predicting positions and the KL position: for the project's architectures (``can_defer``) with a
+    frozen head, in one chunked pass per step that also yields the gradient (:mod:`memla_utils.head_logprob`);
+    else through the model's head and ``log_softmax``.
     """
     tok, model = lm.tokenizer, lm.model
     view = request.view
@@ -144,7 +148,7 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
     else:
         init_norms = [read_outputs(lm, m, [request])[0].norm().float() for m in sites]
 
-    def objective(deltas: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits_objective(deltas: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         with ExitStack() as stack:
             for m, d in zip(sites, deltas):
                 stack.enter_context(_add_at(m, d, all_rows, delta_cols))
@@ -157,8 +161,26 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
         kl = F.kl_div(torch.log_softmax(logits[-1:], -1), ref_logp, log_target=True, reduction="batchmean")
         return nll, kl
 
-    return init_norms, objective
+    # the same loss from the final hidden states, the head read once per step (head_logprob): the answer tokens'
+    # log-probabilities (hard rows) and Σ_v q_v log p_v for the bare subject's row (soft, q = the unedited
+    # distribution), so KL(q ‖ p) = Σ q log q − Σ q log p, as F.kl_div computes it with log_target and batchmean
+    ref_q = ref_logp.exp()
+    q_log_q = (ref_q * ref_logp).sum()
+    rows_t = torch.cat([targets_t, torch.tensor([-1], device=dev)])
 
+    def hidden_objective(deltas: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with ExitStack() as stack:
+            for m, d in zip(sites, deltas):
+                stack.enter_context(_add_at(m, d, all_rows, delta_cols))
+            got = stack.enter_context(gather_hidden(model, sel_r, sel_c))
+            runner.forward()
+        f = head_logprob(model, got[-1], rows_t, ref_q)
+        per_row = torch.zeros(n, device=f.device).index_add(0, owner_t, f[:-1])
+        nll = (-per_row / counts.clamp(min=1.0)).mean()
+        return nll, q_log_q - f[-1]
+
+    fused = can_defer(model) and not any(p.requires_grad for p in model.get_output_embeddings().parameters())
+    return init_norms, (hidden_objective if fused else logits_objective)
 
 def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Sequence[str],
                     cfg: Any) -> tuple[torch.Tensor, dict[str, Any]]:  # cfg: locate.LocateConfig (above this module)

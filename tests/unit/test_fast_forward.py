@@ -75,3 +75,34 @@ def test_fast_path_writes_the_reference_paths_weights(arch, method):
     assert scale > 0
     worst = max(float((fast[n] - full[n]).abs().max()) for n in full)
     assert worst <= REL_TOL * scale, f"{method} on {arch}: max |fast - full| {worst:.3g} vs max |delta| {scale:.3g}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_target_search_s_one_pass_head_gives_the_logits_loss_and_gradient(arch, monkeypatch):
+    """The suffix objective projects the head once per step (head_logprob) for the project's architectures; its
+    NLL, KL and gradient equal the log_softmax-of-logits objective (taken by the same function when the head
+    cannot be deferred) up to float rounding."""
+    from memla_utils.editors import locate_values
+    from memla_utils.editors.locate import Request, context_prefixes
+
+    lm = tiny_model(arch, n_layers=4)
+    sites = [lm.adapter.down_proj(1)]
+    request = Request(REC, "en")
+    prefixes = ["", *context_prefixes(lm, 2, 4, 0)]
+
+    def loss_and_grad():
+        _, objective = locate_values._suffix_objective(lm, 1, request, prefixes, sites)
+        delta = (torch.arange(lm.adapter.hidden_size, dtype=torch.float32) / 50.0).sin().requires_grad_(True)
+        nll, kl = objective([delta])
+        (nll + 3.0 * kl).backward()
+        return objective.__name__, float(nll.detach()), float(kl.detach()), delta.grad
+
+    name, nll, kl, grad = loss_and_grad()
+    monkeypatch.setattr(locate_values, "can_defer", lambda model: False)
+    ref_name, ref_nll, ref_kl, ref_grad = loss_and_grad()
+    assert (name, ref_name) == ("hidden_objective", "logits_objective")
+    # KL as Σ q log q − Σ q log p: float32 cancellation of two sums of about the entropy (~6 nats here) leaves
+    # ~1e-7 absolute (the loss's value only: its gradient is a separate sum, compared below)
+    assert nll == pytest.approx(ref_nll, rel=1e-5) and kl == pytest.approx(ref_kl, rel=1e-4, abs=2e-6)
+    assert ref_kl > 1e-5
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,99 @@
+"""head_logprob: chunked log-probabilities and their gradient equal log_softmax(softcap(head(h))) and autograd."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memla_utils.head_logprob import head_logprob, logprob_and_grad, output_head
+from memla_utils.testing import tiny_model
+
+
+def _reference(h, weight, bias, cap, targets, soft):
+    """f and df/dh by autograd on the full logits."""
+    h = h.detach().clone().requires_grad_(True)
+    z = h @ weight.T + (bias if bias is not None else 0)
+    if cap:
+        z = cap * torch.tanh(z / cap)
+    logp = torch.log_softmax(z, -1)
+    rows = []
+    k = 0
+    for r, t in enumerate(targets.tolist()):
+        if t >= 0:
+            rows.append(logp[r, t])
+        else:
+            rows.append((soft[k] * logp[r]).sum())
+            k += 1
+    f = torch.stack(rows)
+    grads = [torch.autograd.grad(f[r], h, retain_graph=True)[0][r] for r in range(len(rows))]
+    return f.detach(), torch.stack(grads)
+
+
+@pytest.mark.parametrize("cap,with_bias", [(None, False), (30.0, False), (None, True), (5.0, True)])
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_hard_and_soft_rows_equal_full_logits_and_autograd(cap, with_bias, chunk):
+    g = torch.Generator().manual_seed(0)
+    V, H = 200, 16
+    weight = torch.randn(V, H, generator=g)
+    bias = torch.randn(V, generator=g) if with_bias else None
+    h = torch.randn(5, H, generator=g) * 3
+    targets = torch.tensor([3, -1, 199, 0, -1])
+    soft = torch.softmax(torch.randn(2, V, generator=g), -1)
+    soft[1] *= 0.5  # a distribution that does not sum to 1 is still Σ q log p
+    f, grad = logprob_and_grad(h, targets, weight, bias, cap, chunk, soft=soft)
+    ref_f, ref_grad = _reference(h, weight, bias, cap, targets, soft)
+    torch.testing.assert_close(f, ref_f, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_hard_rows_only_are_the_attribution_s_unchanged_computation():
+    """Without soft rows the chunked pass is the one the attribution used before this module (same bits)."""
+    g = torch.Generator().manual_seed(1)
+    weight, h = torch.randn(300, 8, generator=g), torch.randn(4, 8, generator=g)
+    targets = torch.tensor([1, 2, 3, 299])
+    f1, g1 = logprob_and_grad(h, targets, weight, None, None, 64)
+    f2, g2 = logprob_and_grad(h, targets, weight, None, None, 64, soft=None)
+    assert torch.equal(f1, f2) and torch.equal(g1, g2)
+    ref_f, _ = _reference(h, weight, None, None, targets, None)
+    torch.testing.assert_close(f1, ref_f, rtol=1e-5, atol=1e-5)
+
+
+def test_mismatched_soft_rows_are_an_error():
+    weight, h = torch.randn(10, 4), torch.randn(2, 4)
+    with pytest.raises(ValueError, match="1 soft rows"):
+        logprob_and_grad(h, torch.tensor([1, -1]), weight, None, None, 4)
+    with pytest.raises(ValueError, match="vocabulary of 10"):
+        logprob_and_grad(h, torch.tensor([1, -1]), weight, None, None, 4, soft=torch.ones(1, 9))
+
+
+@pytest.mark.parametrize("arch,kwargs", [("gemma3_text", {"final_logit_softcapping": 5.0}), ("gpt2", {}),
+                                         ("bloom", {})])
+def test_head_logprob_backpropagates_like_the_model_s_logits(arch, kwargs):
+    lm = tiny_model(arch)
+    model = lm.model
+    for k, v in kwargs.items():  # Gemma 2/3's final-logit soft-capping, read from the config at every forward
+        setattr(model.config, k, v)
+    weight, bias, cap = output_head(model)
+    assert (cap == 5.0) == bool(kwargs)
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(3, weight.shape[1], generator=g, requires_grad=True)
+    soft = torch.softmax(torch.randn(1, weight.shape[0], generator=g), -1)
+    targets = torch.tensor([5, -1, 11])
+    f = head_logprob(model, h, targets, soft, chunk=17)
+    loss = (f * torch.tensor([1.0, -2.0, 0.5])).sum()
+    loss.backward()
+    h2 = h.detach().clone().requires_grad_(True)
+    logits = model.get_output_embeddings()(h2)
+    if cap:
+        logits = cap * torch.tanh(logits / cap)
+    logp = torch.log_softmax(logits, -1)
+    ref = torch.stack([logp[0, 5], (soft[0] * logp[1]).sum(), logp[2, 11]])
+    (ref * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
+    torch.testing.assert_close(f.detach(), ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h.grad, h2.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_head_that_requires_a_gradient_is_refused():
+    lm = tiny_model("gpt2")
+    lm.model.get_output_embeddings().weight.requires_grad_(True)
+    with pytest.raises(ValueError, match="requires a gradient"):
+        head_logprob(lm.model, torch.zeros(1, lm.model.config.hidden_size), torch.tensor([0]))
