@@ -162,3 +162,30 @@ def test_readme_markers_must_be_there_once():
         readme_table.replace_block(twice, "x")
     with pytest.raises(readme_table.ReadmeTableError, match="comes before"):
         readme_table.replace_block(f"{readme_table.END}\n{readme_table.START}\n", "x")
+
+
+def test_the_medium_run_s_block_is_generated_from_its_own_claims_table(tmp_path):
+    """A README that holds the medium block too: each block comes from its own run's claims.csv, and a medium block
+    without its claims table is an error naming the file."""
+    medium = readme_table.BLOCKS[1]
+    figures = tmp_path / "figures"
+    shutil.copytree(FIGURES / "tables", figures / "tables")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{readme_table.START}\n{readme_table.END}\n\n## medium\n{medium.start}\nold\n{medium.end}\n",
+                      encoding="utf-8")
+    with pytest.raises(readme_table.ReadmeTableError, match="medium/tables/claims.csv"):
+        readme_table.stale_diff(readme, figures)
+    (figures / "medium" / "tables").mkdir(parents=True)
+    rows = _claims()
+    rows[0]["effect"] = "0.4242"  # the medium run's claim differs from the small preset's
+    with open(figures / "medium" / "tables" / "claims.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert readme_table.stale_diff(readme, figures) != ""
+    assert readme_table.write(readme, figures) and readme_table.stale_diff(readme, figures) == ""
+    text = readme.read_text(encoding="utf-8")
+    small_part, medium_part = text.split("## medium")
+    assert "| +42.4 [" in medium_part and "| +42.4 [" not in small_part
+    assert "figures/medium/tables/claims.csv" in medium_part and "make book PRESET=medium" in medium_part
+    assert "figures/tables/claims.csv" in small_part and "old" not in medium_part
