@@ -24,6 +24,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+from .head_projection import can_defer
 
 #: Vocabulary rows per chunk for a few rows of ``h`` (the editors' target search: 4-16 rows). Measured on the
 #: default model, 5 rows, one thread (2-core CPU, shared): 1024 / 2048 / 4096 rows per chunk 163 / 155 / 157 ms
@@ -129,9 +132,17 @@ class _HeadLogProb(torch.autograd.Function):
         return f
 
     @staticmethod
+    @once_differentiable  # the saved gradient is a constant: a second derivative through it would be silently 0
     def backward(ctx: Any, grad_f: torch.Tensor) -> tuple[Any, ...]:
         (grad,) = ctx.saved_tensors
         return (grad_f[:, None] * grad).to(ctx.h_dtype), None, None, None, None, None, None
+
+
+def fusable(model: nn.Module) -> bool:
+    """Whether :func:`head_logprob` can replace ``model``'s logits in a loss: its logits are ``softcap(head(h))``
+    (:func:`memla_utils.head_projection.can_defer`: the project's architectures) and the head is frozen (no
+    parameter of it requires a gradient, which :func:`head_logprob` does not compute)."""
+    return can_defer(model) and not any(p.requires_grad for p in model.get_output_embeddings().parameters())
 
 
 def head_logprob(model: nn.Module, h: torch.Tensor, targets: torch.Tensor, soft: torch.Tensor | None = None,
@@ -147,4 +158,4 @@ def head_logprob(model: nn.Module, h: torch.Tensor, targets: torch.Tensor, soft:
     return _HeadLogProb.apply(h, targets.to(h.device), weight, bias, cap, int(chunk), soft)
 
 
-__all__ = ["SMALL_ROWS_CHUNK", "head_logprob", "logprob_and_grad", "output_head"]
+__all__ = ["SMALL_ROWS_CHUNK", "fusable", "head_logprob", "logprob_and_grad", "output_head"]

@@ -20,8 +20,7 @@ from torch import nn
 from ..models import LoadedModel, ModelAdapter
 from ..text import build_batch, encode_prompt
 from .base import EditError
-from ..head_logprob import head_logprob
-from ..head_projection import can_defer
+from ..head_logprob import fusable, head_logprob
 from .fast_forward import SuffixRunner, gather_head, gather_hidden, split_rows
 from .locate_reads import Request, _capture_output, read_outputs, subject_last_position
 from .objective import answer_nll, logits_at
@@ -179,8 +178,7 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
         nll = (-per_row / counts.clamp(min=1.0)).mean()
         return nll, q_log_q - f[-1]
 
-    fused = can_defer(model) and not any(p.requires_grad for p in model.get_output_embeddings().parameters())
-    return init_norms, (hidden_objective if fused else logits_objective)
+    return init_norms, (hidden_objective if fusable(model) else logits_objective)
 
 def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Sequence[str],
                     cfg: Any) -> tuple[torch.Tensor, dict[str, Any]]:  # cfg: locate.LocateConfig (above this module)

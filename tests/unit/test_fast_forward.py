@@ -98,7 +98,7 @@ def test_the_target_search_s_one_pass_head_gives_the_logits_loss_and_gradient(ar
         return objective.__name__, float(nll.detach()), float(kl.detach()), delta.grad
 
     name, nll, kl, grad = loss_and_grad()
-    monkeypatch.setattr(locate_values, "can_defer", lambda model: False)
+    monkeypatch.setattr(locate_values, "fusable", lambda model: False)
     ref_name, ref_nll, ref_kl, ref_grad = loss_and_grad()
     assert (name, ref_name) == ("hidden_objective", "logits_objective")
     # KL as Σ q log q − Σ q log p: float32 cancellation of two sums of about the entropy (~6 nats here) leaves
