@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..head_logprob import fusable, head_logprob
-from ..head_projection import deferred_head
+from ..head_logprob import fusable
 from ..mkeb.record import Record
+from ..scoring import one_pass_token_logprobs
 from ..text import PromptAnswerBatch, build_batch
 
 
@@ -34,27 +34,17 @@ def answer_nll(model: nn.Module, batch: PromptAnswerBatch) -> torch.Tensor:
 
     For the project's architectures with a frozen output head (:func:`memla_utils.head_logprob.fusable`) the
     answer tokens' log-probabilities and their gradient come from one chunked pass over the head
-    (:func:`memla_utils.head_logprob.head_logprob`) instead of the logits, ``log_softmax`` and autograd's second
-    pass: the same values up to float rounding (``tests/unit/test_head_logprob.py``); else from the logits.
+    (:func:`memla_utils.scoring.one_pass_token_logprobs`) instead of the logits, ``log_softmax`` and autograd's
+    second pass: the same values up to float rounding (``tests/unit/test_head_logprob.py``); else from the logits.
     """
     dev = next(model.parameters()).device
     batch = batch.to(dev)
+    if fusable(model):
+        lp, narrowed = one_pass_token_logprobs(model, batch)
+        return -lp.sum(-1) / narrowed.answer_mask.float().sum(-1).clamp(min=1.0)
     columns = torch.nonzero(batch.answer_mask.any(0)).flatten()
     targets = batch.answer_targets[:, columns]
     mask = batch.answer_mask[:, columns].float()
-    if fusable(model):
-        with deferred_head(model) as got:
-            try:
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=columns)
-            except TypeError:  # pragma: no cover - architectures without logits_to_keep: every position
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        hidden = got[-1]  # the positions the head would have projected
-        if hidden.shape[1] != columns.numel():  # pragma: no cover - see above
-            hidden = hidden[:, columns]
-        rows, cols = torch.nonzero(mask, as_tuple=True)
-        f = head_logprob(model, hidden[rows, cols], targets[rows, cols])
-        picked = torch.zeros(mask.shape, device=f.device, dtype=f.dtype).index_put((rows, cols), f)
-        return -picked.sum(-1) / mask.sum(-1).clamp(min=1.0)
     logits = logits_at(model, batch.input_ids, batch.attention_mask, columns)
     logp = torch.log_softmax(logits.float(), dim=-1)
     picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask

@@ -140,3 +140,35 @@ def test_a_second_derivative_through_the_head_pass_is_refused():
     (g,) = torch.autograd.grad(f.sum(), h, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
         torch.autograd.grad(g.sum(), h)
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "gpt2", "qwen2"])
+def test_memla_s_answer_logprob_with_gradients_equals_the_logits_path_and_no_grad_callers_are_unchanged(arch,
+                                                                                                     monkeypatch):
+    """scoring.answer_logprob: with gradients (MEMLA's training loss) through one head pass, same values and
+    gradients as the logits path; without gradients (the suppression check) the logits path, bit for bit."""
+    from memla_utils import scoring
+    from memla_utils.text import build_batch
+
+    lm = tiny_model(arch)
+    batch = build_batch(lm.tokenizer, ["The capital of France is", "The capital of France is"],
+                        ["Tokyo", "Paris, a city"], "en")
+    emb = lm.adapter.down_proj(1).weight
+    emb.requires_grad_(True)  # something below the head to differentiate (as MEMLA's LoRA factors are)
+
+    def value_and_grad():
+        emb.grad = None
+        lp = scoring.answer_logprob(lm.model, batch)
+        (lp * torch.tensor([1.0, -0.5])).sum().backward()
+        return lp.detach(), emb.grad.clone()
+
+    with torch.no_grad():
+        plain = scoring.answer_logprob(lm.model, batch)
+    assert scoring.fusable(lm.model)
+    fused, fused_grad = value_and_grad()
+    monkeypatch.setattr(scoring, "fusable", lambda model: False)
+    ref, ref_grad = value_and_grad()
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused_grad, ref_grad, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(scoring.answer_logprob(lm.model, batch), plain)
