@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .head_logprob import fusable, head_logprob
 from .head_projection import can_defer, deferred_head, project_blocks
 from .text import PromptAnswerBatch, build_batch
 
@@ -38,43 +37,10 @@ def answer_logits(model: nn.Module, batch: PromptAnswerBatch) -> tuple[torch.Ten
     return logits, narrowed
 
 
-def one_pass_token_logprobs(model: nn.Module, batch: PromptAnswerBatch) -> tuple[torch.Tensor, PromptAnswerBatch]:
-    """Per-position log P(answer token) ``[B, C]`` (zero outside the answer) and the batch narrowed to the ``C``
-    answer columns, as :func:`token_logprobs` of :func:`answer_logits`, but with only the answer positions' final
-    hidden states going through the head, in one chunked pass that also yields the gradient
-    (:func:`memla_utils.head_logprob.head_logprob`: differentiable w.r.t. everything below the head). For models
-    where :func:`memla_utils.head_logprob.fusable` holds; equal to the logits path up to float rounding
-    (``tests/unit/test_head_logprob.py``). Used by the editors' training losses.
-    """
-    cols = torch.nonzero(batch.answer_mask.any(0)).flatten()
-    with deferred_head(model) as got:
-        try:
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                  logits_to_keep=cols.to(batch.input_ids.device))
-        except TypeError:  # pragma: no cover - architectures without logits_to_keep: every position
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    hidden = got[-1]
-    if hidden.shape[1] != cols.numel():  # pragma: no cover - see above
-        hidden = hidden[:, cols.to(hidden.device)]
-    narrowed = PromptAnswerBatch(batch.input_ids, batch.attention_mask, batch.answer_mask[:, cols],
-                                 batch.answer_targets[:, cols], batch.prompt_lengths, batch.answer_lengths)
-    rows, at = torch.nonzero(narrowed.answer_mask, as_tuple=True)
-    f = head_logprob(model, hidden[rows, at], narrowed.answer_targets[rows, at])
-    lp = torch.zeros(narrowed.answer_mask.shape, dtype=f.dtype, device=f.device).index_put((rows, at), f)
-    return lp, narrowed
-
-
 def answer_logprob(model: nn.Module, batch: PromptAnswerBatch) -> torch.Tensor:
-    """Sum over answer tokens of log P(token | prefix) for every row: ``[B]`` (gradients flow if enabled).
-
-    With gradients enabled and a :func:`memla_utils.head_logprob.fusable` model (MEMLA's training loss), through
-    :func:`one_pass_token_logprobs`; else from the answer columns' logits (the values of every no-grad caller
-    unchanged, bit for bit)."""
+    """Sum over answer tokens of log P(token | prefix) for every row: ``[B]`` (gradients flow if enabled)."""
     dev = next(model.parameters()).device
-    batch = batch.to(dev)
-    if torch.is_grad_enabled() and fusable(model):
-        return one_pass_token_logprobs(model, batch)[0].sum(-1)
-    logits, narrowed = answer_logits(model, batch)
+    logits, narrowed = answer_logits(model, batch.to(dev))
     return token_logprobs(logits, narrowed).sum(-1)
 
 

@@ -11,9 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..head_logprob import fusable
 from ..mkeb.record import Record
-from ..scoring import one_pass_token_logprobs
 from ..text import PromptAnswerBatch, build_batch
 
 
@@ -30,23 +28,14 @@ def logits_at(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
 
 
 def answer_nll(model: nn.Module, batch: PromptAnswerBatch) -> torch.Tensor:
-    """Mean NLL per answer token for every row ``[B]`` (differentiable; float32).
-
-    For the project's architectures with a frozen output head (:func:`memla_utils.head_logprob.fusable`) the
-    answer tokens' log-probabilities and their gradient come from one chunked pass over the head
-    (:func:`memla_utils.scoring.one_pass_token_logprobs`) instead of the logits, ``log_softmax`` and autograd's
-    second pass: the same values up to float rounding (``tests/unit/test_head_logprob.py``); else from the logits.
-    """
+    """Mean NLL per answer token for every row ``[B]`` (differentiable; float32)."""
     dev = next(model.parameters()).device
     batch = batch.to(dev)
-    if fusable(model):
-        lp, narrowed = one_pass_token_logprobs(model, batch)
-        return -lp.sum(-1) / narrowed.answer_mask.float().sum(-1).clamp(min=1.0)
     columns = torch.nonzero(batch.answer_mask.any(0)).flatten()
-    targets = batch.answer_targets[:, columns]
-    mask = batch.answer_mask[:, columns].float()
     logits = logits_at(model, batch.input_ids, batch.attention_mask, columns)
     logp = torch.log_softmax(logits.float(), dim=-1)
+    targets = batch.answer_targets[:, columns]
+    mask = batch.answer_mask[:, columns].float()
     picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask
     return -picked.sum(-1) / mask.sum(-1).clamp(min=1.0)
 

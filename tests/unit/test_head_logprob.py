@@ -99,40 +99,6 @@ def test_a_head_that_requires_a_gradient_is_refused():
         head_logprob(lm.model, torch.zeros(1, lm.model.config.hidden_size), torch.tensor([0]))
 
 
-@pytest.mark.parametrize("arch", ["gemma3_text", "gpt2", "llama", "qwen2", "bloom"])
-def test_answer_nll_from_one_head_pass_equals_the_logits_path(arch, monkeypatch):
-    """The editors' answer NLL (FT, FT-L, LoRA, MEND) through head_logprob: the values and the gradients w.r.t. a
-    tuned MLP equal the log_softmax-of-logits path, on rows with answers of different lengths."""
-    from memla_utils.editors import objective
-    from memla_utils.text import build_batch
-
-    lm = tiny_model(arch)
-    batch = build_batch(lm.tokenizer, ["The capital of France is", "Die Hauptstadt von Frankreich ist"],
-                        ["Tokyo", "eine sehr große Stadt"], "en")
-    params = [p for n, p in lm.model.named_parameters() if ".1." in n and ("mlp" in n or "dense_h_to_4h" in n)]
-    assert params
-
-    def nll_and_grads():
-        for p in params:
-            p.requires_grad_(True)
-            p.grad = None
-        nll = objective.answer_nll(lm.model, batch)
-        nll.mean().backward()
-        grads = [p.grad.clone() for p in params]
-        for p in params:
-            p.requires_grad_(False)
-        return nll.detach(), grads
-
-    assert objective.fusable(lm.model)
-    fused, fused_grads = nll_and_grads()
-    monkeypatch.setattr(objective, "fusable", lambda model: False)
-    ref, ref_grads = nll_and_grads()
-    assert fused.shape == (2,) and (fused > 0).all()
-    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-6)
-    for a, b in zip(fused_grads, ref_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-
-
 def test_a_second_derivative_through_the_head_pass_is_refused():
     lm = tiny_model("llama")
     h = torch.randn(2, lm.model.config.hidden_size, requires_grad=True)
@@ -140,35 +106,3 @@ def test_a_second_derivative_through_the_head_pass_is_refused():
     (g,) = torch.autograd.grad(f.sum(), h, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
         torch.autograd.grad(g.sum(), h)
-
-
-@pytest.mark.parametrize("arch", ["gemma3_text", "gpt2", "qwen2"])
-def test_memla_s_answer_logprob_with_gradients_equals_the_logits_path_and_no_grad_callers_are_unchanged(arch,
-                                                                                                     monkeypatch):
-    """scoring.answer_logprob: with gradients (MEMLA's training loss) through one head pass, same values and
-    gradients as the logits path; without gradients (the suppression check) the logits path, bit for bit."""
-    from memla_utils import scoring
-    from memla_utils.text import build_batch
-
-    lm = tiny_model(arch)
-    batch = build_batch(lm.tokenizer, ["The capital of France is", "The capital of France is"],
-                        ["Tokyo", "Paris, a city"], "en")
-    emb = lm.adapter.down_proj(1).weight
-    emb.requires_grad_(True)  # something below the head to differentiate (as MEMLA's LoRA factors are)
-
-    def value_and_grad():
-        emb.grad = None
-        lp = scoring.answer_logprob(lm.model, batch)
-        (lp * torch.tensor([1.0, -0.5])).sum().backward()
-        return lp.detach(), emb.grad.clone()
-
-    with torch.no_grad():
-        plain = scoring.answer_logprob(lm.model, batch)
-    assert scoring.fusable(lm.model)
-    fused, fused_grad = value_and_grad()
-    monkeypatch.setattr(scoring, "fusable", lambda model: False)
-    ref, ref_grad = value_and_grad()
-    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(fused_grad, ref_grad, rtol=1e-4, atol=1e-6)
-    with torch.no_grad():
-        assert torch.equal(scoring.answer_logprob(lm.model, batch), plain)
