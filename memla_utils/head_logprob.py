@@ -6,10 +6,15 @@ model's 262k x 640 head: 671 MB per read; with a few rows both products are boun
 :func:`logprob_and_grad` does both per chunk of the vocabulary with an online (rescaled) softmax, so each chunk is
 used twice while it is in cache and memory stays ``O(R x chunk)``.
 
-Each row ``r`` asks for ``f_r = Σ_v a_rv log p_rv`` with either a *hard* target (``a_r`` one-hot: the target's
-log-probability, as the knowledge-neuron attribution and the editors' answer NLL read it) or a *soft* one (``a_r``
-a given distribution ``q_r``: ``f_r = Σ_v q_rv log p_rv``, the cross-entropy term of ``KL(q_r ‖ p_r)`` that ROME's
-``compute_v`` adds for the bare subject). Then ``∂f_r/∂h_r = Σ_v a_rv z'_rv w_v − (Σ_v a_rv) Σ_v p_rv z'_rv w_v``.
+Each row ``r`` is either *hard*: ``f_r = log p_r(t_r)`` for a target id ``t_r`` (the knowledge-neuron
+attribution; the answer tokens of the editors' target search), with ``∂f_r/∂h_r = z'_rt w_t − Σ_v p_rv z'_rv w_v``;
+or *soft*: ``f_r = KL(q_r ‖ p_r)`` against a reference distribution ``q_r = softmax(y_r)`` given by its logits
+``y_r`` (the term ROME's ``compute_v`` adds for the bare subject, ``y`` = the unedited model's logits). With
+``δ = z − y``, ``KL = log Σ_v q_v e^δ_v − Σ_v q_v δ_v`` and ``∂KL/∂z_v = p_v − q_v``; both are accumulated from
+``expm1(δ)`` (``A = Σ q·expm1(δ)·z'·w``, ``a = Σ q·expm1(δ)``, ``B = Σ q·z'·w``: gradient ``(A − a·B) / (1 + a)``
+for a normalised ``q``), so no two large sums are subtracted: on the default model a ROME edit's weights came out
+as close to a float64 run as with the logits path (a first version that took ``Σ q log p`` apart from the log
+normaliser was 11x further off).
 
 :func:`head_logprob` wraps it as a differentiable function of ``h`` (the head itself is frozen): used by the
 locate-then-edit target search (:mod:`memla_utils.editors.locate_values`: one row per answer token of each
@@ -58,14 +63,19 @@ def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, fl
 @torch.no_grad()
 def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      softcap: float | None, chunk: int, mm_dtype: torch.dtype = torch.float32,
-                     soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     soft: torch.Tensor | None = None, acc_dtype: torch.dtype = torch.float32,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``f [R]`` and ``∂f_r/∂h_r`` ``[R, H]`` (float32) for final hidden states ``h`` ``[R, H]``.
 
     ``targets`` ``[R]`` (long): row ``r``'s hard target id, or ``-1`` for a soft row; ``soft`` ``[S, V]``: the
-    distributions ``q`` of the soft rows, in row order (``S`` = number of ``-1`` targets; ``None`` when there are
-    none). ``f_r`` is ``log p(target)`` for a hard row and ``Σ_v q_v log p_v`` for a soft one. The products run in
-    ``mm_dtype`` (accumulating in float32); everything else is float32. Raises ``ValueError`` when the soft rows
-    and ``soft`` do not match.
+    reference logits ``y`` of the soft rows, in row order (``S`` = number of ``-1`` targets; ``None`` when there
+    are none), in the space of ``z`` (after bias and soft-capping). ``f_r`` is ``log p(target)`` for a hard row and
+    ``KL(softmax(y_r) ‖ p_r)`` for a soft one. The products run in ``mm_dtype`` (accumulating in float32); the
+    softmax normaliser and the gradient are accumulated over the chunks in ``acc_dtype`` (float32: the
+    attribution's computation, unchanged; float64: :func:`head_logprob`, whose values are then closer to a float64
+    run than float32 autograd's), the soft rows' sums always in float64. A soft row whose logits rose by more than
+    ~88 above the reference's overflows ``expm1`` in float32: its ``f`` is then not finite (callers fall back to
+    the logits). Raises ``ValueError`` when the soft rows and ``soft`` do not match.
     """
     hf = h.float()
     hm = h.to(mm_dtype)
@@ -75,12 +85,16 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
     if n_soft != (0 if soft is None else soft.shape[0]) or (soft is not None and soft.shape[1] != weight.shape[0]):
         raise ValueError(f"logprob_and_grad: {n_soft} soft rows (target -1) but soft targets of shape "
                          f"{None if soft is None else tuple(soft.shape)} for a vocabulary of {weight.shape[0]}")
+    wide = acc_dtype != torch.float32
     m = torch.full((R,), -math.inf, device=h.device)
-    s = torch.zeros(R, device=h.device)
-    u = torch.zeros(R, H, device=h.device)
+    s = torch.zeros(R, device=h.device, dtype=acc_dtype)
+    u = torch.zeros(R, H, device=h.device, dtype=acc_dtype)
     if n_soft:
-        q_z = torch.zeros(n_soft, device=h.device)  # Σ_v q_v z_v
-        q_w = torch.zeros(n_soft, H, device=h.device)  # Σ_v q_v z'_v w_v
+        f64 = dict(dtype=torch.float64, device=h.device)
+        ref = soft.float()
+        log_q = torch.log_softmax(ref, -1)
+        a, q_delta, mass = torch.zeros(n_soft, **f64), torch.zeros(n_soft, **f64), torch.zeros(n_soft, **f64)
+        big_a, big_b = torch.zeros(n_soft, H, **f64), torch.zeros(n_soft, H, **f64)
     for c0 in range(0, weight.shape[0], chunk):
         w = weight[c0:c0 + chunk].to(mm_dtype)
         z = (hm @ w.T).float()
@@ -91,20 +105,30 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
             t = torch.tanh(z / softcap)
             z, dz = softcap * t, 1.0 - t * t
         if n_soft:
-            q = soft[:, c0:c0 + chunk].float()
-            q_z += (q * z[soft_rows]).sum(-1)
-            qd = q * dz[soft_rows] if dz is not None else q
+            q = log_q[:, c0:c0 + chunk].exp()
+            delta = z[soft_rows] - ref[:, c0:c0 + chunk]
+            qe = q * torch.expm1(delta)
+            a += qe.sum(-1, dtype=torch.float64)
+            q_delta += (q * delta).sum(-1, dtype=torch.float64)
+            mass += q.sum(-1, dtype=torch.float64)
+            if dz is not None:
+                qe, q = qe * dz[soft_rows], q * dz[soft_rows]
         new_m = torch.maximum(m, z.max(-1).values)
-        scale = torch.exp(m - new_m)
         e = z.sub_(new_m[:, None]).exp_()  # in place: these chunks are the largest buffers of the pass
-        s = s * scale + e.sum(-1)
-        e = e.mul_(dz) if dz is not None else e
-        if n_soft:  # one product for both: each product call packs the chunk of the head again
-            both = (torch.cat([e, qd]).to(mm_dtype) @ w).float()
-            u = u * scale[:, None] + both[:R]
-            q_w += both[R:]
+        if wide:
+            scale = torch.exp(m.to(acc_dtype) - new_m.to(acc_dtype))
+            s = s * scale + e.sum(-1, dtype=acc_dtype)
         else:
-            u = u * scale[:, None] + (e.to(mm_dtype) @ w).float()
+            scale = torch.exp(m - new_m)
+            s = s * scale + e.sum(-1)
+        e = e.mul_(dz) if dz is not None else e
+        if n_soft:  # one product for all: each product call packs the chunk of the head again
+            prod = (torch.cat([e, qe, q]).to(mm_dtype) @ w).float()
+            u = u * scale[:, None] + prod[:R].to(acc_dtype)
+            big_a += prod[R:R + n_soft].double()
+            big_b += prod[R + n_soft:].double()
+        else:
+            u = u * scale[:, None] + (e.to(mm_dtype) @ w).float().to(acc_dtype)
         m = new_m
     hard = targets.clamp(min=0)
     wt = weight[hard].float()
@@ -115,13 +139,18 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
     if softcap is not None:
         t = torch.tanh(zt / softcap)
         zt, dzt = softcap * t, 1.0 - t * t
-    lse = m + torch.log(s)
-    logp = zt - lse
-    grad = dzt[:, None] * wt - u / s[:, None]
+    if wide:
+        logp = (zt.to(acc_dtype) - (m.to(acc_dtype) + torch.log(s))).float()
+        grad = (dzt[:, None].to(acc_dtype) * wt.to(acc_dtype) - u / s[:, None]).float()
+    else:
+        logp = zt - (m + torch.log(s))
+        grad = dzt[:, None] * wt - u / s[:, None]
     if n_soft:
-        mass = soft.float().sum(-1)
-        logp[soft_rows] = q_z - mass * lse[soft_rows]
-        grad[soft_rows] = q_w - mass[:, None] * (u[soft_rows] / s[soft_rows, None])
+        # KL(q̂ ‖ p) for the normalised q̂ = q / Σq (Σq = 1 up to float32 rounding of log_softmax over the vocabulary):
+        # with a = Σ q expm1(δ), A = Σ q expm1(δ) z' w, B = Σ q z' w, M = Σ q:
+        # KL = log1p(a / M) − Σ q δ / M and ∂KL/∂h = (M·A − a·B) / (M (M + a)); no large sums are subtracted
+        logp[soft_rows] = (torch.log1p(a / mass) - q_delta / mass).float()
+        grad[soft_rows] = ((mass[:, None] * big_a - a[:, None] * big_b) / (mass * (mass + a))[:, None]).float()
     return logp, grad
 
 
@@ -131,7 +160,8 @@ class _HeadLogProb(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 softcap: float | None, chunk: int, soft: torch.Tensor | None) -> torch.Tensor:
-        f, grad = logprob_and_grad(h.detach(), targets, weight, bias, softcap, chunk, weight.dtype, soft=soft)
+        f, grad = logprob_and_grad(h.detach(), targets, weight, bias, softcap, chunk, weight.dtype, soft=soft,
+                                   acc_dtype=torch.float64)
         ctx.save_for_backward(grad)
         ctx.h_dtype = h.dtype
         return f

@@ -161,10 +161,9 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
         return nll, kl
 
     # the same loss from the final hidden states, the head read once per step (head_logprob): the answer tokens'
-    # log-probabilities (hard rows) and Σ_v q_v log p_v for the bare subject's row (soft, q = the unedited
-    # distribution), so KL(q ‖ p) = Σ q log q − Σ q log p, as F.kl_div computes it with log_target and batchmean
-    ref_q = ref_logp.exp()
-    q_log_q = (ref_q * ref_logp).sum()
+    # log-probabilities (hard rows) and KL(unedited ‖ edited) of the bare subject's row (soft, from its unedited
+    # logits), as F.kl_div computes it with log_target and batchmean over its one row
+    ref_logits = ref.float().unsqueeze(0)
     rows_t = torch.cat([targets_t, torch.tensor([-1], device=dev)])
 
     def hidden_objective(deltas: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,10 +172,12 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
                 stack.enter_context(_add_at(m, d, all_rows, delta_cols))
             got = stack.enter_context(gather_hidden(model, sel_r, sel_c))
             runner.forward()
-        f = head_logprob(model, got[-1], rows_t, ref_q)
+        f = head_logprob(model, got[-1], rows_t, ref_logits)
+        if not bool(torch.isfinite(f).all()):  # a logit ~88 above the unedited one: expm1 overflows in float32
+            return logits_objective(deltas)
         per_row = torch.zeros(n, device=f.device).index_add(0, owner_t, f[:-1])
         nll = (-per_row / counts.clamp(min=1.0)).mean()
-        return nll, q_log_q - f[-1]
+        return nll, f[-1]
 
     return init_norms, (hidden_objective if fusable(model) else logits_objective)
 

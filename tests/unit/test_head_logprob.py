@@ -9,7 +9,9 @@ from memla_utils.testing import tiny_model
 
 
 def _reference(h, weight, bias, cap, targets, soft):
-    """f and df/dh by autograd on the full logits."""
+    """f and df/dh by autograd on the full logits: log p(target), or F.kl_div against softmax(soft logits)."""
+    import torch.nn.functional as F
+
     h = h.detach().clone().requires_grad_(True)
     z = h @ weight.T + (bias if bias is not None else 0)
     if cap:
@@ -21,7 +23,8 @@ def _reference(h, weight, bias, cap, targets, soft):
         if t >= 0:
             rows.append(logp[r, t])
         else:
-            rows.append((soft[k] * logp[r]).sum())
+            ref = torch.log_softmax(soft[k:k + 1], -1)
+            rows.append(F.kl_div(logp[r:r + 1], ref, log_target=True, reduction="batchmean"))
             k += 1
     f = torch.stack(rows)
     grads = [torch.autograd.grad(f[r], h, retain_graph=True)[0][r] for r in range(len(rows))]
@@ -37,12 +40,32 @@ def test_hard_and_soft_rows_equal_full_logits_and_autograd(cap, with_bias, chunk
     bias = torch.randn(V, generator=g) if with_bias else None
     h = torch.randn(5, H, generator=g) * 3
     targets = torch.tensor([3, -1, 199, 0, -1])
-    soft = torch.softmax(torch.randn(2, V, generator=g), -1)
-    soft[1] *= 0.5  # a distribution that does not sum to 1 is still Σ q log p
+    soft = torch.randn(2, V, generator=g) * 4  # reference logits of the two soft rows
     f, grad = logprob_and_grad(h, targets, weight, bias, cap, chunk, soft=soft)
     ref_f, ref_grad = _reference(h, weight, bias, cap, targets, soft)
     torch.testing.assert_close(f, ref_f, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_a_soft_row_near_its_reference_keeps_its_precision():
+    """KL and its gradient when the logits are within 1e-4 of the reference (the target search's first steps):
+    float64 autograd is the truth; the chunked pass is at least as close to it as float32 autograd."""
+    g = torch.Generator().manual_seed(3)
+    V, H = 5000, 32
+    weight = torch.randn(V, H, generator=g, dtype=torch.float64) * 0.3
+    h0 = torch.randn(1, H, generator=g, dtype=torch.float64)
+    ref_logits = h0 @ weight.T
+    h = h0 + 1e-4 * torch.randn(1, H, generator=g, dtype=torch.float64)
+    truth_f, truth_g = _reference(h, weight, None, None, torch.tensor([-1]), ref_logits)
+    f32_f, f32_g = _reference(h.float(), weight.float(), None, None, torch.tensor([-1]), ref_logits.float())
+    f, grad = logprob_and_grad(h.float(), torch.tensor([-1]), weight.float(), None, None, 512,
+                               soft=ref_logits.float())
+    assert float(truth_f) > 0
+    # the KL's error is the float32 logits' own rounding (shared by both float32 paths), not the summation's
+    assert abs(float(f) - float(truth_f)) <= 1.5 * abs(float(f32_f) - float(truth_f)) + 1e-12
+    err, err32 = (grad.double() - truth_g).abs().max(), (f32_g.double() - truth_g).abs().max()
+    assert err <= 2 * err32 + 1e-9, (float(err), float(err32))
+    assert err <= 1e-3 * truth_g.abs().max()
 
 
 def test_hard_rows_only_are_the_attribution_s_unchanged_computation():
@@ -76,7 +99,7 @@ def test_head_logprob_backpropagates_like_the_model_s_logits(arch, kwargs):
     assert (cap == 5.0) == bool(kwargs)
     g = torch.Generator().manual_seed(2)
     h = torch.randn(3, weight.shape[1], generator=g, requires_grad=True)
-    soft = torch.softmax(torch.randn(1, weight.shape[0], generator=g), -1)
+    soft = torch.randn(1, weight.shape[0], generator=g)
     targets = torch.tensor([5, -1, 11])
     f = head_logprob(model, h, targets, soft, chunk=17)
     loss = (f * torch.tensor([1.0, -2.0, 0.5])).sum()
@@ -86,7 +109,8 @@ def test_head_logprob_backpropagates_like_the_model_s_logits(arch, kwargs):
     if cap:
         logits = cap * torch.tanh(logits / cap)
     logp = torch.log_softmax(logits, -1)
-    ref = torch.stack([logp[0, 5], (soft[0] * logp[1]).sum(), logp[2, 11]])
+    kl = torch.nn.functional.kl_div(logp[1:2], torch.log_softmax(soft, -1), log_target=True, reduction="batchmean")
+    ref = torch.stack([logp[0, 5], kl, logp[2, 11]])
     (ref * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
     torch.testing.assert_close(f.detach(), ref.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h.grad, h2.grad, rtol=1e-4, atol=1e-6)
