@@ -71,8 +71,9 @@ MULTI_SESSION_PRESETS: tuple[str, ...] = ("medium", "mzsre", "bizsre")
 NOT_RESUMABLE: dict[str, str] = {
     "06_multihop_general": "the general-ability study checks no deadline and writes its rows at the end",
 }
-#: Default of ``--reserve-hours``: the medium preset's notebook 06 (40 single MEMLA edits, each probed in 12
-#: languages, and 40 sequential edits) is estimated at about 1.5 h on the 2-core machine (README, medium run).
+#: Default of ``--reserve-hours``: the medium preset's notebook 06 (20 single MEMLA edits, each probed in 12
+#: languages at about 212 s, and 10/20 sequential edits) is about 1.3 h on the 2-core machine (README, medium run),
+#: with a margin for a shared machine.
 RESERVE_HOURS = 2.0
 #: The notebooks a report-only pass runs (``--report-only``): they read the run's results and compute nothing into
 #: them (notebook 07: every table, figure and the claims table, ``report.write_report``).

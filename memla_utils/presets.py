@@ -54,16 +54,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                # notebook 06: the claims table's general-ability claim reads MEMLA's single edits. "auto" would be
                # every method on 100 single edits, each probed in 12 languages, plus 10/50/100 sequential edits:
                # about 30 h on 2 cores, in a notebook that cannot stop at a part's deadline (batch.NOT_RESUMABLE).
-               # 40 MEMLA single edits (>= the claims' minimum n of 20) and 10/40 sequential edits fit one part
-               # (about 1.5 h); recorded apart from the run's identity (run_identity.SCOPED_PARAMETERS)
-               "general_methods": "memla", "general_records": 40, "sequential_steps": "10,40",
+               # 20 MEMLA single edits (the claims' minimum n) and 10/20 sequential edits: one part of about 1.3 h.
+               # Measured in part 10 (2026-12-02): 212 s per single edit (12 languages of prose through the 262k
+               # head, before and after), so the earlier 40 / "10,40" (estimated 1.5 h) needed about 2.8 h, more
+               # than a part; recorded apart from the run's identity (run_identity.SCOPED_PARAMETERS)
+               "general_methods": "memla", "general_records": 20, "sequential_steps": "10,20",
                "run_dir": "results/medium", "figures_dir": "figures/medium"},
     # issue 16, "other benchmarks, same methods": MEMLA, LSE, LIE (+ the unedited model, always run) and three
     # baselines on >= 50 records of the public MzsRE / Bi-ZsRE test sets, read in place from shared_data_dir by
     # mkeb.importers; attribution and masks per record as for MKEB; multi-session runs like medium
-    # (batch.MULTI_SESSION_PRESETS), results in the tracked results/<preset>/. The baselines are PROVISIONAL: the
-    # issue asks for the three strongest of the medium run, which has not finished; ft, rome, memit until it
-    # decides. record_selection "stratified" = one draw seeded by `seed` from the whole file (zsRE files carry no
+    # (batch.MULTI_SESSION_PRESETS), results in the tracked results/<preset>/. The baselines are the three strongest
+    # of the medium run (OTHER_BENCHMARK_METHODS, decided on its complete notebook 05). record_selection "stratified" = one draw seeded by `seed` from the whole file (zsRE files carry no
     # relation label: one stratum), not the file's first records.
     # MzsRE: English edits evaluated in en + its 11 other languages. All 12 pass languages.validate_languages;
     # cs, nl, tr, vi have no dataset-build prose, so ROME/MEMIT key statistics and general-ability perplexity use
