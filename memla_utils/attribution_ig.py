@@ -33,7 +33,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .attribution_config import AttributionConfig
-from .head_logprob import logprob_and_grad
 from .attribution_prep import (
     _cache_kw,
     _forward_kwargs,
@@ -46,6 +45,7 @@ from .attribution_prep import (
 )
 from .attribution_scores import PromptAttribution
 from .attribution_stair import StaircaseUnsupported, inject, staircase
+from .head_logprob import logprob_and_grad
 from .models import LoadedModel
 
 #: the public entry point's logger, so that log lines and their filters keep the name they had before the split

@@ -23,8 +23,7 @@ from typing import Any
 import torch
 
 from .attribution_config import AttributionConfig
-from .head_logprob import logprob_and_grad
-from .head_logprob import output_head
+from .head_logprob import logprob_and_grad, output_head
 from .models import LoadedModel
 from .text import join_prompt_answer
 

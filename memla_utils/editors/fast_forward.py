@@ -10,10 +10,10 @@ An optimisation loop that perturbs layer ``L`` recomputes, at every step, a lot 
   Rows are *aligned* at their split (the prefix left-padded, the suffix right-padded, explicit position ids), so
   every row's suffix starts at column 0 and rows of different prefix lengths share one batch;
 * **vocabulary projection at unread positions**: :func:`gather_head` feeds the output head only the
-  (row, position) pairs the loss reads, instead of every row at the union of those positions;
-  :func:`gather_hidden` hands those rows' final hidden states to :func:`memla_utils.head_logprob.head_logprob`,
-  which reads the head once per step for the log-probabilities and their gradient instead of twice, and
-  :func:`skip_head` keeps a prefix pass (run for its cache only) from projecting anything.
+  (row, position) pairs the loss reads, instead of every row at the union of those positions; or
+  :func:`memla_utils.head_projection.deferred_head` hands the final hidden states to
+  :func:`memla_utils.head_logprob.head_logprob`, which reads the head once per step for the log-probabilities and
+  their gradient instead of twice; the prefix pass (run for its cache only) projects nothing.
 
 The result equals the full forward up to float rounding (different padding and batch composition change the
 order of some reductions); tests compare both paths' edited weights (``tests/unit/test_fast_forward.py``).
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..head_projection import deferred_head
 from ..models import ModelAdapter
 
 
@@ -91,42 +92,6 @@ def gather_head(model: nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> Ite
         return (hidden[rows.to(hidden.device), cols.to(hidden.device)].unsqueeze(0), *args[1:])
 
     handle = head.register_forward_pre_hook(pre_hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def gather_hidden(model: nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[list[torch.Tensor]]:
-    """Like :func:`gather_head`, but the head projects nothing: each forward in the block appends the final hidden
-    states at ``[rows, cols]`` (``[len(rows), hidden]``, still in the autograd graph) to the yielded list and
-    returns logits with 0 positions. For models whose logits are ``softcap(head(h))``
-    (:func:`memla_utils.head_projection.can_defer`), to be projected by :func:`memla_utils.head_logprob.head_logprob`.
-    """
-    head = model.get_output_embeddings()
-    got: list[torch.Tensor] = []
-
-    def pre_hook(mod: nn.Module, args: tuple) -> tuple:
-        hidden = args[0]
-        got.append(hidden[rows.to(hidden.device), cols.to(hidden.device)])
-        return (hidden[..., :0, :], *args[1:])
-
-    handle = head.register_forward_pre_hook(pre_hook)
-    try:
-        yield got
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def skip_head(model: nn.Module) -> Iterator[None]:
-    """Forwards in the block project no position through the output head (logits with 0 positions): for passes
-    whose logits nobody reads, such as a prefix run only for its key/value cache."""
-    def pre_hook(mod: nn.Module, args: tuple) -> tuple:
-        return (args[0][..., :0, :], *args[1:])
-
-    handle = model.get_output_embeddings().register_forward_pre_hook(pre_hook)
     try:
         yield
     finally:
@@ -225,7 +190,7 @@ class SuffixRunner:
         self._cache = None
         with torch.no_grad():
             if self.batch.prefix_ids.shape[1]:
-                with skip_head(model):  # only the cache is kept: projecting the last position read the whole head
+                with deferred_head(model):  # only the cache is kept: projecting the last position read the whole head
                     out = model(**self._inputs(self.batch.prefix_ids, self.batch.prefix_mask, self.batch.prefix_pos),
                                 use_cache=True, logits_to_keep=1)
                 self._cache = getattr(out, self._cache_name, None)
@@ -264,5 +229,4 @@ class SuffixRunner:
         return out
 
 
-__all__ = ["SplitBatch", "SuffixRunner", "gather_head", "gather_hidden", "record_layers", "replay_layers", "run_until",
-           "skip_head", "split_rows"]
+__all__ = ["SplitBatch", "SuffixRunner", "gather_head", "record_layers", "replay_layers", "run_until", "split_rows"]

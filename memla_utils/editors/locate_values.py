@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..head_logprob import fusable, head_logprob
+from ..head_projection import deferred_head
 from ..models import LoadedModel, ModelAdapter
 from ..text import build_batch, encode_prompt
 from .base import EditError
-from ..head_logprob import fusable, head_logprob
-from .fast_forward import SuffixRunner, gather_head, gather_hidden, split_rows
+from .fast_forward import SuffixRunner, gather_head, split_rows
 from .locate_reads import Request, _capture_output, read_outputs, subject_last_position
 from .objective import answer_nll, logits_at
 
@@ -170,9 +171,9 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
         with ExitStack() as stack:
             for m, d in zip(sites, deltas):
                 stack.enter_context(_add_at(m, d, all_rows, delta_cols))
-            got = stack.enter_context(gather_hidden(model, sel_r, sel_c))
+            got = stack.enter_context(deferred_head(model))
             runner.forward()
-        f = head_logprob(model, got[-1], rows_t, ref_logits)
+        f = head_logprob(model, got[-1][sel_r, sel_c], rows_t, ref_logits)
         if not bool(torch.isfinite(f).all()):  # a logit ~88 above the unedited one: expm1 overflows in float32
             return logits_objective(deltas)
         per_row = torch.zeros(n, device=f.device).index_add(0, owner_t, f[:-1])
