@@ -60,6 +60,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                # than a part; recorded apart from the run's identity (run_identity.SCOPED_PARAMETERS)
                "general_methods": "memla", "general_records": 20, "sequential_steps": "10,20",
                "run_dir": "results/medium", "figures_dir": "figures/medium"},
+    # budget "paper" (notebook 05's baseline hyperparameters, baselines.baseline_overrides): issue 16 asks for the
+    # paper's; without it a CPU run resolves "auto" to "cpu-small", as the medium run did (README, medium results).
     # issue 16, "other benchmarks, same methods": MEMLA, LSE, LIE (+ the unedited model, always run) and three
     # baselines on >= 50 records of the public MzsRE / Bi-ZsRE test sets, read in place from shared_data_dir by
     # mkeb.importers; attribution and masks per record as for MKEB; multi-session runs like medium
@@ -71,13 +73,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the other 8 (RunConfig.prose_languages). Independence languages en, zh, fr (memla4mke), all in MzsRE.
     "mzsre": {"dataset": "mzsre", "languages": list(MZSRE_RUN_LANGUAGES), "edit_languages": ["en"],
               "n_records": 50, "record_selection": "stratified", "methods": list(OTHER_BENCHMARK_METHODS),
-              "attribution_languages": "masks", "run_dir": "results/mzsre", "figures_dir": "figures/mzsre"},
+              "attribution_languages": "masks", "budget": "paper",
+              "run_dir": "results/mzsre", "figures_dir": "figures/mzsre"},
     # Bi-ZsRE: edits in en and in zh, each evaluated in en and zh. It has no fr, so the independence languages are
     # en and zh (said here rather than left to MaskConfig.languages_for, which would drop fr from en,zh,fr
     # silently): LIE's neurons are those shared by en and zh only, a larger set than MKEB's en ∩ zh ∩ fr.
     "bizsre": {"dataset": "bizsre", "languages": ["en", "zh"], "edit_languages": ["en", "zh"], "n_records": 50,
                "record_selection": "stratified", "methods": list(OTHER_BENCHMARK_METHODS),
-               "independent_languages": ["en", "zh"], "attribution_languages": "masks",
+               "independent_languages": ["en", "zh"], "attribution_languages": "masks", "budget": "paper",
                "run_dir": "results/bizsre", "figures_dir": "figures/bizsre"},
     "full": {"device": "auto", "dtype": "auto", "languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"],
              "n_records": 1000, "methods": list(ALL_METHODS), "run_dir": "runs/full"},

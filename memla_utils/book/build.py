@@ -47,7 +47,8 @@ class BookConfig:
     """What to build. ``preset``: a batch preset (``memla_utils.config.PRESETS``), which fixes the run folder
     (``runs/<preset>``) and the figures folder (``figures/`` for ``small``, ``runs/<preset>/figures`` otherwise,
     as :func:`memla_utils.batch.plan_runs` resolves them); ``figures_dir``/``run_dir`` override them.
-    ``notebooks``: executed | source | auto (module docstring). ``out_dir``: default ``<run_dir>/book``."""
+    ``notebooks``: executed | source | auto (module docstring). ``out_dir``: default ``runs/<preset>/book``, in the
+    ignored ``runs/`` also for the presets whose run folder is tracked (medium: ``results/medium``)."""
 
     preset: str = "small"
     notebooks: str = "executed"
@@ -71,7 +72,7 @@ class BookConfig:
 
         figures_dir = absolute(self.figures_dir or params["figures_dir"])
         run_dir = absolute(self.run_dir or params["run_dir"])
-        return figures_dir, run_dir, absolute(self.out_dir or run_dir / "book")
+        return figures_dir, run_dir, absolute(self.out_dir or Path("runs") / self.preset / "book")
 
 
 @dataclass

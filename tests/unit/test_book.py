@@ -132,6 +132,8 @@ def test_readme_results_table_matches_the_committed_claims_csv():
 def test_readme_check_fails_when_the_claims_csv_changes(tmp_path):
     figures = tmp_path / "figures"
     shutil.copytree(FIGURES / "tables", figures / "tables")
+    if (FIGURES / "medium" / "tables").is_dir():  # the README's medium block reads its own claims table
+        shutil.copytree(FIGURES / "medium" / "tables", figures / "medium" / "tables")
     readme = tmp_path / "README.md"
     shutil.copy2(PROJECT_ROOT / "README.md", readme)
     assert readme_table.stale_diff(readme, figures) == ""
@@ -151,7 +153,9 @@ def test_readme_check_fails_when_the_claims_csv_changes(tmp_path):
     assert readme_table.main(["--readme", str(readme), "--figures", str(figures)]) == 1
     assert readme_table.main(["--readme", str(readme), "--figures", str(figures), "--write"]) == 0
     assert readme_table.stale_diff(readme, figures) == ""
-    assert readme.read_text(encoding="utf-8").count("| MEMLA beats the baselines on cross-lingual editing |") == 1
+    text = readme.read_text(encoding="utf-8")
+    small = text[text.index(readme_table.START):text.index(readme_table.END)]
+    assert small.count("| MEMLA beats the baselines on cross-lingual editing |") == 1  # one row per block
 
 
 def test_readme_markers_must_be_there_once():
@@ -189,3 +193,13 @@ def test_the_medium_run_s_block_is_generated_from_its_own_claims_table(tmp_path)
     assert "| +42.4 [" in medium_part and "| +42.4 [" not in small_part
     assert "figures/medium/tables/claims.csv" in medium_part and "make book PRESET=medium" in medium_part
     assert "figures/tables/claims.csv" in small_part and "old" not in medium_part
+
+
+def test_the_book_of_a_tracked_run_folder_is_built_in_the_ignored_runs_folder():
+    """The medium run lives in the tracked results/medium; its book goes to runs/medium/book, not beside it."""
+    from memla_utils.book.build import BookConfig
+
+    figures, run_dir, out = BookConfig(preset="medium").resolved()
+    assert run_dir == PROJECT_ROOT / "results" / "medium" and figures == PROJECT_ROOT / "figures" / "medium"
+    assert out == PROJECT_ROOT / "runs" / "medium" / "book"
+    assert BookConfig().resolved()[2] == PROJECT_ROOT / "runs" / "small" / "book"
