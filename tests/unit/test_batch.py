@@ -186,15 +186,20 @@ def test_changed_inputs_restart_a_run_or_are_refused_for_multi_session_presets(t
     assert len(list(run_m.glob("superseded-*"))) == 1
 
 
+def _writes(path, name: str, value: str = "'ran'") -> None:
+    """A notebook that writes ``value`` (a Python expression) to ``<run_dir>/<name>``, making the folder."""
+    _notebook(path, "import pathlib\np = pathlib.Path(run_dir); p.mkdir(parents=True, exist_ok=True)\n"
+                    f"(p / {name!r}).write_text(str({value}))")
+
+
 def test_report_only_recomputes_the_report_of_a_run_made_on_other_code_and_refuses_another_run(tmp_path, capsys,
                                                                                                caplog):
     """--report-only runs notebook 07 alone on a run whose code differs (logged), records no part and leaves the
     identity as recorded; other parameters, or a folder with no run, are refused."""
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    _notebook(nbs / "05_units.ipynb", "import pathlib\np = pathlib.Path(run_dir); p.mkdir(parents=True, exist_ok=True)\n"
-                                      "(p / 'units.txt').write_text('x')")
-    _notebook(nbs / "07_report.ipynb", "import pathlib\n(pathlib.Path(run_dir) / 'report.txt').write_text(str(n_records))")
+    _writes(nbs / "05_units.ipynb", "units.txt")
+    _writes(nbs / "07_report.ipynb", "report.txt", "n_records")
     run_m = tmp_path / "medium"
     medium = ["--notebooks-dir", str(nbs), "--preset", "medium", "-p", f"run_dir={run_m}", "-p", "n_records=5",
               "-p", "languages=en,zh"]
@@ -226,9 +231,8 @@ def test_a_notebook_that_cannot_stop_at_the_deadline_waits_for_a_part_with_time_
     deadline, and a part with enough time (or no deadline) runs it."""
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    _notebook(nbs / "05_before.ipynb", "import pathlib\np = pathlib.Path(run_dir); p.mkdir(parents=True, exist_ok=True)\n"
-                                       "(p / 'before.txt').write_text('ran')")
-    _notebook(nbs / "06_multihop_general.ipynb", "import pathlib\n(pathlib.Path(run_dir) / 'general.txt').write_text('ran')")
+    _writes(nbs / "05_before.ipynb", "before.txt")
+    _writes(nbs / "06_multihop_general.ipynb", "general.txt")
     run_dir = tmp_path / "run"
     args = ["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}"]
     assert batch.main([*args, "--hours", "1", "--reserve-hours", "1.5"]) == 0
