@@ -63,7 +63,11 @@ class ChainResult:
 #: Presets whose runs are built in parts over several sessions: a part refuses to extend a run started with other
 #: code, lock file, model, records or parameters (``--restart-run`` moves the earlier results aside). Every other
 #: run is restarted (earlier results moved aside) when its inputs changed, so no run mixes two versions.
-MULTI_SESSION_PRESETS: tuple[str, ...] = ("medium", "mzsre", "bizsre")
+MULTI_SESSION_PRESETS: tuple[str, ...] = ("medium", "medium-paper", "mzsre", "bizsre")
+#: Presets that run only some notebooks (``--only`` overrides): ``medium-paper`` re-runs the medium run's baselines
+#: at the paper's budget (notebook 05) and reports them with the medium run's MEMLA (notebook 07's base run); it
+#: has no MEMLA method, so notebooks 02-04 and 06 would only repeat the medium run's attribution and masks.
+PRESET_NOTEBOOKS: dict[str, tuple[str, ...]] = {"medium-paper": ("00", "01", "05", "07")}
 
 #: Notebooks that do not stop at a part's deadline and keep nothing of an unfinished run (notebook file stem ->
 #: why): a part does not start one with less than ``reserve_hours`` before its deadline (``--reserve-hours``), so
@@ -360,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         plans = plan_runs(args.preset, parse_assignments(args.param), parse_matrix(args.matrix), models)
         only = [o.strip() for o in args.only.split(",") if o.strip()]
-        paths = notebooks(args.notebooks_dir, only or (list(REPORT_NOTEBOOKS) if args.report_only else []))
+        default = REPORT_NOTEBOOKS if args.report_only else PRESET_NOTEBOOKS.get(args.preset or "", ())
+        paths = notebooks(args.notebooks_dir, only or list(default))
         for plan in plans:
             log.info("chain %s: run_dir=%s parameters=%s", plan.label, plan.run_dir, plan.parameters)
         if args.dry_run:
@@ -384,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOT_RESUMABLE", "NOTEBOOKS_DIR", "REPORT_NOTEBOOKS", "RESERVE_HOURS", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
+__all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOT_RESUMABLE", "NOTEBOOKS_DIR", "PRESET_NOTEBOOKS", "REPORT_NOTEBOOKS", "RESERVE_HOURS", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
            "BatchPlan", "ChainResult", "build_parser", "check_identity", "executor_environment", "main", "notebooks",
            "parse_assignments", "parse_matrix", "parse_value", "plan_runs", "preset_parameters", "records_source",
            "run_chain", "slug"]

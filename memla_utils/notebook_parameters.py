@@ -56,6 +56,8 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
     # 06
     "general_methods": Param(str, True, ("auto", "all")), "general_records": Param(int, False, ("auto",)),
     "sequential_steps": Param(int, True, ("auto", "full")), "probe_records": Param(int),
+    # 07: a finished run on the same records that stands in for the methods this run does not run
+    "base_run_dir": Param(str),
 }
 
 #: names of the list-valued notebook parameters

@@ -40,14 +40,20 @@ MZSRE_RUN_LANGUAGES: tuple[str, ...] = ("en", "zh", "fr", "de", "es", "pt", "ru"
 #: committed results. (Until then the provisional choice was ft, rome, memit.)
 OTHER_BENCHMARK_METHODS: tuple[str, ...] = ("memla", "memla-lse", "memla-lie", "ike", "ft", "memit")
 
+#: The medium run's records and languages (issue 16), shared by ``medium`` and ``medium-paper``: the base-run
+#: check of notebook 07 (``report.base_run.MUST_MATCH``) needs both to be the same experiment.
+MEDIUM_RECORDS: dict[str, Any] = {"languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"], "n_records": 100,
+                                  "record_selection": "stratified"}
+#: The paper's baselines of the medium run (issue 16: FT, ROME, MEMIT, PMET, MEND, IKE; FT-L and LoRA stay in the
+#: small preset).
+MEDIUM_BASELINES: tuple[str, ...] = ("ft", "rome", "memit", "pmet", "mend", "ike")
+
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {},
     # issue 16: >= 100 records stratified over the builder's 5 relations, edit languages en and zh, evaluated in all
     # 12; MEMLA, LSE, LIE and the paper's baselines (FT-L, LoRA, unmasked/random masks stay in the small preset);
     # a multi-session run whose results live in the tracked results/medium/ (figures in figures/medium/)
-    "medium": {"languages": list(MKEB_LANGUAGES), "edit_languages": ["en", "zh"], "n_records": 100,
-               "record_selection": "stratified",
-               "methods": ["memla", "memla-lse", "memla-lie", "ft", "rome", "memit", "pmet", "mend", "ike"],
+    "medium": {**MEDIUM_RECORDS, "methods": ["memla", "memla-lse", "memla-lie", *MEDIUM_BASELINES],
                # notebooks 02/03 attribute only the languages the masks use (edit + independence languages, as
                # memla4mke): all 12 would quadruple the run's largest stage (benchmarks/bench_roofline.py)
                "attribution_languages": "masks",
@@ -60,6 +66,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                # than a part; recorded apart from the run's identity (run_identity.SCOPED_PARAMETERS)
                "general_methods": "memla", "general_records": 20, "sequential_steps": "10,20",
                "run_dir": "results/medium", "figures_dir": "figures/medium"},
+    # The medium run's baselines again at the paper's budget (notebook 05's "paper": every method's defaults, from
+    # its paper), since the medium run's preset set no budget and "auto" is "cpu-small" on a CPU (README, medium
+    # results). Only notebooks 00, 01, 05 and 07 run (batch.PRESET_NOTEBOOKS): MEMLA, LSE, LIE, general ability and
+    # the neuron statistics are the medium run's, which notebook 07 reads from base_run_dir after checking that it
+    # is the same experiment (model, seed, records, languages: report.base_run). A multi-session run.
+    "medium-paper": {**MEDIUM_RECORDS, "methods": list(MEDIUM_BASELINES), "budget": "paper",
+                     "base_run_dir": "results/medium", "run_dir": "results/medium-paper",
+                     "figures_dir": "figures/medium-paper"},
     # budget "paper" (notebook 05's baseline hyperparameters, baselines.baseline_overrides): issue 16 asks for the
     # paper's; without it a CPU run resolves "auto" to "cpu-small", as the medium run did (README, medium results).
     # issue 16, "other benchmarks, same methods": MEMLA, LSE, LIE (+ the unedited model, always run) and three
@@ -87,4 +101,4 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-__all__ = ["ALL_METHODS", "MZSRE_RUN_LANGUAGES", "OTHER_BENCHMARK_METHODS", "PRESETS", "RECORD_SOURCES"]
+__all__ = ["ALL_METHODS", "MEDIUM_BASELINES", "MEDIUM_RECORDS", "MZSRE_RUN_LANGUAGES", "OTHER_BENCHMARK_METHODS", "PRESETS", "RECORD_SOURCES"]

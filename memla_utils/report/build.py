@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from .base_run import load_base_run, merge_results, run_sources
 from .claims import claims_breakdown, claims_table, format_breakdown, format_claims, probe_language_groups
 from .figures import ablation_figure, heatmap_figure, method_bars, neuron_figure, save_figure, sequential_figure
 from .inputs import find_table, load_general_table, load_mask_stats, load_results_table, neuron_layer_frame
@@ -59,11 +60,16 @@ def _relations(cfg: Any, missing: dict[str, str]) -> dict[str, str] | None:
 
 def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Sequence[str] | None = None,
                  sources: Sequence[str] = ("en", "zh"), cfg: Any = None,
-                 boot: BootstrapConfig = BootstrapConfig()) -> ReportOutputs:  # noqa: B008 - frozen dataclass, immutable
+                 boot: BootstrapConfig = BootstrapConfig(),  # noqa: B008 - frozen dataclass, immutable
+                 base_run_dir: str | Path | None = None) -> ReportOutputs:
     """Every table (``figures_dir/tables``) and figure (``figures_dir``), the claims table and a manifest.
 
     Works with whatever exists in ``run_dir``: requested methods without results appear as "missing" rows,
-    figures whose inputs are absent are skipped and listed in ``missing``.
+    figures whose inputs are absent are skipped and listed in ``missing``. ``base_run_dir`` (notebook 07's
+    parameter; needs ``cfg``): a finished run on the same records whose results stand in for the methods this run
+    does not run, and whose notebook 00/02/03/06 outputs stand in for those this run lacks
+    (:mod:`memla_utils.report.base_run`; :class:`~memla_utils.report.base_run.BaseRunError` when it is not the same
+    experiment); the ``run_sources`` table says where each method's numbers come from.
     """
     from ..manifest import build_manifest
 
@@ -71,6 +77,19 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     tables_dir = figures_dir / "tables"
     results = load_results_table(run_dir)
     general = load_general_table(run_dir)
+    suppression = find_table(run_dir, "suppression")
+    if suppression is None:  # notebook 02 writes its per-fact sanity effects as a table
+        suppression = find_table(tables_dir, "kn_sanity_effects")
+    masks = load_mask_stats(run_dir)
+    probe = find_table(tables_dir, "knowledge_probe")  # notebook 00: which languages the model knows well
+    base = None
+    if base_run_dir:
+        base = load_base_run(base_run_dir, cfg)
+        results, base.borrowed_methods = merge_results(results, base.results, methods or ())
+        general = general if not general.empty else base.general
+        suppression = suppression if suppression is not None else base.suppression
+        masks = masks if masks is not None else base.masks
+        probe = probe if probe is not None else base.probe
     t = scores(results) if not results.empty else results
     have = set(t["method"]) if not t.empty else set()
     rows = method_order(set(methods or ()) | have)
@@ -78,10 +97,6 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     files: list[Path] = []
     missing: dict[str, str] = {}
 
-    suppression = find_table(run_dir, "suppression")
-    if suppression is None:  # notebook 02 writes its per-fact sanity effects as a table
-        suppression = find_table(tables_dir, "kn_sanity_effects")
-    masks = load_mask_stats(run_dir)
     # The manifest is built first: every table names it (path + provenance digest) in a ``source:`` line.
     params: dict[str, Any] = {"bootstrap": dict(boot.__dict__)}
     if cfg is None:
@@ -94,7 +109,11 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
                                       "results_digest": table_digest(outcome_rows(results)),
                                       "general_rows": int(len(general)), "general_digest": table_digest(general),
                                       "suppression_digest": table_digest(suppression),
-                                      "masks_digest": table_digest(masks)})
+                                      "masks_digest": table_digest(masks),
+                                      **({"base_run": {"run_dir": str(base_run_dir), "identity_digest": base.digest(),
+                                                       "budget": base.budget,
+                                                       "borrowed_methods": base.borrowed_methods}}
+                                         if base is not None else {})})
     manifest_path = figures_dir / "MANIFEST.json"
     source = source_line(manifest_path, manifest.provenance_digest())
 
@@ -156,12 +175,17 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     claims = claims_table(results if not results.empty else None, general if not general.empty else None,
                           suppression, masks, boot=boot)
     table("claims", claims, format_claims(claims), "The paper's claims checked on this run")
-    probe = find_table(tables_dir, "knowledge_probe")  # notebook 00: which languages the model knows well
     breakdown = claims_breakdown(results if not results.empty else None, relations=_relations(cfg, missing),
                                  language_groups=probe_language_groups(probe), boot=boot)
     table("claims_breakdown", breakdown, format_breakdown(breakdown),
           "The cross-lingual claim per relation and per evaluation-language group (known well / poorly: "
           "notebook 00's probe, split at its median)")
+
+    if base is not None:
+        own = [m for m in method_order(set(methods or ())) if m not in base.borrowed_methods]
+        src = run_sources(run_dir, own, base)
+        table("run_sources", src, src.set_index("method"),
+              "Where each method's numbers come from: run folder, notebook 05 budget, editing-code hash")
 
     for method in [m for m in rows if m in have]:
         try:
