@@ -4,10 +4,11 @@
     python -m memla_utils.book.readme_table --write    # rewrite the blocks between the markers
 
 Each block of :data:`BLOCKS` (the small preset's between ``<!-- results-table:start -->`` and
-``<!-- results-table:end -->``, the medium run's between ``<!-- results-table:medium:start -->`` and
-``<!-- results-table:medium:end -->``) holds the claims (claim, verdict, effect ×100 with its interval, n) of its
-run's ``claims.csv`` (``figures/tables/``, ``figures/medium/tables/``), formatted by
-:func:`memla_utils.report.format_claims` exactly as ``claims.md`` is, and points to that run's book for the rest.
+``<!-- results-table:end -->``, every other run's between ``<!-- results-table:<preset>:start -->`` and
+``<!-- results-table:<preset>:end -->``) holds either the claims (claim, verdict, effect ×100 with its interval, n)
+of its run's ``claims.csv`` (``figures/tables/``, ``figures/medium/tables/``), formatted by
+:func:`memla_utils.report.format_claims` exactly as ``claims.md`` is, or, for the MzsRE and Bi-ZsRE runs (issue 16:
+one table per benchmark), the compact main comparison of :func:`comparison_table`; each points to its run's book.
 The small preset's block must be in the README; another block is checked and written when its markers are there.
 """
 from __future__ import annotations
@@ -34,12 +35,19 @@ COLUMNS: tuple[str, ...] = ("verdict", "measured effect ×100 [95% CI]", "n")
 
 @dataclass(frozen=True)
 class TableBlock:
-    """One results block of the README: its markers, its run's figures folder (below the figures root) and book."""
+    """One results block of the README: its markers, its run's figures folder (below the figures root), its book,
+    and what it shows: ``"claims"`` (the claims table) or the name of a main-comparison table of the run
+    (:func:`comparison_table`; the other benchmarks' runs, whose claims rest on NS alone)."""
 
     preset: str
     start: str
     end: str
     subdir: str  # the run's figures folder relative to the figures root ("" for the small preset's figures/)
+    table: str = "claims"
+
+    @property
+    def source(self) -> str:
+        return f"{Path('figures', self.subdir).as_posix()}/tables/{self.table}.csv"
 
     def figures(self, root: Path) -> Path:
         return Path(root) / self.subdir if self.subdir else Path(root)
@@ -50,11 +58,22 @@ class TableBlock:
         return f"{make} (open `runs/{self.preset}/book/html/index.html`)"
 
 
-#: The README's results blocks: the small preset (required) and the medium run (when its markers are there).
+def _markers(preset: str) -> tuple[str, str]:
+    return f"<!-- results-table:{preset}:start -->", f"<!-- results-table:{preset}:end -->"
+
+
+#: The README's results blocks: the small preset (required); the medium run, its paper-budget baselines and the
+#: MzsRE / Bi-ZsRE runs (issue 16: one table per benchmark) when their markers are there.
 BLOCKS: tuple[TableBlock, ...] = (
     TableBlock("small", START, END, ""),
-    TableBlock("medium", "<!-- results-table:medium:start -->", "<!-- results-table:medium:end -->", "medium"),
+    TableBlock("medium", *_markers("medium"), "medium"),
+    TableBlock("medium-paper", *_markers("medium-paper"), "medium-paper"),
+    TableBlock("mzsre", *_markers("mzsre"), "mzsre", "main_comparison_token_acc"),
+    TableBlock("bizsre", *_markers("bizsre"), "bizsre", "main_comparison_token_acc"),
 )
+#: Column labels of :func:`comparison_table`'s metrics (token-accuracy ES / PS: the records have no true answer).
+METRIC_LABELS: dict[str, str] = {"ES_token_acc": "ES (tok)", "PS_token_acc": "PS (tok)", "NS": "NS", "QS": "QS",
+                                 "ES": "ES", "PS": "PS"}
 
 
 class ReadmeTableError(ValueError):
@@ -80,17 +99,62 @@ def results_table(figures_dir: Path = FIGURES) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(figures_dir: Path, table: str) -> str:
+    """A compact Markdown table of ``figures_dir/tables/<table>.csv`` (the report's long form: method, edit_lang,
+    scope, metric, mean, ci_low, ci_high, n): one row per method, one column per (edit language, same / cross,
+    metric) with ``mean [95% CI]`` ×100, and the records' n (one number when every cell has it, else its range).
+    ReadmeTableError when the table is absent or lacks a column."""
+    from ..report.names import method_order
+
+    path = Path(figures_dir) / "tables" / f"{table}.csv"
+    if not path.is_file():
+        raise ReadmeTableError(f"no table {path} (notebook 07 / `make paper` writes it)")
+    df = pd.read_csv(path)
+    need = ["method", "edit_lang", "scope", "metric", "mean", "ci_low", "ci_high", "n"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ReadmeTableError(f"{path}: no column {missing}")
+    metrics = [m for m in METRIC_LABELS if m in set(df["metric"])]
+    columns = [(e, sc, m) for e in dict.fromkeys(df["edit_lang"]) for sc in ("same", "cross") for m in metrics
+               if ((df["edit_lang"] == e) & (df["scope"] == sc) & (df["metric"] == m)).any()]
+    cells = {(r.method, r.edit_lang, r.scope, r.metric): r for r in df.itertuples(index=False)}
+    header = [f"{e} {sc} {METRIC_LABELS[m]}" for e, sc, m in columns]
+    lines = ["| method | " + " | ".join(header) + " | n |", "|---" * (len(header) + 2) + "|"]
+    for method in method_order(df["method"]):
+        row, ns = [], []
+        for e, sc, m in columns:
+            r = cells.get((method, e, sc, m))
+            if r is None or pd.isna(r.mean) or int(r.n) == 0:
+                row.append("missing")
+                continue
+            ci = "" if pd.isna(r.ci_low) or pd.isna(r.ci_high) else f" [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"
+            row.append(f"{100 * r.mean:.1f}{ci}")
+            ns.append(int(r.n))
+        n = "0" if not ns else str(ns[0]) if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}"
+        lines.append("| " + " | ".join(_cell(v) for v in (method, *row, n)) + " |")
+    return "\n".join(lines)
+
+
 def block(figures_dir: Path = FIGURES, which: TableBlock = BLOCKS[0]) -> str:
-    """Everything between (and including) ``which``'s markers, from ``figures_dir/tables/claims.csv``."""
-    source = f"{Path('figures', which.subdir).as_posix()}/tables/claims.csv"
+    """Everything between (and including) ``which``'s markers, from ``figures_dir/tables/<which.table>.csv``."""
+    if which.table == "claims":
+        body, tail = results_table(figures_dir), ("Every claim with what the paper reports, how it is measured and "
+                                                  "links to the notebook cell, figure and table behind it, plus every "
+                                                  "figure, table and executed notebook of the run: the book, "
+                                                  f"{which.book}.")
+    else:
+        body, tail = comparison_table(figures_dir, which.table), (
+            "Scores ×100 with their 95% bootstrap interval over records; *same* = the edit language, *cross* = the "
+            "mean over the other evaluation languages; ES / PS (tok) = teacher-forced token accuracy of the new "
+            f"target. Every other table, figure and the executed notebooks: the book, {which.book}.")
     return "\n".join([
         which.start,
-        f"<!-- generated from {source} by `python -m memla_utils.book.readme_table --write`; do not edit by hand -->",
+        f"<!-- generated from {which.source} by `python -m memla_utils.book.readme_table --write`; "
+        "do not edit by hand -->",
         "",
-        results_table(figures_dir),
+        body,
         "",
-        "Every claim with what the paper reports, how it is measured and links to the notebook cell, figure and "
-        f"table behind it, plus every figure, table and executed notebook of the run: the book, {which.book}.",
+        tail,
         which.end,
     ])
 

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import nbformat
+import pandas as pd
 import pytest
 
 from memla_utils.book import readme_table
@@ -203,3 +204,29 @@ def test_the_book_of_a_tracked_run_folder_is_built_in_the_ignored_runs_folder():
     assert run_dir == PROJECT_ROOT / "results" / "medium" and figures == PROJECT_ROOT / "figures" / "medium"
     assert out == PROJECT_ROOT / "runs" / "medium" / "book"
     assert BookConfig().resolved()[2] == PROJECT_ROOT / "runs" / "small" / "book"
+
+
+def test_a_benchmark_block_is_the_compact_main_comparison_of_its_run(tmp_path):
+    """The MzsRE / Bi-ZsRE blocks: one row per method, one column per (edit language, same/cross, metric) that the
+    run's main_comparison_token_acc.csv has, mean ×100 with its interval, n (a range when cells differ); a missing
+    cell says so; the table's absence is an error naming the file."""
+    which = next(b for b in readme_table.BLOCKS if b.preset == "mzsre")
+    figures = tmp_path / "figures"
+    shutil.copytree(FIGURES / "tables", figures / "tables")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{readme_table.START}\n{readme_table.END}\n\n## mzsre\n{which.start}\n{which.end}\n",
+                      encoding="utf-8")
+    with pytest.raises(readme_table.ReadmeTableError, match="mzsre/tables/main_comparison_token_acc.csv"):
+        readme_table.stale_diff(readme, figures)
+    rows = [("memla", "cross", "ES_token_acc", 0.4321, 0.40, 0.46, 50), ("memla", "same", "ES_token_acc", 0.9, 0.85, 0.95, 50),
+            ("memla", "same", "NS", 0.25, 0.2, 0.3, 48), ("ike", "same", "ES_token_acc", 0.7, 0.6, 0.8, 50)]
+    (figures / "mzsre" / "tables").mkdir(parents=True)
+    pd.DataFrame(rows, columns=["method", "scope", "metric", "mean", "ci_low", "ci_high", "n"]).assign(
+        edit_lang="en").to_csv(figures / "mzsre" / "tables" / "main_comparison_token_acc.csv", index=False)
+    assert readme_table.write(readme, figures) and readme_table.stale_diff(readme, figures) == ""
+    part = readme.read_text(encoding="utf-8").split("## mzsre")[1]
+    lines = [line for line in part.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| method | en same ES (tok) | en same NS | en cross ES (tok) | n |"
+    assert lines[1] == "| memla | 90.0 [85.0, 95.0] | 25.0 [20.0, 30.0] | 43.2 [40.0, 46.0] | 48-50 |"
+    assert lines[2] == "| ike | 70.0 [60.0, 80.0] | missing | missing | 50 |"
+    assert "figures/mzsre/tables/main_comparison_token_acc.csv" in part and "make book PRESET=mzsre" in part
