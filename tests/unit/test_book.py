@@ -169,15 +169,21 @@ def test_readme_markers_must_be_there_once():
         readme_table.replace_block(f"{readme_table.END}\n{readme_table.START}\n", "x")
 
 
-def test_the_medium_run_s_block_is_generated_from_its_own_claims_table(tmp_path):
-    """A README that holds the medium block too: each block comes from its own run's claims.csv, and a medium block
-    without its claims table is an error naming the file."""
-    medium = readme_table.BLOCKS[1]
+def _readme_with_block(tmp_path, which, body: str = ""):
+    """A README with the small preset's block and ``which``'s under ``## <preset>``, and a figures root holding the
+    small preset's committed tables."""
     figures = tmp_path / "figures"
     shutil.copytree(FIGURES / "tables", figures / "tables")
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{readme_table.START}\n{readme_table.END}\n\n## medium\n{medium.start}\nold\n{medium.end}\n",
-                      encoding="utf-8")
+    readme.write_text(f"# x\n{readme_table.START}\n{readme_table.END}\n\n## {which.preset}\n{which.start}\n"
+                      + (f"{body}\n" if body else "") + f"{which.end}\n", encoding="utf-8")
+    return readme, figures
+
+
+def test_the_medium_run_s_block_is_generated_from_its_own_claims_table(tmp_path):
+    """A README that holds the medium block too: each block comes from its own run's claims.csv, and a medium block
+    without its claims table is an error naming the file."""
+    readme, figures = _readme_with_block(tmp_path, readme_table.BLOCKS[1], "old")
     with pytest.raises(readme_table.ReadmeTableError, match="medium/tables/claims.csv"):
         readme_table.stale_diff(readme, figures)
     (figures / "medium" / "tables").mkdir(parents=True)
@@ -210,12 +216,7 @@ def test_a_benchmark_block_is_the_compact_main_comparison_of_its_run(tmp_path):
     """The MzsRE / Bi-ZsRE blocks: one row per method, one column per (edit language, same/cross, metric) that the
     run's main_comparison_token_acc.csv has, mean ×100 with its interval, n (a range when cells differ); a missing
     cell says so; the table's absence is an error naming the file."""
-    which = next(b for b in readme_table.BLOCKS if b.preset == "mzsre")
-    figures = tmp_path / "figures"
-    shutil.copytree(FIGURES / "tables", figures / "tables")
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{readme_table.START}\n{readme_table.END}\n\n## mzsre\n{which.start}\n{which.end}\n",
-                      encoding="utf-8")
+    readme, figures = _readme_with_block(tmp_path, next(b for b in readme_table.BLOCKS if b.preset == "mzsre"))
     with pytest.raises(readme_table.ReadmeTableError, match="mzsre/tables/main_comparison_token_acc.csv"):
         readme_table.stale_diff(readme, figures)
     rows = [("memla", "cross", "ES_token_acc", 0.4321, 0.40, 0.46, 50), ("memla", "same", "ES_token_acc", 0.9, 0.85, 0.95, 50),
