@@ -79,6 +79,17 @@ NOT_RESUMABLE: dict[str, str] = {
 #: languages at about 212 s, and 10/20 sequential edits) is about 1.3 h on the 2-core machine (README, medium run),
 #: with a margin for a shared machine.
 RESERVE_HOURS = 2.0
+#: ``--reserve-hours`` of presets whose notebook 06 is far smaller than the medium run's: the MzsRE / Bi-ZsRE runs
+#: have under 100 records, so notebook 06's ``auto`` settings measure MEMLA on 2 single edits and 1/3/5 sequential
+#: edits, as the small preset does (503 s there on 4 languages; MzsRE probes 8 prose languages, Bi-ZsRE 2). With the
+#: medium run's 2.0 a 2.4 h part stopped before notebook 06 whenever notebook 05 ended with under 2 h left.
+RESERVE_HOURS_BY_PRESET: dict[str, float] = {"mzsre": 0.5, "bizsre": 0.5}
+
+
+def reserve_hours_for(preset: str | None) -> float:
+    """The default ``--reserve-hours`` of ``preset`` (:data:`RESERVE_HOURS_BY_PRESET`, else :data:`RESERVE_HOURS`)."""
+    return RESERVE_HOURS_BY_PRESET.get(preset or "", RESERVE_HOURS)
+
 #: The notebooks a report-only pass runs (``--report-only``): they read the run's results and compute nothing into
 #: them (notebook 07: every table, figure and the claims table, ``report.write_report``).
 REPORT_NOTEBOOKS: tuple[str, ...] = ("07",)
@@ -335,9 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hours", type=float, default=None,
                     help="end this part of the run after about this many hours, between two units (a multi-"
                          "session run such as the medium preset; the next call resumes; parts.json records each)")
-    ap.add_argument("--reserve-hours", type=float, default=RESERVE_HOURS,
+    ap.add_argument("--reserve-hours", type=float, default=None,
                     help="with --hours: do not start a notebook that cannot stop at the deadline (06, the general-"
-                         f"ability study) with fewer hours left (default {RESERVE_HOURS}); the next part runs it")
+                         f"ability study) with fewer hours left (default {RESERVE_HOURS}; "
+                         + ", ".join(f"{k} {v}" for k, v in RESERVE_HOURS_BY_PRESET.items())
+                         + "); the next part runs it")
     ap.add_argument("--restart-run", action="store_true",
                     help="start the run over when its recorded code, lock file, model, records or parameters differ "
                          "(earlier results are moved to <run_dir>/superseded-<time>/); without it a medium-preset "
@@ -377,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for plan in plans:
             res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output,
                             hours=args.hours, restart=True if args.restart_run else None, preset=args.preset,
-                            reserve_hours=args.reserve_hours, report_only=args.report_only)
+                            reserve_hours=reserve_hours_for(args.preset) if args.reserve_hours is None
+                            else args.reserve_hours, report_only=args.report_only)
             log.info("chain %s %s: %d notebooks, %.0f s", plan.label,
                      "finished" if res.outcome == "complete" else "stopped at the deadline (run again to resume)",
                      len(res.executed), sum(res.seconds.values()))
@@ -389,9 +403,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOT_RESUMABLE", "NOTEBOOKS_DIR", "PRESET_NOTEBOOKS", "REPORT_NOTEBOOKS", "RESERVE_HOURS", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
+__all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOT_RESUMABLE", "NOTEBOOKS_DIR", "PRESET_NOTEBOOKS", "RESERVE_HOURS_BY_PRESET", "REPORT_NOTEBOOKS", "RESERVE_HOURS", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
            "BatchPlan", "ChainResult", "build_parser", "check_identity", "executor_environment", "main", "notebooks",
            "parse_assignments", "parse_matrix", "parse_value", "plan_runs", "preset_parameters", "records_source",
+           "reserve_hours_for",
            "run_chain", "slug"]
 
 

@@ -243,3 +243,18 @@ def test_a_notebook_that_cannot_stop_at_the_deadline_waits_for_a_part_with_time_
     assert json.loads((run_dir / "parts.json").read_text())[-1]["outcome"] == "complete"
     assert batch.main([*args, "--reserve-hours", "-1"]) == 1
     assert "--reserve-hours must be >= 0, got -1.0" in capsys.readouterr().err
+
+
+def test_the_default_reserve_is_the_preset_s(tmp_path, monkeypatch):
+    """Without --reserve-hours a part reserves its preset's hours for notebook 06 (batch.RESERVE_HOURS_BY_PRESET:
+    the MzsRE / Bi-ZsRE runs' notebook 06 is small), else batch.RESERVE_HOURS (the medium run's)."""
+    assert batch.reserve_hours_for("mzsre") == batch.reserve_hours_for("bizsre") == 0.5
+    assert batch.reserve_hours_for("medium") == batch.reserve_hours_for(None) == batch.RESERVE_HOURS == 2.0
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _writes(nbs / "06_multihop_general.ipynb", "general.txt")
+    run_dir = tmp_path / "run"
+    args = ["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}", "--preset", "small", "--hours", "1"]
+    assert batch.main(args) == 0 and not (run_dir / "general.txt").exists()  # 1 h left < 2.0
+    monkeypatch.setitem(batch.RESERVE_HOURS_BY_PRESET, "small", 0.5)
+    assert batch.main(args) == 0 and (run_dir / "general.txt").read_text() == "ran"
