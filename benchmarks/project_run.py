@@ -13,10 +13,16 @@ included). This script reads those rows and projects, per (method, edit language
   attribution from ``benchmarks/results/roofline_cpu.json`` (one (record, language) on one core) for its records x
   attributed languages.
 
-A (method, edit language) the run has not reached yet takes, in this order: the method's mean over the run's other
-edit language, else ``roofline_cpu.json``'s one-core edit time and the run's mean evaluation time per prompt; the
-``source`` column says which. Wall hours = worker-seconds / ``--workers``. Not projected: notebook 06 (general
-ability: its units are not in the results rows) and notebooks 00-03 of the other presets beyond attribution.
+A (method, edit language) the run has not reached yet takes its edit time, in this order: the method's mean over the
+run's other edit language; else the mean edit time of the same method in **another committed run of the same model**
+(``results/*/``), at the run's budget first (e.g. MEMIT at the paper budget from ``results/bizsre``), then at another
+budget, same edit language first; else ``roofline_cpu.json``'s edit time, measured alone on one core. A time taken at
+another budget than the run's (``cpu-small`` vs ``paper``: fewer optimisation steps, a smaller covariance corpus) or
+from the roofline (alone on the machine) is a **lower bound**: such rows are listed in the summary's
+``lower_bound``.
+Its evaluation time is the run's mean evaluation time per prompt (IKE: times its measured factor). The ``source``
+column says which. Wall hours = worker-seconds / ``--workers``. Not projected: notebook 06 (general ability: its
+units are not in the results rows) and notebooks 00-03 of the other presets beyond attribution.
 
     python -m benchmarks.project_run --preset medium --presets mzsre,bizsre
 
@@ -25,6 +31,7 @@ prints the tables and writes ``benchmarks/results/projection_<preset>.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -35,6 +42,7 @@ from typing import Any
 
 import pandas as pd
 
+from memla_utils.baselines import resolve_budget
 from memla_utils.config import RunConfig
 from memla_utils.results_files import finished_units, load_results
 
@@ -84,16 +92,45 @@ def planned_units(cfg: RunConfig) -> list[tuple[str, str, int]]:
 class Rates:
     """What a unit costs, measured on the run in progress (worker seconds), and the fallbacks for methods it has not
     reached. ``eval_per_prompt``: the run's mean evaluation seconds per scored prompt (all its timed units);
-    ``contention``: the run's mean evaluation time of a unit over ``roofline_cpu.json``'s (one record, one core,
-    alone), applied to roofline edit times, which were measured alone; ``ike_eval_factor``: IKE's evaluation over
-    the default evaluation (``eval_speed_ike_cpu.json``: its demonstrations are scored with every prompt)."""
+    ``other``: :func:`unit_times` of other committed runs at the run's budget and model, with a ``run`` column
+    (:func:`other_run_times`); ``roofline``: ``roofline_cpu.json``'s per-unit times (alone, one core) at
+    ``roofline_budget``, the run being at ``budget``; ``ike_eval_factor``: IKE's evaluation over the default
+    evaluation (``eval_speed_ike_cpu.json``: its demonstrations are scored with every prompt)."""
 
     times: pd.DataFrame
     run_prompts: float
     eval_per_prompt: float
-    contention: float
     roofline: Mapping[str, Mapping[str, Any]]
     ike_eval_factor: float
+    other: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(
+        columns=["run", "budget", "method", "edit_lang", "units", "edit_s", "eval_s"]))
+    budget: str = "paper"
+    roofline_budget: str = "cpu-small"
+
+
+def run_budget(parameters: Mapping[str, Any]) -> str:
+    """The budget a run's recorded parameters resolve to (``None``/``"auto"`` on a CPU device: ``cpu-small``)."""
+    return resolve_budget(parameters.get("budget") or "auto", str(parameters.get("device") or "cpu"))
+
+
+def other_run_times(results_root: Path, exclude: Path, model: str) -> pd.DataFrame:
+    """:func:`unit_times` of every run folder under ``results_root`` (its ``run_identity.json`` read) other than
+    ``exclude`` whose parameters name ``model``, with columns ``run`` (folder name) and ``budget``
+    (:func:`run_budget`)."""
+    frames = []
+    for ident in sorted(results_root.glob("*/run_identity.json")):
+        run_dir = ident.parent
+        if run_dir.resolve() == exclude.resolve():
+            continue
+        params = json.loads(ident.read_text(encoding="utf-8")).get("parameters", {})
+        if str(params.get("model")) != model:
+            continue
+        t = unit_times(load_results(run_dir))
+        if len(t):
+            frames.append(t.assign(run=run_dir.name, budget=run_budget(params)))
+    if not frames:
+        return Rates.__dataclass_fields__["other"].default_factory()  # type: ignore[misc]
+    return pd.concat(frames, ignore_index=True)
 
 
 def _per_unit(method: str, lang: str, rates: Rates, prompts: float) -> tuple[float, float, str]:
@@ -113,8 +150,24 @@ def _per_unit(method: str, lang: str, rates: Rates, prompts: float) -> tuple[flo
     if method == "ike":
         return 0.0, ev * rates.ike_eval_factor, (f"run's evaluation per prompt x {rates.ike_eval_factor:.2f} "
                                                  "(eval_speed_ike_cpu.json: demonstrations in every prompt)")
-    edit = rates.roofline.get(f"edit {method}", {}).get("wall_s", math.nan) * rates.contention
-    return edit, ev, f"roofline_cpu.json edit x {rates.contention:.2f} (contention) + run's evaluation per prompt"
+    other = rates.other[rates.other["method"] == method]
+    for at_budget in (True, False):
+        tier = other[(other["budget"] == rates.budget) == at_budget]
+        if not len(tier):
+            continue
+        same = tier[tier["edit_lang"] == lang]
+        use = same if len(same) else tier
+        units = use["units"].astype(float)
+        edit = float((use["edit_s"] * units).sum() / units.sum())
+        runs = ",".join(sorted(set(use["run"])))
+        budget = ("" if at_budget else
+                  f"; LOWER BOUND: budget {','.join(sorted(set(use['budget'])))}, run's {rates.budget}")
+        return edit, ev, (f"edit: {runs} ({int(units.sum())} units" + ("" if len(same) else ", other edit language")
+                          + budget + ") + run's evaluation per prompt")
+    edit = rates.roofline.get(f"edit {method}", {}).get("wall_s", math.nan)
+    note = ("lower bound" if rates.roofline_budget == rates.budget
+            else f"LOWER BOUND: roofline budget {rates.roofline_budget}, run's {rates.budget}")
+    return edit, ev, f"roofline_cpu.json edit, alone on one core ({note}) + run's evaluation per prompt"
 
 
 def project_preset(cfg: RunConfig, rates: Rates, prompts: float,
@@ -165,9 +218,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     roofline = roofline_json["per_unit"]
     ike = json.loads(Path(args.ike).read_text(encoding="utf-8"))
     ike_eval = float(ike["sides"]["current"]["per_edit_eval_s"]["median"])
-    rates = Rates(times=times, run_prompts=run_prompts, eval_per_prompt=mean_eval / run_prompts,
-                  contention=mean_eval / roofline["evaluation"]["wall_s"], roofline=roofline,
-                  ike_eval_factor=ike_eval / roofline["evaluation"]["wall_s"])
+    ident = run_dir / "run_identity.json"
+    params = json.loads(ident.read_text(encoding="utf-8")).get("parameters", {}) if ident.exists() else {}
+    budget = run_budget(params)
+    rates = Rates(times=times, run_prompts=run_prompts, eval_per_prompt=mean_eval / run_prompts, roofline=roofline,
+                  ike_eval_factor=ike_eval / roofline["evaluation"]["wall_s"],
+                  other=other_run_times(ROOT / "results", run_dir, str(params.get("model", cfg.model))), budget=budget,
+                  roofline_budget=str(roofline_json.get("budget", "cpu-small")))
     finished: dict[tuple[str, str], int] = {}
     for _record, lang, method in finished_units(run_dir):
         finished[(method, lang)] = finished.get((method, lang), 0) + 1
@@ -185,18 +242,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name, t in tables.items():
         worker_h = float(t["worker_h"].sum())  # rows without any measurement (NaN) are listed in "missing"
         missing = [f"{m} {lang}" for m, lang, h in zip(t["method"], t["edit_lang"], t["worker_h"]) if pd.isna(h)]
+        lower = [f"{m} {lang}" for m, lang, src in zip(t["method"], t["edit_lang"], t["source"])
+                 if "lower bound" in src.lower()]
         summary[name] = {"worker_h": worker_h, "wall_h": worker_h / args.workers, "missing": missing,
+                         "lower_bound": lower,
                          "parts_of_2_5_h": math.ceil(worker_h / args.workers / PART_HOURS),
                          "prompts_per_unit": prompts[name], "units": int(t["units"].sum())}
         print(f"\n## {name}: {'remaining' if name == args.preset else 'projected'} "
               f"{summary[name]['wall_h']:.1f} h on {args.workers} workers "
               f"({summary[name]['parts_of_2_5_h']} parts of {PART_HOURS} h), {prompts[name]:.1f} prompts per unit"
-              + (f"; not measured, left out: {', '.join(missing)}" if missing else "") + "\n")
+              + (f"; not measured, left out: {', '.join(missing)}" if missing else "")
+              + (f"; lower bounds (roofline edit times): {', '.join(lower)}" if lower else "") + "\n")
         print(t.to_markdown(index=False, floatfmt=".1f"))
     note = "notebook 06 (general ability) is not projected; other presets: notebooks 04-05 and attribution only"
     result = {"benchmark": "project_run", "run": args.preset, "run_dir": str(cfg.run_dir),
               "workers": args.workers, "eval_seconds_per_prompt": rates.eval_per_prompt,
-              "contention": rates.contention, "ike_eval_factor": rates.ike_eval_factor,
+              "budget": rates.budget, "roofline_budget": rates.roofline_budget,
+              "other_runs": sorted(set(rates.other["run"])), "ike_eval_factor": rates.ike_eval_factor,
               "finished_units": sum(finished.values()), "summary": summary, "note": note,
               "tables": {k: v.astype(object).where(v.notna(), None).to_dict(orient="records") for k, v in tables.items()}}
     out = Path(args.out) if args.out else RESULTS / f"projection_{args.preset}.json"

@@ -2,6 +2,7 @@
 remaining units of the run and another preset's units."""
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -26,9 +27,24 @@ def timed_rows() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def rates(times: pd.DataFrame) -> pr.Rates:
-    return pr.Rates(times=times, run_prompts=10.0, eval_per_prompt=3.0, contention=1.5,
-                    roofline={"edit rome": {"wall_s": 4.0}}, ike_eval_factor=6.0)
+def rates(times: pd.DataFrame, other: pd.DataFrame | None = None) -> pr.Rates:
+    extra = {} if other is None else {"other": other}
+    return pr.Rates(times=times, run_prompts=10.0, eval_per_prompt=3.0, roofline={"edit rome": {"wall_s": 4.0}},
+                    ike_eval_factor=6.0, budget="paper", roofline_budget="cpu-small", **extra)
+
+
+def other_runs() -> pd.DataFrame:
+    return pd.DataFrame([
+        {"run": "bizsre", "budget": "paper", "method": "memit", "edit_lang": "zh", "units": 50, "edit_s": 14.0,
+         "eval_s": 2.0},
+        {"run": "mzsre", "budget": "paper", "method": "memit", "edit_lang": "en", "units": 50, "edit_s": 12.0,
+         "eval_s": 6.0},
+        {"run": "bizsre", "budget": "paper", "method": "memit", "edit_lang": "en", "units": 150, "edit_s": 8.0,
+         "eval_s": 2.0},
+        {"run": "medium", "budget": "cpu-small", "method": "memit", "edit_lang": "en", "units": 100, "edit_s": 1.0,
+         "eval_s": 9.0},
+        {"run": "medium", "budget": "cpu-small", "method": "pmet", "edit_lang": "en", "units": 100, "edit_s": 7.0,
+         "eval_s": 9.0}])
 
 
 def test_unit_times_average_the_edit_and_evaluation_seconds_per_method_and_edit_language():
@@ -45,7 +61,10 @@ def test_per_unit_prefers_the_run_then_the_other_edit_language_then_calibrated_f
     edit, ev, source = pr._per_unit("memla", "zh", r, prompts=10.0)
     assert (edit, ev) == (20.0, 30.0) and "edited in en" in source
     edit, ev, source = pr._per_unit("rome", "en", r, prompts=10.0)
-    assert (edit, ev) == (6.0, 30.0) and "x 1.50" in source  # roofline 4 s x contention 1.5
+    assert (edit, ev) == (4.0, 30.0) and "LOWER BOUND" in source and "cpu-small" in source  # roofline, other budget
+    same_budget = pr.Rates(**{**r.__dict__, "roofline_budget": "paper"})
+    source = pr._per_unit("rome", "en", same_budget, prompts=10.0)[2]
+    assert "lower bound" in source and "LOWER BOUND" not in source  # alone on the machine: still a lower bound
     assert pr._per_unit("ike", "zh", r, prompts=10.0)[:2] == (0.0, 180.0)
     assert pr._per_unit("unedited", "en", r, prompts=10.0)[:2] == (0.0, 30.0)
     assert math.isnan(pr._per_unit("pmet", "en", r, prompts=10.0)[0])  # no measurement anywhere: NaN, not 0
@@ -71,3 +90,45 @@ def test_prompts_per_unit_counts_every_scored_prompt_in_the_evaluation_languages
     assert pr.prompts_per_unit([rec], ["en", "zh"]) == 4
     with pytest.raises(ValueError, match="no records"):
         pr.prompts_per_unit([], ["en"])
+
+
+def test_per_unit_falls_back_to_other_runs_at_the_same_budget_before_other_budgets_and_the_roofline():
+    r = rates(pr.unit_times(timed_rows()), other_runs())
+    edit, ev, source = pr._per_unit("memit", "en", r, prompts=10.0)
+    # same budget and edit language: the unit-weighted mean of mzsre and bizsre (50 x 12 + 150 x 8) / 200
+    assert (edit, ev) == (9.0, 30.0) and "bizsre,mzsre" in source and "LOWER BOUND" not in source
+    edit, _, source = pr._per_unit("memit", "zh", r, prompts=10.0)
+    assert edit == 14.0 and "other edit language" not in source
+    edit, _, source = pr._per_unit("memit", "pl", r, prompts=10.0)  # no run edited in pl: every paper-budget unit
+    assert edit == pytest.approx((50 * 14 + 50 * 12 + 150 * 8) / 250) and "other edit language" in source
+    edit, _, source = pr._per_unit("pmet", "en", r, prompts=10.0)  # only at cpu-small: used, flagged as a bound
+    assert edit == 7.0 and "LOWER BOUND: budget cpu-small" in source
+    assert pr._per_unit("rome", "en", r, prompts=10.0)[0] == 4.0  # nowhere else: the roofline
+    assert pr._per_unit("memla", "en", r, prompts=10.0)[0] == 20.0  # the run's own time wins
+
+
+def _write_run(root: Path, name: str, params: dict, rows: pd.DataFrame) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "run_identity.json").write_text(json.dumps({"parameters": params}), encoding="utf-8")
+    with (run / "results-shard000of001.jsonl").open("w", encoding="utf-8") as fh:
+        for rec, group in rows.groupby("record", sort=False):
+            for row in group.to_dict(orient="records"):
+                fh.write(json.dumps({**row, "eval_lang": row["edit_lang"], "n": 1, "kind": "edit",
+                                     "attempt": "a"}) + "\n")
+            first = group.iloc[0]
+            fh.write(json.dumps({"record": rec, "method": first["method"], "edit_lang": first["edit_lang"],
+                                 "kind": "done", "attempt": "a"}) + "\n")
+    return run
+
+
+def test_other_run_times_reads_every_committed_run_of_the_model_with_its_budget(tmp_path):
+    here = _write_run(tmp_path, "now", {"model": "default", "budget": "paper"}, timed_rows())
+    _write_run(tmp_path, "old", {"model": "default", "budget": None, "device": "cpu"}, timed_rows())
+    _write_run(tmp_path, "paper", {"model": "default", "budget": "paper"}, timed_rows().head(3))
+    _write_run(tmp_path, "other-model", {"model": "gpt2", "budget": "paper"}, timed_rows())
+    t = pr.other_run_times(tmp_path, here, "default")
+    assert set(t["run"]) == {"old", "paper"}
+    assert set(t.loc[t["run"] == "old", "budget"]) == {"cpu-small"}  # no budget on a CPU: "auto" = cpu-small
+    assert set(t.loc[t["run"] == "paper", "budget"]) == {"paper"}
+    assert pr.other_run_times(tmp_path, here, "nothing").empty
