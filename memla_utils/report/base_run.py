@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,13 +168,29 @@ def run_sources(own_run_dir: Path, own_methods: Sequence[str], base: BaseRun) ->
         except ValueError:
             return str(p)
 
-    own_budget = str(own_identity.get("parameters", {}).get("budget", "auto")) if own_identity else "unknown"
-    rows = [{"method": m, "run": rel(own_run_dir), "budget": own_budget,
+    rows = [{"method": m, "run": rel(own_run_dir), "budget": budget_label(own_identity, m),
              "editing code": own_identity.get("code", {}).get("editing", "unknown")} for m in own_methods]
-    rows += [{"method": m, "run": rel(base.run_dir), "budget": base.budget,
+    rows += [{"method": m, "run": rel(base.run_dir), "budget": budget_label(base.identity, m),
               "editing code": base.identity.get("code", {}).get("editing", "unknown")}
              for m in base.borrowed_methods if m not in own_methods]
     return pd.DataFrame(rows, columns=["method", "run", "budget", "editing code"])
+
+
+def budget_label(identity: Mapping[str, Any], method: str) -> str:
+    """What notebook 05's ``budget`` meant for ``method`` in a run with this ``run_identity.json`` content: the
+    budget it resolved to (``auto`` is ``cpu-small`` on a CPU, ``baselines.resolve_budget``), "auto -> cpu-small"
+    when the run set none; "not a baseline" for the methods the budget does not touch (MEMLA, LSE, LIE and the
+    mask ablations run memla4mke's settings, ``baselines.baseline_overrides``); ``unknown`` without an identity."""
+    from ..baselines import BASELINES, resolve_budget
+
+    if not identity:
+        return "unknown"
+    if method not in BASELINES:
+        return "not a baseline (memla4mke's settings)"
+    params = identity.get("parameters", {})
+    raw = str(params.get("budget") or "auto")
+    resolved = resolve_budget(raw, str(params.get("device") or "cpu"))
+    return resolved if raw == resolved else f"{raw} -> {resolved}"
 
 
 __all__ = ["MUST_MATCH", "BaseRun", "BaseRunError", "check_base_run", "load_base_run", "merge_results",

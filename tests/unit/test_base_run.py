@@ -110,6 +110,9 @@ def test_a_report_over_the_medium_run_s_baselines_and_its_base_run_equals_the_me
     sources = pd.read_csv(figures / "tables" / "run_sources.csv").set_index("method")
     assert set(sources.loc[["memla", "memla-lse", "memla-lie"], "run"]) == {"results/medium"}
     assert set(sources.loc[list(MEDIUM_BASELINES), "run"]) == {str(own_dir)}
+    # the identity copied from the medium run set no budget: on a CPU that is cpu-small, said so for baselines only
+    assert set(sources.loc[list(MEDIUM_BASELINES), "budget"]) == {"auto -> cpu-small"}
+    assert set(sources.loc[["memla", "memla-lse", "memla-lie"], "budget"]) == {"not a baseline (memla4mke's settings)"}
     manifest = json.loads((figures / "MANIFEST.json").read_text(encoding="utf-8"))
     assert manifest["inputs"]["base_run"]["borrowed_methods"] == ["memla", "memla-lie", "memla-lse"]
     assert out.tables["run_sources"].shape[0] == len(MEDIUM_BASELINES) + 3
@@ -125,3 +128,14 @@ def test_a_base_run_on_other_records_is_refused_before_anything_is_written(tmp_p
     with pytest.raises(BaseRunError, match=r"n_records: 100 \(base run\) vs 50 \(this run\).*records"):
         report.write_report(tmp_path / "run", tmp_path / "figures", methods=cfg.methods, cfg=cfg, base_run_dir=base)
     assert not (tmp_path / "figures").exists()
+
+
+def test_budget_label_resolves_auto_per_device_and_names_methods_the_budget_does_not_touch():
+    from memla_utils.report.base_run import budget_label
+
+    cpu_auto = {"parameters": {"device": "cpu"}}
+    assert budget_label(cpu_auto, "rome") == "auto -> cpu-small"
+    assert budget_label({"parameters": {"device": "cuda", "budget": "auto"}}, "ike") == "auto -> paper"
+    assert budget_label({"parameters": {"device": "cpu", "budget": "paper"}}, "ft") == "paper"
+    assert budget_label(cpu_auto, "memla-lie").startswith("not a baseline")
+    assert budget_label({}, "ft") == "unknown"
