@@ -22,7 +22,7 @@ TORCH_SPEC ?= torch==2.13.0
 
 ## Install the locked environment (re-runs when the lock, pyproject.toml or this file change). The installer is
 ## uv (pinned, from its own tool venv, as `make lock`): the same wheels, checked against the same sha256 hashes as
-## `pip install --require-hashes -r $(LOCK)`, in about a tenth of pip's CPU time (README, "Environment").
+## `pip install --require-hashes -r $(LOCK)`, in about a tenth of pip's CPU time (README, "Pinned environment").
 ## INSTALLER=pip installs with the venv's own pip instead (the same packages; e.g. where uv cannot be installed).
 ## Both write the packages' bytecode at install time (uv: --compile-bytecode; pip does by default): with
 ## PYTHONDONTWRITEBYTECODE set (as on the CI image) every process would otherwise compile torch's and
@@ -78,7 +78,7 @@ paper: setup kernel
 
 ## Notebook 07 alone on a run's committed results (tables, figures, claims table), on this checkout's report code,
 ## e.g. `make report PRESET=medium` for a multi-session run made on earlier code (its model, records, parameters
-## must match; README, "Report only")
+## must match; README, section "The medium preset", item "Report only")
 report: setup kernel
 	$(PY) -m memla_utils.batch --preset $(PRESET) --report-only $(ARGS)
 
