@@ -114,13 +114,16 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
 
     from . import run_parts
 
+    check_options(hours, reserve_hours, report_only)  # before anything reads or moves the run folder
     if report_only:
-        if hours is not None:
-            raise BatchError("--report-only runs no units: --hours does not apply")
         other = [p.name for p in notebook_paths if not p.name.startswith(REPORT_NOTEBOOKS)]
         if other:
             raise BatchError(f"--report-only runs only notebooks {list(REPORT_NOTEBOOKS)}, not {other}")
         check_identity(plan, restart=False, report_only=True)
+        if _finished_count(plan.run_dir) == 0:  # a started run with nothing finished: its tables would be blank
+            raise BatchError(f"{plan.run_dir} has no finished unit: nothing to report (the tables would be written "
+                             "empty over the committed ones); run its notebooks first (`make paper PRESET=<preset>`, "
+                             "or the batch without --report-only)")
         return _report_chain(plan, notebook_paths, kernel, log_output, cwd)
     check_identity(plan, restart=(preset not in MULTI_SESSION_PRESETS) if restart is None else restart)
     out_dir = plan.run_dir / "notebooks"
@@ -128,11 +131,7 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     manifest = build_manifest("batch", parameters=plan.parameters, inputs={"notebooks": [p.name for p in
                                                                                            notebook_paths]})
     result = ChainResult(plan)
-    if not reserve_hours >= 0:
-        raise BatchError(f"--reserve-hours must be >= 0, got {reserve_hours}")
     if hours is not None:
-        if not hours > 0:
-            raise BatchError(f"--hours must be > 0, got {hours}")
         os.environ[run_parts.DEADLINE_ENV] = str(time.time() + 3600 * hours)
     else:
         os.environ.pop(run_parts.DEADLINE_ENV, None)
@@ -156,6 +155,18 @@ def run_chain(plan: BatchPlan, *, notebook_paths: Sequence[Path], kernel: str = 
     manifest.inputs["parts"] = run_parts.summary(plan.run_dir)
     manifest.write(plan.run_dir / "batch_manifest.json")
     return result
+
+
+def check_options(hours: float | None, reserve_hours: float | None, report_only: bool = False) -> None:
+    """The part's options, checked before anything reads, writes or moves a run folder (a refused command must
+    leave the run as it was): ``hours`` > 0 when given, ``reserve_hours`` >= 0 when given, no ``hours`` with
+    ``report_only``. Raises :class:`BatchError` naming the option."""
+    if hours is not None and not hours > 0:  # also refuses NaN
+        raise BatchError(f"--hours must be > 0, got {hours}")
+    if reserve_hours is not None and not reserve_hours >= 0:
+        raise BatchError(f"--reserve-hours must be >= 0, got {reserve_hours}")
+    if report_only and hours is not None:
+        raise BatchError("--report-only runs no units: --hours does not apply")
 
 
 def _report_chain(plan: BatchPlan, notebook_paths: Sequence[Path], kernel: str, log_output: bool,
@@ -288,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.address and args.executor != "ray":
         ap.error("--address needs --executor ray")
     try:
+        check_options(args.hours, args.reserve_hours, args.report_only)
         if args.executor:
             executor_environment(args.executor, args.address)
         models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -298,10 +310,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for plan in plans:
             log.info("chain %s: run_dir=%s parameters=%s", plan.label, plan.run_dir, plan.parameters)
         if args.dry_run:
+            missing = []
             for plan in plans:
+                source = records_source(plan)
+                missing += [f"{plan.label}: {source}"] if "NOT FOUND" in source else []
                 print(f"{plan.label}: {' '.join(p.name for p in paths)}\n  executed notebooks -> "
                       f"{plan.run_dir / 'notebooks'}\n  figures/tables -> {plan.parameters['figures_dir']}\n"
-                      f"  records -> {records_source(plan)}\n  parameters: {plan.parameters}")
+                      f"  records -> {source}\n  parameters: {plan.parameters}")
+            if missing:  # the real run would stop here: say so with the same exit status
+                raise BatchError("the records of " + "; ".join(missing))
             return 0
         for plan in plans:
             res = run_chain(plan, notebook_paths=paths, kernel=args.kernel, log_output=args.log_output,
@@ -320,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOT_RESUMABLE", "NOTEBOOKS_DIR", "PRESET_NOTEBOOKS", "RESERVE_HOURS_BY_PRESET", "REPORT_NOTEBOOKS", "RESERVE_HOURS", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
-           "BatchPlan", "ChainResult", "build_parser", "check_identity", "executor_environment", "main", "notebooks",
+           "BatchPlan", "ChainResult", "build_parser", "check_identity", "check_options", "executor_environment", "main", "notebooks",
            "parse_assignments", "parse_matrix", "parse_value", "plan_runs", "preset_parameters", "records_source",
            "reserve_hours_for",
            "run_chain", "slug"]

@@ -9,6 +9,7 @@ these names.
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 import logging
 import re
@@ -175,11 +176,72 @@ def _edit_languages_within(edit_languages: str, languages: str) -> str:
 
 
 def _validate(params: dict[str, Any]) -> None:
-    declared = {k: v for k, v in params.items() if k in NOTEBOOK_PARAMETERS}
+    """Every parameter a chain would pass, checked before anything runs or touches a run folder: its name is one
+    some notebook declares (:data:`NOTEBOOK_PARAMETERS`; papermill would only warn and the notebook would run its
+    default), its value fits :class:`RunConfig` and the checks of the code that reads it (:func:`check_values`).
+    Raises :class:`BatchError` naming the parameter."""
+    unknown = sorted(k for k in params if k not in NOTEBOOK_PARAMETERS)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, NOTEBOOK_PARAMETERS, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise BatchError(f"unknown parameter(s) {', '.join(hints)}: no notebook declares them "
+                         f"(memla_utils.notebook_parameters.NOTEBOOK_PARAMETERS lists every one)")
     try:
-        RunConfig.from_params(**declared)
-    except (ValueError, TypeError) as err:
+        RunConfig.from_params(**params)
+        check_values(params)
+    except (ValueError, TypeError, RuntimeError) as err:
         raise BatchError(f"invalid parameters: {err}") from err
+
+
+#: Integer parameters with a lower bound (name -> minimum), as the code that reads them requires.
+MINIMUMS: dict[str, int] = {"n_boot": 1, "probe_records": 1, "parallel_edits": 1, "n_train_records": 0,
+                            "torch_threads": 0, "threads": 0}
+#: The notebook parameters that describe the attribution and masks (notebooks 03, 04, 06 build one
+#: ``MaskConfig`` from them with ``mask_compute.notebook_mask_config``).
+MASK_PARAMETERS: tuple[str, ...] = ("independent_languages", "steps", "baseline", "threshold", "attribution_prompts",
+                                    "attribution_method")
+
+
+def check_values(params: dict[str, Any]) -> None:
+    """The values :class:`RunConfig` does not check, checked by the same functions the notebooks call: ``device``
+    (a device type this project runs on: cpu, cuda[:N], mps or auto; whether it is present is checked when the
+    model loads), ``dtype`` (``models.DTYPES`` or auto), ``budget`` (``baselines.resolve_budget``), the attribution
+    and mask parameters (``mask_compute.notebook_mask_config``), notebook 06's study settings
+    (``general_plan.plan_study``) and the integers of :data:`MINIMUMS`. Raises ``ValueError`` naming the
+    parameter."""
+    import torch
+
+    from .baselines import resolve_budget
+    from .mask_compute import notebook_mask_config
+    from .models import DTYPES
+
+    device = str(params.get("device", "cpu"))
+    if device != "auto":
+        try:
+            kind = torch.device(device).type
+        except RuntimeError as err:
+            raise ValueError(f"parameter device: {device!r} is not a device ({err})") from None
+        if kind not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"parameter device: {device!r}; use cpu, cuda, cuda:N, mps or auto")
+    dtype = str(params.get("dtype", "float32"))
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"parameter dtype: {dtype!r}; use auto or one of {', '.join(DTYPES)}")
+    if "budget" in params:
+        resolve_budget(str(params["budget"]), device)
+    mask = {k: params[k] for k in MASK_PARAMETERS if k in params}
+    if mask:
+        notebook_mask_config(**mask)
+    for name, low in MINIMUMS.items():
+        if name in params and int(params[name]) < low:
+            raise ValueError(f"parameter {name} must be >= {low}, got {params[name]!r}")
+    study = ("general_methods", "general_records", "sequential_steps")
+    if any(k in params for k in study):
+        from .general_plan import plan_study
+
+        cfg = RunConfig.from_params(**params)
+        plan_study(*(str(params.get(k, "auto")) for k in study), cfg.methods, cfg.n_records)
 
 
 def notebooks(directory: Path = NOTEBOOKS_DIR, only: Sequence[str] = ()) -> list[Path]:
@@ -193,4 +255,4 @@ def notebooks(directory: Path = NOTEBOOKS_DIR, only: Sequence[str] = ()) -> list
 
 
 __all__ = ["NOTEBOOKS_DIR", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError", "BatchPlan", "notebooks",
-           "parse_assignments", "parse_matrix", "parse_value", "plan_runs", "preset_parameters", "slug"]
+           "check_values", "parse_assignments", "parse_matrix", "parse_value", "plan_runs", "preset_parameters", "slug"]

@@ -277,7 +277,9 @@ def check_report_identity(run_dir: str | Path, identity: RunIdentity) -> list[st
     run_dir = Path(run_dir)
     path = run_dir / IDENTITY_FILE
     if not path.is_file():
-        raise RunIdentityError(f"{path} is missing: {run_dir} holds no run to report on (run the notebooks first)")
+        raise RunIdentityError(f"{path} is missing: {run_dir} holds no run to report on (run its notebooks "
+                               "first: `make paper PRESET=<preset>`, or `python -m memla_utils.batch` without "
+                               "--report-only)")
     try:
         old = RunIdentity(**json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as err:

@@ -182,9 +182,17 @@ def generated(text: str, figures_root: Path = FIGURES, *, where: str = "README.m
     return text
 
 
+def _read(readme: Path) -> str:
+    """The README's text, or :class:`ReadmeTableError` naming the file."""
+    try:
+        return Path(readme).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReadmeTableError(f"{readme}: cannot be read ({err.__class__.__name__}: {err})") from None
+
+
 def stale_diff(readme: Path = README, figures_dir: Path = FIGURES) -> str:
     """A unified diff from the README's blocks to the generated ones; empty when they agree."""
-    text = Path(readme).read_text(encoding="utf-8")
+    text = _read(readme)
     want = generated(text, figures_dir, where=str(readme))
     return "".join(difflib.unified_diff(text.splitlines(True), want.splitlines(True), str(readme),
                                         f"{readme} (generated)"))
@@ -192,7 +200,7 @@ def stale_diff(readme: Path = README, figures_dir: Path = FIGURES) -> str:
 
 def write(readme: Path = README, figures_dir: Path = FIGURES) -> bool:
     """Rewrite the blocks; returns whether the file changed."""
-    text = Path(readme).read_text(encoding="utf-8")
+    text = _read(readme)
     want = generated(text, figures_dir, where=str(readme))
     if want != text:
         Path(readme).write_text(want, encoding="utf-8")
@@ -204,7 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="rewrite the README block (default: only check)")
     ap.add_argument("--readme", type=Path, default=README)
     ap.add_argument("--figures", type=Path, default=FIGURES,
-                    help="figures root: tables/claims.csv, and medium/tables/claims.csv for the medium block")
+                    help="figures root: tables/claims.csv for the small block, <preset>/tables/claims.csv for the "
+                         "medium and medium-paper blocks, <preset>/tables/main_comparison_token_acc.csv for the "
+                         "mzsre and bizsre blocks")
     args = ap.parse_args(argv)
     try:
         if args.write:

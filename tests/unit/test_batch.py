@@ -206,6 +206,11 @@ def test_report_only_recomputes_the_report_of_a_run_made_on_other_code_and_refus
     assert batch.main(medium) == 0
     (run_m / "report.txt").unlink()
     (run_m / "units.txt").unlink()
+    capsys.readouterr()
+    assert batch.main(medium + ["--report-only"]) == 1  # nothing finished yet: no blank tables over committed ones
+    assert "has no finished unit" in capsys.readouterr().err and not (run_m / "report.txt").exists()
+    (run_m / "results-shard000of001.jsonl").write_text(json.dumps(  # one finished unit
+        {"record": "r0", "method": "ft", "edit_lang": "en", "kind": "done", "attempt": "a"}) + "\n")
     _tamper_identity(run_m)  # the run was made on other editing code than this checkout's
     recorded = (run_m / "run_identity.json").read_text()
     parts = json.loads((run_m / "parts.json").read_text())
@@ -258,3 +263,65 @@ def test_the_default_reserve_is_the_preset_s(tmp_path, monkeypatch):
     assert batch.main(args) == 0 and not (run_dir / "general.txt").exists()  # 1 h left < 2.0
     monkeypatch.setitem(batch.RESERVE_HOURS_BY_PRESET, "small", 0.5)
     assert batch.main(args) == 0 and (run_dir / "general.txt").read_text() == "ran"
+
+
+def test_a_parameter_no_notebook_declares_is_refused_with_the_nearest_name():
+    """papermill only warns about an undeclared parameter and the notebooks run their defaults: a typo such as
+    n_recrods=5 would silently run 3 records. The plan refuses it before anything runs."""
+    with pytest.raises(BatchError, match=r"unknown parameter\(s\) 'n_recrods' \(did you mean 'n_records'\?\)"):
+        plan_runs(None, {"n_recrods": 5})
+    with pytest.raises(BatchError, match="'no_such_param'"):
+        plan_runs("medium", {"no_such_param": 1})
+    with pytest.raises(BatchError, match="unknown parameter"):
+        plan_runs(None, {}, parse_matrix(["n_recrods=1;2"]))
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("device", "tpu", "parameter device"),
+    ("dtype", "float8", "parameter dtype"),
+    ("budget", "bogus", "parameter budget"),
+    ("attribution_method", "magic", "attribution_method"),
+    ("attribution_prompts", "some", "attribution_prompts"),
+    ("threshold", 1.5, "threshold"),
+    ("steps", 1, "steps"),
+    ("baseline", "ones", "baseline"),
+    ("n_boot", 0, "n_boot"),
+    ("parallel_edits", 0, "parallel_edits"),
+    ("general_records", "lots", "general_records"),
+])
+def test_values_the_notebooks_would_refuse_are_refused_before_any_notebook_runs(name, value, message):
+    with pytest.raises(BatchError, match=message):
+        plan_runs(None, {name: value})
+
+
+def test_values_the_notebooks_accept_pass_the_plan():
+    for params in ({"device": "cuda:1", "dtype": "bf16"}, {"device": "auto", "dtype": "auto"},
+                   {"budget": "paper"}, {"attribution_method": "exact", "threshold": 0.2, "steps": 10},
+                   {"general_records": 2, "sequential_steps": "1,2"}, {"n_boot": 10, "torch_threads": 0}):
+        (plan,) = plan_runs(None, params)
+        assert all(plan.parameters[k] == v for k, v in params.items())
+
+
+def test_a_refused_option_leaves_the_run_folder_as_it_was(tmp_path, capsys):
+    """--hours / --reserve-hours are checked before the run's identity: a refused command with other parameters
+    must not move the earlier results aside (it did: the restart ran first, then --hours -1 was refused)."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _writes(nbs / "05_units.ipynb", "units.txt")
+    run_dir = tmp_path / "run"
+    args = ["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}"]
+    assert batch.main(args) == 0
+    before = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*"))
+    identity = (run_dir / "run_identity.json").read_text()
+    for bad in (["--hours", "-1"], ["--hours", "nan"], ["--reserve-hours", "-2"], ["--hours", "1", "--report-only"]):
+        assert batch.main([*args, "-p", "n_records=2", *bad]) == 1
+        assert "hours" in capsys.readouterr().err
+        assert sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")) == before  # nothing moved
+        assert (run_dir / "run_identity.json").read_text() == identity
+    assert batch.main([*args, "--dry-run", "--hours", "0"]) == 1  # a dry run checks them too
+
+
+def test_a_dry_run_fails_when_the_records_are_not_there(tmp_path, capsys):
+    assert batch.main(["--dry-run", "--preset", "mzsre", "-p", f"shared_data_dir={tmp_path / 'none'}"]) == 1
+    err = capsys.readouterr()
+    assert "NOT FOUND" in err.out and "shared_data_dir" in err.err

@@ -232,3 +232,12 @@ def test_a_benchmark_block_is_the_compact_main_comparison_of_its_run(tmp_path):
     assert lines[1] == "| memla | 90.0 [85.0, 95.0] | 25.0 [20.0, 30.0] | 43.2 [40.0, 46.0] | 48-50 |"
     assert lines[2] == "| ike | 70.0 [60.0, 80.0] | missing | missing | 50 |"
     assert "figures/mzsre/tables/main_comparison_token_acc.csv" in part and "make book PRESET=mzsre" in part
+
+
+def test_readme_table_names_an_unreadable_readme_instead_of_a_traceback(tmp_path, capsys):
+    from memla_utils.book import readme_table
+
+    missing = tmp_path / "nope.md"
+    assert readme_table.main(["--readme", str(missing)]) == 1
+    assert readme_table.main(["--readme", str(missing), "--write"]) == 1
+    assert str(missing) in capsys.readouterr().err
