@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 
 from memla_utils.baselines import resolve_budget
-from memla_utils.config import RunConfig
+from memla_utils.config import PRESETS, RunConfig
 from memla_utils.results_files import finished_units, load_results
 
 log = logging.getLogger(__name__)
@@ -133,51 +133,83 @@ def other_run_times(results_root: Path, exclude: Path, model: str) -> pd.DataFra
     return pd.concat(frames, ignore_index=True)
 
 
-def _per_unit(method: str, lang: str, rates: Rates, prompts: float) -> tuple[float, float, str]:
-    """(edit s, eval s, source) of one unit of ``method`` edited in ``lang`` at ``prompts`` prompts per unit."""
+#: A (method, edit language) with fewer finished units than this in the run is projected from other runs at the
+#: same budget when they have it (a mean of one or two edits says little: ROME's edit time varies 3x by record).
+MIN_UNITS = 5
+
+
+def _weighted(rows: pd.DataFrame) -> float:
+    units = rows["units"].astype(float)
+    return float((rows["edit_s"] * units).sum() / units.sum())
+
+
+def _per_unit(method: str, lang: str, rates: Rates, prompts: float,
+              budget: str | None = None) -> tuple[float, float, str]:
+    """(edit s, eval s, source) of one unit of ``method`` edited in ``lang`` at ``prompts`` prompts per unit, for a
+    run at ``budget`` (default: the run's). Edit time, in order: the run's own units (same edit language, else the
+    method's other one) when the run is at that budget and has :data:`MIN_UNITS` of them; other committed runs at
+    that budget; the run's own few units; other runs at another budget; the roofline. Evaluation: the run's own
+    per-unit time scaled by prompts when the run has the method, else its time per prompt (IKE: x its factor)."""
+    budget = budget or rates.budget
     times = rates.times
-    own = times[(times["method"] == method) & (times["edit_lang"] == lang)]
-    other = times[times["method"] == method]
     scale = prompts / rates.run_prompts
-    if len(own) or len(other):
-        row = own.iloc[0] if len(own) else other.iloc[0]
-        source = f"run: {int(row['units'])} units" + ("" if len(own) else f" edited in {row['edit_lang']}")
-        edit = 0.0 if pd.isna(row["edit_s"]) else float(row["edit_s"])
-        return edit, float(row["eval_s"]) * scale, source
+    own_same = times[(times["method"] == method) & (times["edit_lang"] == lang)]
+    own_any = times[times["method"] == method]
+    own = own_same if len(own_same) else own_any
+    own_ok = budget == rates.budget and len(own) and int(own["units"].sum()) >= MIN_UNITS
     ev = rates.eval_per_prompt * prompts
-    if method == UNEDITED:
-        return 0.0, ev, "run's evaluation per prompt (no edit)"
     if method == "ike":
-        return 0.0, ev * rates.ike_eval_factor, (f"run's evaluation per prompt x {rates.ike_eval_factor:.2f} "
-                                                 "(eval_speed_ike_cpu.json: demonstrations in every prompt)")
+        ev *= rates.ike_eval_factor
+    if len(own):
+        ev = float((own["eval_s"] * own["units"]).sum() / own["units"].sum()) * scale
+    if method in (UNEDITED, "ike"):  # no edit: only the evaluation counts
+        if len(own):
+            label = f"run: {int(own['units'].sum())} units (evaluation)"
+        elif method == UNEDITED:
+            label = "run's evaluation per prompt (no edit)"
+        else:
+            label = (f"run's evaluation per prompt x {rates.ike_eval_factor:.2f} (eval_speed_ike_cpu.json: "
+                     "demonstrations in every prompt)")
+        return 0.0, ev, label
+    if own_ok:
+        edit = 0.0 if own["edit_s"].isna().all() else _weighted(own.fillna({"edit_s": 0.0}))
+        return edit, ev, (f"run: {int(own['units'].sum())} units"
+                          + ("" if len(own_same) else f" edited in {','.join(sorted(set(own['edit_lang'])))}"))
     other = rates.other[rates.other["method"] == method]
-    for at_budget in (True, False):
-        tier = other[(other["budget"] == rates.budget) == at_budget]
+    at = other[other["budget"] == budget]
+    tiers: list[tuple[pd.DataFrame, str]] = [(at, "")]
+    if budget == rates.budget and len(own):
+        tiers.append((own.assign(run="this run"), ", few"))
+    for b in sorted(set(other["budget"]) - {budget}):
+        bound = "LOWER BOUND" if (b, budget) == ("cpu-small", "paper") else "UPPER BOUND" \
+            if (b, budget) == ("paper", "cpu-small") else "OTHER BUDGET"
+        tiers.append((other[other["budget"] == b], f"; {bound}: budget {b}, projected run's {budget}"))
+    for tier, note in tiers:
         if not len(tier):
             continue
         same = tier[tier["edit_lang"] == lang]
         use = same if len(same) else tier
-        units = use["units"].astype(float)
-        edit = float((use["edit_s"] * units).sum() / units.sum())
         runs = ",".join(sorted(set(use["run"])))
-        budget = ("" if at_budget else
-                  f"; LOWER BOUND: budget {','.join(sorted(set(use['budget'])))}, run's {rates.budget}")
-        return edit, ev, (f"edit: {runs} ({int(units.sum())} units" + ("" if len(same) else ", other edit language")
-                          + budget + ") + run's evaluation per prompt")
+        return _weighted(use), ev, (f"edit: {runs} ({int(use['units'].sum())} units"
+                                    + ("" if len(same) else ", other edit language") + note
+                                    + ") + run's evaluation per prompt")
     edit = rates.roofline.get(f"edit {method}", {}).get("wall_s", math.nan)
-    note = ("lower bound" if rates.roofline_budget == rates.budget
-            else f"LOWER BOUND: roofline budget {rates.roofline_budget}, run's {rates.budget}")
+    if math.isnan(edit):
+        return edit, ev, "no measurement (in no committed run and not in roofline_cpu.json)"
+    note = ("lower bound" if rates.roofline_budget == budget
+            else f"LOWER BOUND: roofline budget {rates.roofline_budget}, projected run's {budget}")
     return edit, ev, f"roofline_cpu.json edit, alone on one core ({note}) + run's evaluation per prompt"
 
 
 def project_preset(cfg: RunConfig, rates: Rates, prompts: float,
-                   finished: Mapping[tuple[str, str], int] | None = None) -> pd.DataFrame:
+                   finished: Mapping[tuple[str, str], int] | None = None, budget: str | None = None) -> pd.DataFrame:
     """Rows ``method, edit_lang, units, edit_s, eval_s, worker_h, source`` of ``cfg``'s notebooks 04-05, minus
-    ``finished`` units per (method, edit_lang) when projecting the run itself."""
+    ``finished`` units per (method, edit_lang) when projecting the run itself; ``budget``: the projected run's
+    (default: the run in progress's)."""
     rows = []
     for method, lang, n in planned_units(cfg):
         left = n - (finished or {}).get((method, lang), 0)
-        edit, ev, source = _per_unit(method, lang, rates, prompts)
+        edit, ev, source = _per_unit(method, lang, rates, prompts, budget)
         rows.append({"method": method, "edit_lang": lang, "units": left, "edit_s": edit, "eval_s": ev,
                      "worker_h": left * (edit + ev) / 3600, "source": source})
     return pd.DataFrame(rows)
@@ -189,7 +221,8 @@ def attribution_row(cfg: RunConfig, roofline: Mapping[str, Mapping[str, Any]]) -
     per = roofline.get("attribution", {}).get("wall_s", math.nan)
     n = cfg.n_records * len(langs)
     return {"method": "attribution", "edit_lang": ",".join(langs), "units": n, "edit_s": per, "eval_s": 0.0,
-            "worker_h": n * per / 3600, "source": "roofline_cpu.json (one (record, language), one core)"}
+            "worker_h": n * per / 3600,
+            "source": "roofline_cpu.json (one (record, language), alone on one core: a lower bound)"}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -235,22 +268,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         other = RunConfig.from_params(preset=name)
         other_records, _ = other.run_records()
         prompts[name] = prompts_per_unit(other_records, other.languages)
-        t = project_preset(other, rates, prompts[name])
+        other_params = {k: v for k, v in PRESETS.get(name, {}).items()}
+        t = project_preset(other, rates, prompts[name],
+                           budget=run_budget({"budget": other_params.get("budget"), "device": other.device}))
         tables[name] = pd.concat([pd.DataFrame([attribution_row(other, roofline)]), t], ignore_index=True)
 
     summary = {}
     for name, t in tables.items():
         worker_h = float(t["worker_h"].sum())  # rows without any measurement (NaN) are listed in "missing"
         missing = [f"{m} {lang}" for m, lang, h in zip(t["method"], t["edit_lang"], t["worker_h"]) if pd.isna(h)]
-        lower = [f"{m} {lang}" for m, lang, src in zip(t["method"], t["edit_lang"], t["source"])
-                 if "lower bound" in src.lower()]
+        lower = [f"{m} {lang}" for m, lang, src, h in zip(t["method"], t["edit_lang"], t["source"], t["worker_h"])
+                 if "lower bound" in src.lower() and not pd.isna(h)]
         summary[name] = {"worker_h": worker_h, "wall_h": worker_h / args.workers, "missing": missing,
                          "lower_bound": lower,
                          "parts_of_2_5_h": math.ceil(worker_h / args.workers / PART_HOURS),
                          "prompts_per_unit": prompts[name], "units": int(t["units"].sum())}
         print(f"\n## {name}: {'remaining' if name == args.preset else 'projected'} "
               f"{summary[name]['wall_h']:.1f} h on {args.workers} workers "
-              f"({summary[name]['parts_of_2_5_h']} parts of {PART_HOURS} h), {prompts[name]:.1f} prompts per unit"
+              f"({summary[name]['parts_of_2_5_h']} part{'' if summary[name]['parts_of_2_5_h'] == 1 else 's'} of {PART_HOURS} h), {prompts[name]:.1f} prompts per unit"
               + (f"; not measured, left out: {', '.join(missing)}" if missing else "")
               + (f"; lower bounds (roofline edit times): {', '.join(lower)}" if lower else "") + "\n")
         print(t.to_markdown(index=False, floatfmt=".1f"))

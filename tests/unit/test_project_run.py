@@ -59,7 +59,7 @@ def test_per_unit_prefers_the_run_then_the_other_edit_language_then_calibrated_f
     r = rates(pr.unit_times(timed_rows()))
     assert pr._per_unit("memla", "en", r, prompts=20.0)[:2] == (20.0, 60.0)  # eval scaled by 20 / 10 prompts
     edit, ev, source = pr._per_unit("memla", "zh", r, prompts=10.0)
-    assert (edit, ev) == (20.0, 30.0) and "edited in en" in source
+    assert (edit, ev) == (20.0, 30.0) and "other edit language" in source and "few" in source  # 2 < 5
     edit, ev, source = pr._per_unit("rome", "en", r, prompts=10.0)
     assert (edit, ev) == (4.0, 30.0) and "LOWER BOUND" in source and "cpu-small" in source  # roofline, other budget
     same_budget = pr.Rates(**{**r.__dict__, "roofline_budget": "paper"})
@@ -67,7 +67,8 @@ def test_per_unit_prefers_the_run_then_the_other_edit_language_then_calibrated_f
     assert "lower bound" in source and "LOWER BOUND" not in source  # alone on the machine: still a lower bound
     assert pr._per_unit("ike", "zh", r, prompts=10.0)[:2] == (0.0, 180.0)
     assert pr._per_unit("unedited", "en", r, prompts=10.0)[:2] == (0.0, 30.0)
-    assert math.isnan(pr._per_unit("pmet", "en", r, prompts=10.0)[0])  # no measurement anywhere: NaN, not 0
+    edit, _, source = pr._per_unit("pmet", "en", r, prompts=10.0)
+    assert math.isnan(edit) and source.startswith("no measurement")  # measured nowhere: NaN, not 0
 
 
 def test_project_preset_subtracts_finished_units_and_counts_the_unedited_model():
@@ -132,3 +133,35 @@ def test_other_run_times_reads_every_committed_run_of_the_model_with_its_budget(
     assert set(t.loc[t["run"] == "old", "budget"]) == {"cpu-small"}  # no budget on a CPU: "auto" = cpu-small
     assert set(t.loc[t["run"] == "paper", "budget"]) == {"paper"}
     assert pr.other_run_times(tmp_path, here, "nothing").empty
+
+
+def many_rows(method: str, lang: str, n: int, edit: float, ev: float) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        rows += [{"record": f"m{i}", "method": method, "edit_lang": lang, "metric": "seconds", "value": edit},
+                 {"record": f"m{i}", "method": method, "edit_lang": lang, "metric": "eval_seconds", "value": ev}]
+    return pd.DataFrame(rows)
+
+
+def test_a_few_own_units_give_way_to_other_runs_at_the_same_budget_and_enough_of_them_win():
+    few = pr.unit_times(many_rows("memit", "en", 2, 40.0, 5.0))
+    r = rates(few, other_runs())
+    edit, ev, source = pr._per_unit("memit", "en", r, prompts=10.0)
+    assert edit == 9.0 and "bizsre,mzsre" in source and ev == 5.0  # its own evaluation time, other runs' edits
+    enough = rates(pr.unit_times(many_rows("memit", "en", pr.MIN_UNITS, 40.0, 5.0)), other_runs())
+    edit, _, source = pr._per_unit("memit", "en", enough, prompts=10.0)
+    assert edit == 40.0 and source == f"run: {pr.MIN_UNITS} units"
+    edit, _, source = pr._per_unit("memit", "zh", enough, prompts=10.0)
+    assert edit == 40.0 and "edited in en" in source
+
+
+def test_another_preset_is_projected_at_its_own_budget():
+    r = rates(pr.unit_times(many_rows("memit", "en", 10, 40.0, 5.0)), other_runs())  # this run: paper
+    edit, _, source = pr._per_unit("memit", "en", r, prompts=10.0, budget="cpu-small")
+    assert edit == 1.0 and "medium" in source  # the cpu-small run's time, not this paper-budget run's
+    edit, _, source = pr._per_unit("pmet", "en", r, prompts=10.0, budget="cpu-small")
+    assert edit == 7.0 and "BOUND" not in source
+    edit, _, source = pr._per_unit("ft", "en", rates(pr.unit_times(timed_rows()), pd.DataFrame([
+        {"run": "p", "budget": "paper", "method": "ft", "edit_lang": "en", "units": 9, "edit_s": 3.0,
+         "eval_s": 1.0}])), prompts=10.0, budget="cpu-small")
+    assert edit == 3.0 and "UPPER BOUND" in source  # paper-budget steps for a cpu-small run: more than it needs
