@@ -52,8 +52,16 @@ PROVENANCE_FIELDS: tuple[str, ...] = ("kind", "lock_sha256", "packages", "benchm
 OUTCOME_INPUTS: tuple[str, ...] = ("missing", "failed")
 
 
+#: The paths whose uncommitted changes make a run's numbers differ from its commit's: the package, the notebooks
+#: and the pinned environment. A run's own outputs (results, figures, executed notebooks) are not among them, so a
+#: report written from a clean checkout is not "dirty" because it has just rewritten its tables.
+SOURCE_PATHS: tuple[str, ...] = ("memla_utils", "notebooks", "requirements-lock.txt", "requirements-pins.txt",
+                                 "pyproject.toml")
+
+
 def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """Commit hash and whether the working tree has uncommitted changes (``None`` outside a git checkout)."""
+    """Commit hash and whether :data:`SOURCE_PATHS` have uncommitted changes, untracked files included (``dirty``;
+    ``dirty_paths``: up to 20 of them); ``None`` values outside a git checkout."""
     def run(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
@@ -62,8 +70,9 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = run("rev-parse", "HEAD")
-    dirty = run("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+    dirty = run("status", "--porcelain", "--", *SOURCE_PATHS)
+    paths = [line.split(maxsplit=1)[-1] for line in (dirty or "").splitlines() if line.strip()][:20]  # "XY path"
+    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None, "dirty_paths": paths}
 
 
 def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
@@ -296,5 +305,5 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["MANIFEST_NAME", "PROVENANCE_FIELDS", "Manifest", "Stopwatch", "TRACKED_PACKAGES", "benchmark_info",
-           "build_manifest", "cpu_model", "device_info", "environment_info", "file_sha256", "git_state", "model_info",
+           "SOURCE_PATHS", "build_manifest", "cpu_model", "device_info", "environment_info", "file_sha256", "git_state", "model_info",
            "os_name", "package_versions", "provenance_digest", "read_manifest", "skipped_in"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import PROJECT_ROOT, write_json_atomic
+from .manifest import SOURCE_PATHS
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def begin_part(run_dir: str | Path, units_before: int) -> Part:
     for p in parts:
         if p.finished_utc is None:
             p.outcome = p.outcome or "interrupted"
-    status = _git("status", "--porcelain", "--", "memla_utils", "notebooks", "requirements-lock.txt")
+    status = _git("status", "--porcelain", "--", *SOURCE_PATHS)
     part = Part(part=len(parts) + 1, started_utc=_utc(), commit=_git("rev-parse", "HEAD"),
                 dirty=None if status is None else bool(status), machine=f"{platform.node()} {platform.machine()}",
                 units_before=units_before)

@@ -97,3 +97,31 @@ def test_provenance_digest_ignores_run_specific_fields_and_follows_what_decides_
         c = build_manifest("report", parameters={"seed": 0}, inputs={"results_digest": "x"})
         change(c)
         assert c.provenance_digest() != a.provenance_digest()
+
+
+def test_git_state_calls_a_checkout_dirty_only_for_changed_source_not_for_the_run_s_own_outputs(tmp_path):
+    import subprocess
+
+    from memla_utils.manifest import SOURCE_PATHS, git_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    (tmp_path / "memla_utils").mkdir()
+    (tmp_path / "memla_utils" / "m.py").write_text("x = 1\n")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "t.csv").write_text("a\n1\n")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "figures" / "t.csv").write_text("a\n2\n")  # a report rewrote its table
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "memla_utils" / "new.py").write_text("y = 2\n")  # untracked source counts
+    state = git_state(tmp_path)
+    assert state["dirty"] is True and state["dirty_paths"] == ["memla_utils/new.py"]
+    (tmp_path / "memla_utils" / "m.py").write_text("x = 2\n")  # a modified tracked file: " M path"
+    assert sorted(git_state(tmp_path)["dirty_paths"]) == ["memla_utils/m.py", "memla_utils/new.py"]
+    assert "memla_utils" in SOURCE_PATHS and "notebooks" in SOURCE_PATHS
