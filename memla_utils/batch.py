@@ -206,7 +206,8 @@ def _run_notebooks(plan: BatchPlan, notebook_paths: Sequence[Path], out_dir: Pat
         log.info("[%s] running %s", plan.label, nb.name)
         start = time.perf_counter()
         try:
-            pm.execute_notebook(str(nb), str(target), parameters=plan.parameters, kernel_name=kernel,
+            pm.execute_notebook(str(nb), str(target), parameters=declared_parameters(nb, plan.parameters),
+                                kernel_name=kernel,
                                 cwd=str(cwd), log_output=log_output, progress_bar=False)
         except PapermillExecutionError as err:
             manifest.time(nb.name, time.perf_counter() - start)
@@ -228,6 +229,18 @@ def _run_notebooks(plan: BatchPlan, notebook_paths: Sequence[Path], out_dir: Pat
         result.executed.append(target)
         result.seconds[nb.name] = seconds
         log.info("[%s] %s done in %.1f s", plan.label, nb.name, seconds)
+
+
+def declared_parameters(nb: Path, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The chain's ``parameters`` that notebook ``nb`` declares in its parameters cell (papermill's
+    ``inspect_notebook``). The others would only be injected as unused variables, with papermill's warning
+    "Passed unknown parameter" for each: a notebook reads only the names it declares
+    (:func:`memla_utils.notebook_setup.start_notebook`), and every notebook declares every ``RunConfig`` field, so
+    leaving them out changes nothing it computes (``tests/unit/test_batch.py``)."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(nb))
+    return {k: v for k, v in parameters.items() if k in declared}
 
 
 def executor_environment(executor: str, address: str | None = None) -> dict[str, str]:
@@ -337,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["KERNEL", "MULTI_SESSION_PRESETS", "NOT_RESUMABLE", "NOTEBOOKS_DIR", "PRESET_NOTEBOOKS", "RESERVE_HOURS_BY_PRESET", "REPORT_NOTEBOOKS", "RESERVE_HOURS", "SHARED_PARAMETERS", "SOURCE_PARAMETERS", "BatchError",
-           "BatchPlan", "ChainResult", "build_parser", "check_identity", "check_options", "executor_environment", "main", "notebooks",
+           "BatchPlan", "ChainResult", "build_parser", "check_identity", "check_options", "declared_parameters", "executor_environment", "main", "notebooks",
            "parse_assignments", "parse_matrix", "parse_value", "plan_runs", "preset_parameters", "records_source",
            "reserve_hours_for",
            "run_chain", "slug"]

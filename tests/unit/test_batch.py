@@ -325,3 +325,21 @@ def test_a_dry_run_fails_when_the_records_are_not_there(tmp_path, capsys):
     assert batch.main(["--dry-run", "--preset", "mzsre", "-p", f"shared_data_dir={tmp_path / 'none'}"]) == 1
     err = capsys.readouterr()
     assert "NOT FOUND" in err.out and "shared_data_dir" in err.err
+
+
+def test_each_notebook_is_passed_only_the_parameters_it_declares_and_every_notebook_declares_the_run_config():
+    """papermill warned "Passed unknown parameter" for every chain parameter a notebook does not declare; the batch
+    now passes each notebook its own. Nothing a notebook reads is lost: start_notebook reads the RunConfig fields,
+    which every notebook declares, and the names it lists, which must be declared."""
+    import papermill as pm
+
+    from memla_utils.notebook_setup import RUN_PARAMETERS
+
+    (plan,) = plan_runs("medium-paper")
+    for nb in batch.notebooks():
+        declared = pm.inspect_notebook(str(nb))
+        assert set(RUN_PARAMETERS) <= set(declared), nb.name
+        passed = batch.declared_parameters(nb, plan.parameters)
+        assert passed == {k: v for k, v in plan.parameters.items() if k in declared}
+    report = batch.declared_parameters(batch.notebooks(only=["07"])[0], plan.parameters)
+    assert report["base_run_dir"] == "results/medium" and "budget" not in report  # 07 has no budget
