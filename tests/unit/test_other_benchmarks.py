@@ -136,11 +136,14 @@ def test_bad_parameters_are_named(shared):
 
 # ------------------------------------------------------------------------------------------- batch
 def test_batch_dry_run_of_the_presets(capsys, tmp_path):
-    assert batch.main(["--preset", "mzsre", "--dry-run"]) == 0
+    """The dry run prints the plan; it exits 1, as the real run would stop, when the records are not there."""
+    present = RunConfig.from_params(preset="mzsre").source_path().exists()
+    assert batch.main(["--preset", "mzsre", "--dry-run"]) == (0 if present else 1)
     out = capsys.readouterr().out
     assert "results/mzsre/notebooks" in out and "figures/mzsre" in out and "records -> dataset mzsre:" in out
-    assert batch.main(["--preset", "bizsre", "--dry-run", "-p", f"shared_data_dir={tmp_path / 'x'}"]) == 0
-    assert "NOT FOUND: see parameter shared_data_dir" in capsys.readouterr().out
+    assert batch.main(["--preset", "bizsre", "--dry-run", "-p", f"shared_data_dir={tmp_path / 'x'}"]) == 1
+    captured = capsys.readouterr()
+    assert "NOT FOUND: see parameter shared_data_dir" in captured.out and "the records of" in captured.err
 
 
 def _notebook(path: Path) -> Path:
