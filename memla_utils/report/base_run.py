@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..cache import PROJECT_ROOT
@@ -130,6 +131,26 @@ def merge_results(own: pd.DataFrame, base: pd.DataFrame, own_methods: Sequence[s
     return merged, sorted(set(borrowed["method"]))
 
 
+def unedited_agreement(own: pd.DataFrame, base: pd.DataFrame, tol: float = 1e-9) -> dict[str, Any]:
+    """Whether both runs score the unedited model alike: the evidence that one report may set their methods side
+    by side although each run evaluated on its own recorded code. Compares every ``unedited`` row present in both
+    (same record, edit language, evaluation language and metric, both values finite). Returns ``compared`` (rows),
+    ``differing`` (``|Δ| > tol``), ``max_abs_diff`` (``None`` when nothing is compared) and ``metrics_differing``
+    (the metrics of the differing rows)."""
+    key = ["record", "edit_lang", "eval_lang", "metric"]
+    a = own[own["method"] == UNEDITED] if not own.empty else own
+    b = base[base["method"] == UNEDITED] if not base.empty else base
+    if a.empty or b.empty:
+        return {"compared": 0, "differing": 0, "max_abs_diff": None, "metrics_differing": []}
+    m = a[[*key, "value"]].merge(b[[*key, "value"]], on=key, suffixes=("_own", "_base"))
+    m = m[np.isfinite(m["value_own"].astype(float)) & np.isfinite(m["value_base"].astype(float))]
+    diff = (m["value_own"].astype(float) - m["value_base"].astype(float)).abs()
+    bad = m[diff > tol]
+    return {"compared": int(len(m)), "differing": int(len(bad)),
+            "max_abs_diff": float(diff.max()) if len(m) else None,
+            "metrics_differing": sorted(set(bad["metric"]))}
+
+
 def load_base_run(base_run_dir: str | Path, cfg: Any) -> BaseRun:
     """Read and check the base run (:func:`check_base_run`); its results and the notebooks' tables it holds.
 
@@ -193,5 +214,5 @@ def budget_label(identity: Mapping[str, Any], method: str) -> str:
     return resolved if raw == resolved else f"{raw} -> {resolved}"
 
 
-__all__ = ["MUST_MATCH", "BaseRun", "BaseRunError", "check_base_run", "load_base_run", "merge_results",
-           "read_identity", "run_sources"]
+__all__ = ["MUST_MATCH", "BaseRun", "BaseRunError", "budget_label", "check_base_run", "load_base_run",
+           "merge_results", "read_identity", "run_sources", "unedited_agreement"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .base_run import load_base_run, merge_results, run_sources
+from .base_run import load_base_run, merge_results, run_sources, unedited_agreement
 from .claims import claims_breakdown, claims_table, format_breakdown, format_claims, probe_language_groups
 from .figures import ablation_figure, heatmap_figure, method_bars, neuron_figure, save_figure, sequential_figure
 from .inputs import find_table, load_general_table, load_mask_stats, load_results_table, neuron_layer_frame
@@ -83,8 +83,15 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     masks = load_mask_stats(run_dir)
     probe = find_table(tables_dir, "knowledge_probe")  # notebook 00: which languages the model knows well
     base = None
+    agreement: dict[str, Any] | None = None
     if base_run_dir:
         base = load_base_run(base_run_dir, cfg)
+        agreement = unedited_agreement(results, base.results)
+        if agreement["differing"]:
+            log.warning("base run %s scores the unedited model differently from this run in %d of %d rows (max "
+                        "|diff| %.3g; %s): the two runs' evaluation differs, so their methods are not comparable "
+                        "as they stand", base_run_dir, agreement["differing"], agreement["compared"],
+                        agreement["max_abs_diff"], ", ".join(agreement["metrics_differing"]))
         results, base.borrowed_methods = merge_results(results, base.results, methods or ())
         general = general if not general.empty else base.general
         suppression = suppression if suppression is not None else base.suppression
@@ -112,7 +119,8 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
                                       "masks_digest": table_digest(masks),
                                       **({"base_run": {"run_dir": str(base_run_dir), "identity_digest": base.digest(),
                                                        "budget": base.budget,
-                                                       "borrowed_methods": base.borrowed_methods}}
+                                                       "borrowed_methods": base.borrowed_methods,
+                                                       "unedited_agreement": agreement}}
                                          if base is not None else {})})
     manifest_path = figures_dir / "MANIFEST.json"
     source = source_line(manifest_path, manifest.provenance_digest())
@@ -186,6 +194,11 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
         src = run_sources(run_dir, own, base)
         table("run_sources", src, src.set_index("method"),
               "Where each method's numbers come from: run folder, notebook 05 budget, editing-code hash")
+        ag = pd.DataFrame([{"check": "the unedited model's rows, this run vs the base run", **{
+            k: (", ".join(v) if isinstance(v, list) else v) for k, v in (agreement or {}).items()}}])
+        table("run_consistency", ag, ag.set_index("check"),
+              "Do both runs evaluate alike? Every unedited row (record, edit language, evaluation language, metric) "
+              "present in both runs, compared (differing: |diff| > 1e-9)")
 
     for method in [m for m in rows if m in have]:
         try:

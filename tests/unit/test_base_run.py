@@ -116,6 +116,9 @@ def test_a_report_over_the_medium_run_s_baselines_and_its_base_run_equals_the_me
     manifest = json.loads((figures / "MANIFEST.json").read_text(encoding="utf-8"))
     assert manifest["inputs"]["base_run"]["borrowed_methods"] == ["memla", "memla-lie", "memla-lse"]
     assert out.tables["run_sources"].shape[0] == len(MEDIUM_BASELINES) + 3
+    agreement = manifest["inputs"]["base_run"]["unedited_agreement"]  # both halves hold the same unedited rows
+    assert agreement["compared"] > 1000 and agreement["differing"] == 0 and agreement["max_abs_diff"] == 0.0
+    assert (figures / "tables" / "run_consistency.csv").is_file()
 
 
 def test_a_base_run_on_other_records_is_refused_before_anything_is_written(tmp_path):
@@ -139,3 +142,18 @@ def test_budget_label_resolves_auto_per_device_and_names_methods_the_budget_does
     assert budget_label({"parameters": {"device": "cpu", "budget": "paper"}}, "ft") == "paper"
     assert budget_label(cpu_auto, "memla-lie").startswith("not a baseline")
     assert budget_label({}, "ft") == "unknown"
+
+
+
+def test_unedited_agreement_compares_the_rows_both_runs_hold_and_counts_the_differing_ones():
+    from memla_utils.report.base_run import unedited_agreement
+
+    def rows(values, method="unedited"):
+        return pd.DataFrame([{"record": f"r{i}", "method": method, "edit_lang": "en", "eval_lang": "zh",
+                              "metric": "ES", "value": v} for i, v in enumerate(values)])
+
+    same = unedited_agreement(rows([0.1, 0.5, float("nan")]), rows([0.1, 0.5, 0.3, 0.9]))
+    assert same == {"compared": 2, "differing": 0, "max_abs_diff": 0.0, "metrics_differing": []}  # NaN row skipped
+    off = unedited_agreement(rows([0.1, 0.6]), rows([0.1, 0.5]))
+    assert off["differing"] == 1 and off["max_abs_diff"] == pytest.approx(0.1) and off["metrics_differing"] == ["ES"]
+    assert unedited_agreement(rows([0.1], method="ft"), rows([0.1]))["compared"] == 0  # no unedited rows here
