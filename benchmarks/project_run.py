@@ -42,8 +42,7 @@ from typing import Any
 
 import pandas as pd
 
-from memla_utils.baselines import resolve_budget
-from memla_utils.config import PRESETS, RunConfig
+from memla_utils.config import PRESETS, RunConfig, recorded_budget
 from memla_utils.results_files import finished_units, load_results
 
 log = logging.getLogger(__name__)
@@ -102,21 +101,20 @@ class Rates:
     eval_per_prompt: float
     roofline: Mapping[str, Mapping[str, Any]]
     ike_eval_factor: float
-    other: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(
-        columns=["run", "budget", "method", "edit_lang", "units", "edit_s", "eval_s"]))
+    other: pd.DataFrame = dataclasses.field(default_factory=lambda: no_other_runs())
     budget: str = "paper"
     roofline_budget: str = "cpu-small"
 
 
-def run_budget(parameters: Mapping[str, Any]) -> str:
-    """The budget a run's recorded parameters resolve to (``None``/``"auto"`` on a CPU device: ``cpu-small``)."""
-    return resolve_budget(parameters.get("budget") or "auto", str(parameters.get("device") or "cpu"))
+def no_other_runs() -> pd.DataFrame:
+    """The empty table of :func:`other_run_times`."""
+    return pd.DataFrame(columns=["run", "budget", "method", "edit_lang", "units", "edit_s", "eval_s"])
 
 
 def other_run_times(results_root: Path, exclude: Path, model: str) -> pd.DataFrame:
     """:func:`unit_times` of every run folder under ``results_root`` (its ``run_identity.json`` read) other than
     ``exclude`` whose parameters name ``model``, with columns ``run`` (folder name) and ``budget``
-    (:func:`run_budget`)."""
+    (:func:`memla_utils.config.recorded_budget`)."""
     frames = []
     for ident in sorted(results_root.glob("*/run_identity.json")):
         run_dir = ident.parent
@@ -127,9 +125,9 @@ def other_run_times(results_root: Path, exclude: Path, model: str) -> pd.DataFra
             continue
         t = unit_times(load_results(run_dir))
         if len(t):
-            frames.append(t.assign(run=run_dir.name, budget=run_budget(params)))
+            frames.append(t.assign(run=run_dir.name, budget=recorded_budget(params)))
     if not frames:
-        return Rates.__dataclass_fields__["other"].default_factory()  # type: ignore[misc]
+        return no_other_runs()
     return pd.concat(frames, ignore_index=True)
 
 
@@ -139,6 +137,10 @@ MIN_UNITS = 5
 
 
 def _weighted(rows: pd.DataFrame) -> float:
+    """Unit-weighted mean edit time of ``rows`` (rows without an edit time left out; NaN when none has one)."""
+    rows = rows[rows["edit_s"].notna()]
+    if rows.empty:
+        return math.nan
     units = rows["units"].astype(float)
     return float((rows["edit_s"] * units).sum() / units.sum())
 
@@ -155,8 +157,10 @@ def _per_unit(method: str, lang: str, rates: Rates, prompts: float,
     scale = prompts / rates.run_prompts
     own_same = times[(times["method"] == method) & (times["edit_lang"] == lang)]
     own_any = times[times["method"] == method]
-    own = own_same if len(own_same) else own_any
-    own_ok = budget == rates.budget and len(own) and int(own["units"].sum()) >= MIN_UNITS
+    enough = [t for t in (own_same, own_any) if len(t) and int(t["units"].sum()) >= MIN_UNITS]
+    own = enough[0] if enough else (own_same if len(own_same) else own_any)
+    own_same = own_same if own is own_same else own_same.iloc[0:0]
+    own_ok = budget == rates.budget and bool(enough)
     ev = rates.eval_per_prompt * prompts
     if method == "ike":
         ev *= rates.ike_eval_factor
@@ -172,7 +176,7 @@ def _per_unit(method: str, lang: str, rates: Rates, prompts: float,
                      "demonstrations in every prompt)")
         return 0.0, ev, label
     if own_ok:
-        edit = 0.0 if own["edit_s"].isna().all() else _weighted(own.fillna({"edit_s": 0.0}))
+        edit = _weighted(own)
         return edit, ev, (f"run: {int(own['units'].sum())} units"
                           + ("" if len(own_same) else f" edited in {','.join(sorted(set(own['edit_lang'])))}"))
     other = rates.other[rates.other["method"] == method]
@@ -253,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ike_eval = float(ike["sides"]["current"]["per_edit_eval_s"]["median"])
     ident = run_dir / "run_identity.json"
     params = json.loads(ident.read_text(encoding="utf-8")).get("parameters", {}) if ident.exists() else {}
-    budget = run_budget(params)
+    budget = recorded_budget(params)
     rates = Rates(times=times, run_prompts=run_prompts, eval_per_prompt=mean_eval / run_prompts, roofline=roofline,
                   ike_eval_factor=ike_eval / roofline["evaluation"]["wall_s"],
                   other=other_run_times(ROOT / "results", run_dir, str(params.get("model", cfg.model))), budget=budget,
@@ -268,9 +272,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         other = RunConfig.from_params(preset=name)
         other_records, _ = other.run_records()
         prompts[name] = prompts_per_unit(other_records, other.languages)
-        other_params = {k: v for k, v in PRESETS.get(name, {}).items()}
         t = project_preset(other, rates, prompts[name],
-                           budget=run_budget({"budget": other_params.get("budget"), "device": other.device}))
+                           budget=recorded_budget({"budget": PRESETS.get(name, {}).get("budget"),
+                                                   "device": other.device}))
         tables[name] = pd.concat([pd.DataFrame([attribution_row(other, roofline)]), t], ignore_index=True)
 
     summary = {}
@@ -279,15 +283,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         missing = [f"{m} {lang}" for m, lang, h in zip(t["method"], t["edit_lang"], t["worker_h"]) if pd.isna(h)]
         lower = [f"{m} {lang}" for m, lang, src, h in zip(t["method"], t["edit_lang"], t["source"], t["worker_h"])
                  if "lower bound" in src.lower() and not pd.isna(h)]
+        upper = [f"{m} {lang}" for m, lang, src in zip(t["method"], t["edit_lang"], t["source"])
+                 if "UPPER BOUND" in src or "OTHER BUDGET" in src]
         summary[name] = {"worker_h": worker_h, "wall_h": worker_h / args.workers, "missing": missing,
-                         "lower_bound": lower,
+                         "lower_bound": lower, "upper_bound_or_other_budget": upper,
                          "parts_of_2_5_h": math.ceil(worker_h / args.workers / PART_HOURS),
                          "prompts_per_unit": prompts[name], "units": int(t["units"].sum())}
         print(f"\n## {name}: {'remaining' if name == args.preset else 'projected'} "
               f"{summary[name]['wall_h']:.1f} h on {args.workers} workers "
               f"({summary[name]['parts_of_2_5_h']} part{'' if summary[name]['parts_of_2_5_h'] == 1 else 's'} of {PART_HOURS} h), {prompts[name]:.1f} prompts per unit"
               + (f"; not measured, left out: {', '.join(missing)}" if missing else "")
-              + (f"; lower bounds (roofline edit times): {', '.join(lower)}" if lower else "") + "\n")
+              + (f"; lower bounds (smaller budget or measured alone): {', '.join(lower)}" if lower else "")
+              + (f"; upper bounds or another budget: {', '.join(upper)}" if upper else "") + "\n")
         print(t.to_markdown(index=False, floatfmt=".1f"))
     note = "notebook 06 (general ability) is not projected; other presets: notebooks 04-05 and attribution only"
     result = {"benchmark": "project_run", "run": args.preset, "run_dir": str(cfg.run_dir),

@@ -75,15 +75,15 @@ class ChainResult:
 REPORT_NOTEBOOKS: tuple[str, ...] = ("07",)
 
 
-def records_source(plan: BatchPlan) -> str:
-    """Where the plan's records come from, for ``--dry-run``: the dataset and its path, and whether it is there
-    (nothing is read)."""
+def records_source(plan: BatchPlan) -> tuple[str, bool]:
+    """Where the plan's records come from, for ``--dry-run``: the dataset and its path (with what to set when it is
+    missing), and whether it is there (nothing is read)."""
     cfg = RunConfig.from_params(**{k: v for k, v in plan.parameters.items() if k in NOTEBOOK_PARAMETERS})
     path = cfg.source_path()
     if path.exists():
-        return f"dataset {cfg.dataset}: {path}"
+        return f"dataset {cfg.dataset}: {path}", True
     where = "parameter shared_data_dir" if cfg.dataset != "mkeb" else "parameter mkeb_path"
-    return f"dataset {cfg.dataset}: {path} (NOT FOUND: see {where})"
+    return f"dataset {cfg.dataset}: {path} (NOT FOUND: see {where})", False
 
 
 def _finished_count(run_dir: Path) -> int:
@@ -240,6 +240,8 @@ def declared_parameters(nb: Path, parameters: dict[str, Any]) -> dict[str, Any]:
     import papermill as pm
 
     declared = pm.inspect_notebook(str(nb))
+    if not declared:
+        raise BatchError(f"{nb}: no cell tagged 'parameters', so no parameter of the run could reach it")
     return {k: v for k, v in parameters.items() if k in declared}
 
 
@@ -325,8 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             missing = []
             for plan in plans:
-                source = records_source(plan)
-                missing += [f"{plan.label}: {source}"] if "NOT FOUND" in source else []
+                source, found = records_source(plan)
+                missing += [] if found else [f"{plan.label}: {source}"]
                 print(f"{plan.label}: {' '.join(p.name for p in paths)}\n  executed notebooks -> "
                       f"{plan.run_dir / 'notebooks'}\n  figures/tables -> {plan.parameters['figures_dir']}\n"
                       f"  records -> {source}\n  parameters: {plan.parameters}")

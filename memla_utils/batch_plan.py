@@ -209,8 +209,8 @@ def check_values(params: dict[str, Any]) -> None:
     (a device type this project runs on: cpu, cuda[:N], mps or auto; whether it is present is checked when the
     model loads), ``dtype`` (``models.DTYPES`` or auto), ``budget`` (``baselines.resolve_budget``), the attribution
     and mask parameters (``mask_compute.notebook_mask_config``), notebook 06's study settings
-    (``general_plan.plan_study``) and the integers of :data:`MINIMUMS`. Raises ``ValueError`` naming the
-    parameter."""
+    (``general_plan.plan_study``), the attributed and probed languages, notebook 03's sweeps, that ``base_run_dir``
+    holds a run, and the integers of :data:`MINIMUMS`. Raises ``ValueError`` naming the parameter."""
     import torch
 
     from .baselines import resolve_budget
@@ -236,12 +236,28 @@ def check_values(params: dict[str, Any]) -> None:
     for name, low in MINIMUMS.items():
         if name in params and int(params[name]) < low:
             raise ValueError(f"parameter {name} must be >= {low}, got {params[name]!r}")
+    cfg = RunConfig.from_params(**params)
+    cfg.attribution_languages()  # notebooks 02-03: a language the run does not evaluate
+    if "probe_languages" in params and str(params["probe_languages"]) != "all":
+        from .languages import validate_languages
+
+        validate_languages(str(params["probe_languages"]).split(","), parameter="probe_languages")
+    from .attribution_config import AttributionConfig
+
+    for t in cfg.extra.get("sweep_thresholds") or ():  # notebook 03's sweeps, checked as each config checks itself
+        AttributionConfig(threshold=float(t))
+    for n in cfg.extra.get("sweep_steps") or ():
+        AttributionConfig(steps=int(n))
     study = ("general_methods", "general_records", "sequential_steps")
     if any(k in params for k in study):
         from .general_plan import plan_study
 
-        cfg = RunConfig.from_params(**params)
         plan_study(*(str(params.get(k, "auto")) for k in study), cfg.methods, cfg.n_records)
+    base = str(params.get("base_run_dir") or "")
+    if base:
+        path = Path(base) if Path(base).is_absolute() else PROJECT_ROOT / base
+        if not (path / "run_identity.json").is_file():
+            raise ValueError(f"parameter base_run_dir: {path} holds no run (no run_identity.json)")
 
 
 def notebooks(directory: Path = NOTEBOOKS_DIR, only: Sequence[str] = ()) -> list[Path]:

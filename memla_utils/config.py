@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,15 @@ def _split(value: str | list[str] | tuple[str, ...]) -> list[str]:
     if isinstance(value, str):
         return [s.strip() for s in value.split(",") if s.strip()]
     return list(value)
+
+
+def recorded_budget(parameters: Mapping[str, Any]) -> str:
+    """The baseline budget a run's recorded parameters (``run_identity.json``'s ``parameters``) resolve to, as
+    notebook 05 resolves it: ``budget`` (absent or ``None``: ``auto``) on ``device`` (absent: ``cpu``), so ``auto``
+    is ``cpu-small`` on a CPU (``baselines.resolve_budget``)."""
+    from .baselines import resolve_budget
+
+    return resolve_budget(str(parameters.get("budget") or "auto"), str(parameters.get("device") or "cpu"))
 
 
 @dataclass
@@ -247,4 +257,5 @@ class RunConfig:
 
 
 __all__ = ["ALL_METHODS", "LIST_PARAMETERS", "MZSRE_RUN_LANGUAGES", "NOTEBOOK_PARAMETERS", "OTHER_BENCHMARK_METHODS",
-           "PRESETS", "Param", "ParameterError", "RECORD_SOURCES", "RunConfig", "coerce_parameter", "coerce_parameters"]
+           "PRESETS", "Param", "ParameterError", "RECORD_SOURCES", "RunConfig", "coerce_parameter", "coerce_parameters",
+           "recorded_budget"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import platform
-import subprocess
 from importlib import metadata
 from typing import Any
 
@@ -25,15 +24,14 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """The project's commit (with ``-dirty`` if the tree has changes), or ``unknown`` outside a checkout."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
+    """The project's commit (with ``-dirty`` when its source has uncommitted changes: :func:`manifest.git_state`,
+    the same paths as every manifest), or ``unknown`` outside a checkout."""
+    from .manifest import git_state
+
+    state = git_state(PROJECT_ROOT)
+    if not state["commit"]:
         return "unknown"
+    return state["commit"] + ("-dirty" if state["dirty"] else "")
 
 
 def device_description() -> str:

@@ -64,15 +64,26 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
     ``dirty_paths``: up to 20 of them); ``None`` values outside a git checkout."""
     def run(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
             return None
-        return out.stdout.strip() if out.returncode == 0 else None
+        return out.stdout if out.returncode == 0 else None
 
     commit = run("rev-parse", "HEAD")
-    dirty = run("status", "--porcelain", "--", *SOURCE_PATHS)
-    paths = [line.split(maxsplit=1)[-1] for line in (dirty or "").splitlines() if line.strip()][:20]  # "XY path"
-    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None, "dirty_paths": paths}
+    status = run("status", "--porcelain", "-z", "--", *SOURCE_PATHS)
+    if status is None:
+        return {"commit": None if commit is None else commit.strip(), "dirty": None, "dirty_paths": []}
+    # -z: "XY path\0", names unquoted; a rename or copy ("R"/"C") is followed by its old path as the next field
+    fields, paths = status.split("\0"), []
+    i = 0
+    while i < len(fields):
+        entry = fields[i]
+        if len(entry) > 3:
+            paths.append(entry[3:])
+            i += 2 if entry[0] in "RC" else 1
+        else:
+            i += 1
+    return {"commit": None if commit is None else commit.strip(), "dirty": bool(paths), "dirty_paths": paths[:20]}
 
 
 def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:

@@ -12,14 +12,13 @@ import datetime as _dt
 import json
 import logging
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache import PROJECT_ROOT, write_json_atomic
-from .manifest import SOURCE_PATHS
+from .cache import write_json_atomic
+from .manifest import git_state
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +52,6 @@ def _utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _git(*args: str) -> str | None:
-    try:
-        r = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
 def read_parts(run_dir: str | Path) -> list[Part]:
     """The parts recorded in ``run_dir`` (empty list when none); raises ``ValueError`` naming an unreadable file."""
     path = Path(run_dir) / PARTS_FILE
@@ -84,9 +75,9 @@ def begin_part(run_dir: str | Path, units_before: int) -> Part:
     for p in parts:
         if p.finished_utc is None:
             p.outcome = p.outcome or "interrupted"
-    status = _git("status", "--porcelain", "--", *SOURCE_PATHS)
-    part = Part(part=len(parts) + 1, started_utc=_utc(), commit=_git("rev-parse", "HEAD"),
-                dirty=None if status is None else bool(status), machine=f"{platform.node()} {platform.machine()}",
+    git = git_state()  # the same source paths as every manifest (manifest.SOURCE_PATHS)
+    part = Part(part=len(parts) + 1, started_utc=_utc(), commit=git["commit"],
+                dirty=git["dirty"], machine=f"{platform.node()} {platform.machine()}",
                 units_before=units_before)
     parts.append(part)
     _write(run_dir, parts)

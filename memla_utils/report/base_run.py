@@ -137,9 +137,11 @@ def unedited_agreement(own: pd.DataFrame, base: pd.DataFrame, tol: float = 1e-9)
     (same record, edit language, evaluation language and metric, both values finite). Returns ``compared`` (rows),
     ``differing`` (``|Δ| > tol``), ``max_abs_diff`` (``None`` when nothing is compared) and ``metrics_differing``
     (the metrics of the differing rows)."""
+    from ..runner import RUN_SPECIFIC_METRICS  # wall-clock seconds measure the run, not the model
+
     key = ["record", "edit_lang", "eval_lang", "metric"]
-    a = own[own["method"] == UNEDITED] if not own.empty else own
-    b = base[base["method"] == UNEDITED] if not base.empty else base
+    a = own[(own["method"] == UNEDITED) & ~own["metric"].isin(RUN_SPECIFIC_METRICS)] if not own.empty else own
+    b = base[(base["method"] == UNEDITED) & ~base["metric"].isin(RUN_SPECIFIC_METRICS)] if not base.empty else base
     if a.empty or b.empty:
         return {"compared": 0, "differing": 0, "max_abs_diff": None, "metrics_differing": []}
     m = a[[*key, "value"]].merge(b[[*key, "value"]], on=key, suffixes=("_own", "_base"))
@@ -202,15 +204,15 @@ def budget_label(identity: Mapping[str, Any], method: str) -> str:
     budget it resolved to (``auto`` is ``cpu-small`` on a CPU, ``baselines.resolve_budget``), "auto -> cpu-small"
     when the run set none; "not a baseline" for the methods the budget does not touch (MEMLA, LSE, LIE and the
     mask ablations run memla4mke's settings, ``baselines.baseline_overrides``); ``unknown`` without an identity."""
-    from ..baselines import BASELINES, resolve_budget
+    from ..baselines import BASELINES
+    from ..config import recorded_budget
 
     if not identity:
         return "unknown"
     if method not in BASELINES:
         return "not a baseline (memla4mke's settings)"
     params = identity.get("parameters", {})
-    raw = str(params.get("budget") or "auto")
-    resolved = resolve_budget(raw, str(params.get("device") or "cpu"))
+    raw, resolved = str(params.get("budget") or "auto"), recorded_budget(params)
     return resolved if raw == resolved else f"{raw} -> {resolved}"
 
 

@@ -31,6 +31,8 @@ from .stats import (
 from .tables import format_cell, wide, write_table
 
 log = logging.getLogger(__name__)
+#: |diff| above which an unedited row of a run and of its base run counts as differing (float rounding is far below)
+AGREEMENT_TOL = 1e-9
 
 
 @dataclass
@@ -86,7 +88,7 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
     agreement: dict[str, Any] | None = None
     if base_run_dir:
         base = load_base_run(base_run_dir, cfg)
-        agreement = unedited_agreement(results, base.results)
+        agreement = unedited_agreement(results, base.results, tol=AGREEMENT_TOL)
         if agreement["differing"]:
             log.warning("base run %s scores the unedited model differently from this run in %d of %d rows (max "
                         "|diff| %.3g; %s): the two runs' evaluation differs, so their methods are not comparable "
@@ -198,7 +200,7 @@ def write_report(run_dir: str | Path, figures_dir: str | Path, *, methods: Seque
             k: (", ".join(v) if isinstance(v, list) else v) for k, v in (agreement or {}).items()}}])
         table("run_consistency", ag, ag.set_index("check"),
               "Do both runs evaluate alike? Every unedited row (record, edit language, evaluation language, metric) "
-              "present in both runs, compared (differing: |diff| > 1e-9)")
+              f"present in both runs, compared (differing: |diff| > {AGREEMENT_TOL:g})")
 
     for method in [m for m in rows if m in have]:
         try:

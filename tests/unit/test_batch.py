@@ -288,6 +288,11 @@ def test_a_parameter_no_notebook_declares_is_refused_with_the_nearest_name():
     ("n_boot", 0, "n_boot"),
     ("parallel_edits", 0, "parallel_edits"),
     ("general_records", "lots", "general_records"),
+    ("attribution_languages", "ru", "attribution_languages"),  # not a run language (en, zh, fr, es)
+    ("probe_languages", "xx", "probe_languages"),
+    ("sweep_thresholds", "0.2,1.5", "threshold"),
+    ("sweep_steps", "0,5", "steps"),
+    ("base_run_dir", "results/no-such-run", "base_run_dir"),
 ])
 def test_values_the_notebooks_would_refuse_are_refused_before_any_notebook_runs(name, value, message):
     with pytest.raises(BatchError, match=message):
@@ -343,3 +348,24 @@ def test_each_notebook_is_passed_only_the_parameters_it_declares_and_every_noteb
         assert passed == {k: v for k, v in plan.parameters.items() if k in declared}
     report = batch.declared_parameters(batch.notebooks(only=["07"])[0], plan.parameters)
     assert report["base_run_dir"] == "results/medium" and "budget" not in report  # 07 has no budget
+
+
+
+def test_the_executed_notebook_gets_only_its_declared_parameters_and_one_without_a_parameters_cell_is_refused(
+        tmp_path, capsys):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _writes(nbs / "05_units.ipynb", "units.txt", "n_records")  # declares run_dir, n_records, languages
+    run_dir = tmp_path / "run"
+    assert batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}", "-p", "n_records=2",
+                       "-p", "seed=7"]) == 0
+    assert (run_dir / "units.txt").read_text() == "2"
+    executed = nbformat.read(str(run_dir / "notebooks" / "05_units.ipynb"), as_version=4)
+    injected = "".join(c.source for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "n_records = 2" in injected and "seed" not in injected  # seed: not declared by this notebook
+    bare = nbformat.v4.new_notebook()
+    bare.cells = [nbformat.v4.new_code_cell("x = 1")]
+    bare.metadata["kernelspec"] = {"name": "memla", "display_name": "Python (memla)", "language": "python"}
+    nbformat.write(bare, str(nbs / "06_bare.ipynb"))
+    assert batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}", "--only", "06"]) == 1
+    assert "no cell tagged 'parameters'" in capsys.readouterr().err

@@ -124,4 +124,8 @@ def test_git_state_calls_a_checkout_dirty_only_for_changed_source_not_for_the_ru
     assert state["dirty"] is True and state["dirty_paths"] == ["memla_utils/new.py"]
     (tmp_path / "memla_utils" / "m.py").write_text("x = 2\n")  # a modified tracked file: " M path"
     assert sorted(git_state(tmp_path)["dirty_paths"]) == ["memla_utils/m.py", "memla_utils/new.py"]
+    git("checkout", "--", "memla_utils/m.py")
+    (tmp_path / "memla_utils" / "new.py").unlink()
+    git("mv", "memla_utils/m.py", "memla_utils/renamed one.py")  # a rename, and a name with a space
+    assert git_state(tmp_path)["dirty_paths"] == ["memla_utils/renamed one.py"]
     assert "memla_utils" in SOURCE_PATHS and "notebooks" in SOURCE_PATHS

@@ -55,7 +55,7 @@ def test_unit_times_average_the_edit_and_evaluation_seconds_per_method_and_edit_
     assert pr.unit_times(timed_rows().query("metric == 'ES'")).empty
 
 
-def test_per_unit_prefers_the_run_then_the_other_edit_language_then_calibrated_fallbacks():
+def test_per_unit_prefers_the_run_then_the_other_edit_language_then_the_fallbacks():
     r = rates(pr.unit_times(timed_rows()))
     assert pr._per_unit("memla", "en", r, prompts=20.0)[:2] == (20.0, 60.0)  # eval scaled by 20 / 10 prompts
     edit, ev, source = pr._per_unit("memla", "zh", r, prompts=10.0)
@@ -165,3 +165,16 @@ def test_another_preset_is_projected_at_its_own_budget():
         {"run": "p", "budget": "paper", "method": "ft", "edit_lang": "en", "units": 9, "edit_s": 3.0,
          "eval_s": 1.0}])), prompts=10.0, budget="cpu-small")
     assert edit == 3.0 and "UPPER BOUND" in source  # paper-budget steps for a cpu-small run: more than it needs
+
+
+def test_a_few_units_in_one_edit_language_do_not_hide_many_in_the_other():
+    t = pr.unit_times(pd.concat([many_rows("memit", "en", 2, 5.0, 1.0), many_rows("memit", "zh", 50, 40.0, 1.0)]))
+    r = rates(t, other_runs())
+    edit, _, source = pr._per_unit("memit", "en", r, prompts=10.0)
+    assert edit == pytest.approx((2 * 5.0 + 50 * 40.0) / 52) and source.startswith("run: 52 units")
+    assert pr._per_unit("memit", "zh", r, prompts=10.0)[0] == 40.0  # its own 50 units
+
+
+def test_weighted_leaves_out_rows_without_an_edit_time():
+    rows = pd.DataFrame({"units": [3, 5], "edit_s": [2.0, float("nan")]})
+    assert pr._weighted(rows) == 2.0 and math.isnan(pr._weighted(rows.iloc[1:]))
