@@ -221,8 +221,9 @@ def check_values(params: dict[str, Any]) -> None:
     if device != "auto":
         try:
             kind = torch.device(device).type
-        except RuntimeError as err:
-            raise ValueError(f"parameter device: {device!r} is not a device ({err})") from None
+        except RuntimeError:
+            raise ValueError(f"parameter device: {device!r} is not a device; use cpu, cuda, cuda:N, mps or "
+                             "auto") from None
         if kind not in ("cpu", "cuda", "mps"):
             raise ValueError(f"parameter device: {device!r}; use cpu, cuda, cuda:N, mps or auto")
     dtype = str(params.get("dtype", "float32"))
