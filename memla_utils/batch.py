@@ -206,7 +206,7 @@ def _run_notebooks(plan: BatchPlan, notebook_paths: Sequence[Path], out_dir: Pat
         log.info("[%s] running %s", plan.label, nb.name)
         start = time.perf_counter()
         try:
-            pm.execute_notebook(str(nb), str(target), parameters=declared_parameters(nb, plan.parameters),
+            pm.execute_notebook(_shown(nb), _shown(target), parameters=declared_parameters(nb, plan.parameters),
                                 kernel_name=kernel,
                                 cwd=str(cwd), log_output=log_output, progress_bar=False)
         except PapermillExecutionError as err:
@@ -229,6 +229,17 @@ def _run_notebooks(plan: BatchPlan, notebook_paths: Sequence[Path], out_dir: Pat
         result.executed.append(target)
         result.seconds[nb.name] = seconds
         log.info("[%s] %s done in %.1f s", plan.label, nb.name, seconds)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to this process's working directory when it lies below it (papermill records the paths it
+    is given in the executed notebook's metadata: a committed copy then names no machine's folders), else as is."""
+    import os
+
+    try:
+        return Path(path).resolve().relative_to(Path(os.getcwd()).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def declared_parameters(nb: Path, parameters: dict[str, Any]) -> dict[str, Any]:

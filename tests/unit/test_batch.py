@@ -369,3 +369,10 @@ def test_the_executed_notebook_gets_only_its_declared_parameters_and_one_without
     nbformat.write(bare, str(nbs / "06_bare.ipynb"))
     assert batch.main(["--notebooks-dir", str(nbs), "-p", f"run_dir={run_dir}", "--only", "06"]) == 1
     assert "no cell tagged 'parameters'" in capsys.readouterr().err
+
+
+def test_papermill_is_given_paths_relative_to_the_working_directory_when_they_lie_below_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert batch._shown(tmp_path / "notebooks" / "05_x.ipynb") == "notebooks/05_x.ipynb"
+    outside = tmp_path.parent / "elsewhere.ipynb"
+    assert batch._shown(outside) == str(outside)
