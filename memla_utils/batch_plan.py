@@ -189,8 +189,7 @@ def _validate(params: dict[str, Any]) -> None:
         raise BatchError(f"unknown parameter(s) {', '.join(hints)}: no notebook declares them "
                          f"(memla_utils.notebook_parameters.NOTEBOOK_PARAMETERS lists every one)")
     try:
-        RunConfig.from_params(**params)
-        check_values(params)
+        check_values(params, RunConfig.from_params(**params))
     except (ValueError, TypeError, RuntimeError) as err:
         raise BatchError(f"invalid parameters: {err}") from err
 
@@ -204,7 +203,7 @@ MASK_PARAMETERS: tuple[str, ...] = ("independent_languages", "steps", "baseline"
                                     "attribution_method")
 
 
-def check_values(params: dict[str, Any]) -> None:
+def check_values(params: dict[str, Any], cfg: RunConfig | None = None) -> None:
     """The values :class:`RunConfig` does not check, checked by the same functions the notebooks call: ``device``
     (a device type this project runs on: cpu, cuda[:N], mps or auto; whether it is present is checked when the
     model loads), ``dtype`` (``models.DTYPES`` or auto), ``budget`` (``baselines.resolve_budget``), the attribution
@@ -237,7 +236,7 @@ def check_values(params: dict[str, Any]) -> None:
     for name, low in MINIMUMS.items():
         if name in params and int(params[name]) < low:
             raise ValueError(f"parameter {name} must be >= {low}, got {params[name]!r}")
-    cfg = RunConfig.from_params(**params)
+    cfg = cfg if cfg is not None else RunConfig.from_params(**params)  # the caller's, when it built one
     cfg.attribution_languages()  # notebooks 02-03: a language the run does not evaluate
     if "probe_languages" in params and str(params["probe_languages"]) != "all":
         from .languages import validate_languages
