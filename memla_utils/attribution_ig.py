@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .attribution_config import AttributionConfig
 from .attribution_prep import (

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .cache import ArtifactCache, cache_key, content_hash
 from .languages import MKEB_LANGUAGES, validate_languages

@@ -43,7 +43,7 @@ def _schedule(ray, pool: _Pool, jobs: Sequence[Any], call: Callable[[Any, Any], 
     """
     from collections import deque
 
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     errors = ray.exceptions
     queue = deque((job, 0) for job in jobs)

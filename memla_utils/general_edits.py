@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .finite import require_finite
 from .general_probe import (

@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .file_mode import set_new_file_mode
+
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +168,7 @@ def compile_lock(uv: str, *, root: Path = PROJECT_ROOT, find_links: str = DEFAUL
     fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{LOCK_FILE}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write("".join(lines[:n]) + header + "".join(lines[n:]))
+    set_new_file_mode(tmp)
     os.replace(tmp, lock)
     banned = [n for n in lock_pins(lock) if n.startswith("nvidia-")]
     if banned:

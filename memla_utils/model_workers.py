@@ -22,7 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .cpu_workers import allowed_cores, pin_to_core
 from .model_spec import ModelSpec, first_load_lock

@@ -64,6 +64,8 @@ NOT_STAGE_FILES: dict[str, str] = {
     "run_parts.py": "bookkeeping of a run's parts and deadlines, read by no computation",
     "run_identity.py": "this check itself",
     "report": "tables, statistics and figures: recomputed from all of a run's results after every part",
+    "file_mode.py": "the permission bits of written files, never their content",
+    "progress.py": "progress bars: what a run shows while it works, never what it computes",
     "mask_tables.py": "notebook 03's tables of neuron sets and sweeps: recomputed in full from the cached "
                       "attributions at every part, never accumulated into a run's results",
 }

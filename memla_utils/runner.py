@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .cache import ArtifactCache
 from .editors import Edit, RecordProblem, make_editor, record_problems

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .attribution_config import AttributionConfig
 from .attribution_records import record_items

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..cache import ArtifactCache, cache_key
 from ..models import LoadedModel
