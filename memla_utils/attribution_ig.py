@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from .progress import tqdm
 
 from .attribution_config import AttributionConfig
 from .attribution_prep import (
@@ -47,6 +46,7 @@ from .attribution_scores import PromptAttribution
 from .attribution_stair import StaircaseUnsupported, inject, staircase
 from .head_logprob import logprob_and_grad
 from .models import LoadedModel
+from .progress import tqdm
 
 #: the public entry point's logger, so that log lines and their filters keep the name they had before the split
 log = logging.getLogger("memla_utils.attribution")

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from .progress import tqdm
 
 from .cache import ArtifactCache, cache_key, content_hash
 from .languages import MKEB_LANGUAGES, validate_languages
 from .mkeb.record import Record
 from .models import LoadedModel
+from .progress import tqdm
 from .text import encode_prompt, join_text
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from .progress import tqdm
 
 from .finite import require_finite
 from .general_probe import (
@@ -37,6 +36,7 @@ from .general_probe import (
 )
 from .mkeb.record import Record
 from .models import LoadedModel
+from .progress import tqdm
 from .scoring import score_answers
 from .seeds import unit_seed
 

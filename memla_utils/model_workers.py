@@ -22,11 +22,11 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
 
 import torch
-from .progress import tqdm
 
 from .cpu_workers import allowed_cores, pin_to_core
 from .model_spec import ModelSpec, first_load_lock
 from .models import LoadedModel
+from .progress import tqdm
 from .run_parts import DeadlineReached, check_deadline
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from .progress import tqdm
 
 from .cache import ArtifactCache
 from .editors import Edit, RecordProblem, make_editor, record_problems
@@ -39,6 +38,7 @@ from .finite import NonFiniteError, naming, require_finite
 from .mkeb.record import Record
 from .models import LoadedModel
 from .neuron_masks import RecordMasks
+from .progress import tqdm
 from .results_files import (
     COLUMNS,
     RUN_SPECIFIC_COLUMNS,

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from .progress import tqdm
 
 from .attribution_config import AttributionConfig
 from .attribution_records import record_items
@@ -29,6 +28,7 @@ from .model_spec import ModelSpec
 from .model_workers import pool_size, run_in_workers
 from .models import LoadedModel
 from .neuron_masks import NeuronMasks, random_masks_like
+from .progress import tqdm
 from .scoring import answer_logprob
 from .seeds import unit_seed
 from .text import JOIN_VERSION, build_batch

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..progress import tqdm
 
 from ..cache import ArtifactCache, cache_key
 from ..mkeb.record import Record
 from ..models import LoadedModel
+from ..progress import tqdm
 from ..text import JOIN_VERSION, PromptAnswerBatch, build_batch
 from .base import BaseEditor, Edit, EditError, recording_edit, register_editor
 from .locate import add_to_down_proj, down_proj_param

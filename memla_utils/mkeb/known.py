@@ -12,10 +12,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..progress import tqdm
-
 from ..cache import ArtifactCache, cache_key
 from ..models import LoadedModel
+from ..progress import tqdm
 from ..scoring import score_answers
 from ..text import JOIN_VERSION, encode_answer
 from .record import Record
