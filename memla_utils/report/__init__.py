@@ -53,6 +53,7 @@ from .stats import per_record as per_record
 from .tables import (
     edit_costs_table,
     edit_seconds_note,
+    failed_edits,
     format_cell,
     language_matrices,
     language_matrix,
@@ -65,7 +66,7 @@ from .tables import (
 
 __all__ = ["ABLATION_METHODS", "MIN_N_FOR_VERDICT", "BootstrapConfig", "CellStat", "ClaimConfig", "MISSING", "PAPER_FIGURES",
            "ReportOutputs", "SCORE_METRICS", "TOKEN_ACC_METRICS", "ablation_figure", "ablation_stats", "baseline_methods", "bootstrap_ci",
-           "cell_stats", "claims_breakdown", "edit_costs_table", "edit_seconds_note", "language_matrices", "language_matrix", "summarize", "claims_table", "format_breakdown", "probe_language_groups", "find_table", "format_cell", "format_claims", "general_stats",
+           "cell_stats", "claims_breakdown", "edit_costs_table", "edit_seconds_note", "failed_edits", "language_matrices", "language_matrix", "summarize", "claims_table", "format_breakdown", "probe_language_groups", "find_table", "format_cell", "format_claims", "general_stats",
            "heatmap_figure", "load_general_table", "load_mask_stats", "load_results_table", "main_stats",
            "method_bars", "method_order", "multihop_stats", "needs_token_accuracy", "neuron_figure", "neuron_layer_frame", "paired_difference",
            "per_language_stats", "RANKING_COLUMNS", "baseline_ranking", "strongest_baselines", "save_figure", "scores", "sequential_figure", "suppression_effect", "table_digest",

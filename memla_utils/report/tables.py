@@ -154,6 +154,20 @@ def edit_costs_table(results: pd.DataFrame) -> pd.DataFrame:
     return edits.pivot_table(index="method", columns="metric", values="value", aggfunc=["median", "mean"])
 
 
+#: The columns :func:`failed_edits` shows.
+FAILED_EDIT_COLUMNS = ("record", "method", "edit_lang", "message")
+
+
+def failed_edits(results: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """The units whose edit failed (rows of kind ``"error"``: the runner keeps the message and goes on), of
+    ``methods`` (all when ``None``), one row each with :data:`FAILED_EDIT_COLUMNS`; empty (same columns) when none
+    failed. Notebooks 04 and 05."""
+    rows = results[results["kind"] == "error"] if "kind" in results else results.iloc[:0]
+    if methods is not None:
+        rows = rows[rows["method"].isin(list(methods))]
+    return rows.reindex(columns=list(FAILED_EDIT_COLUMNS)).reset_index(drop=True)
+
+
 def language_matrices(results: pd.DataFrame, method: str, metrics: Sequence[str] = ("ES", "PS", "NS")
                       ) -> dict[str, pd.DataFrame]:
     """:func:`language_matrix` of each metric ``method`` has values for (the others are left out)."""

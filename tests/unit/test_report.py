@@ -400,3 +400,21 @@ def test_baseline_ranking_without_baselines_and_strongest_baselines_errors():
         report.strongest_baselines(ranking, 3)
     with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         report.strongest_baselines(ranking, 0)
+
+
+def test_failed_edits_lists_error_units_of_the_given_methods_only():
+    rows = pd.DataFrame([
+        {"record": "a", "method": "lie", "edit_lang": "en", "eval_lang": None, "metric": "error", "value": None,
+         "n": 0, "kind": "error", "message": "no language-independent neuron"},
+        {"record": "b", "method": "rome", "edit_lang": "zh", "eval_lang": None, "metric": "error", "value": None,
+         "n": 0, "kind": "error", "message": "boom"},
+        {"record": "a", "method": "lie", "edit_lang": "en", "eval_lang": "en", "metric": "ES", "value": 1.0,
+         "n": 1, "kind": "metric", "message": None},
+    ])
+    every = report.failed_edits(rows)
+    assert list(every.columns) == ["record", "method", "edit_lang", "message"]
+    assert every["method"].tolist() == ["lie", "rome"]
+    only = report.failed_edits(rows, ["rome", "ft"])
+    assert only.to_dict("records") == [{"record": "b", "method": "rome", "edit_lang": "zh", "message": "boom"}]
+    none = report.failed_edits(rows, ["ft"])
+    assert none.empty and list(none.columns) == ["record", "method", "edit_lang", "message"]
