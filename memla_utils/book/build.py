@@ -48,7 +48,9 @@ class BookConfig:
     (``runs/<preset>``) and the figures folder (``figures/`` for ``small``, ``runs/<preset>/figures`` otherwise,
     as :func:`memla_utils.batch.plan_runs` resolves them); ``figures_dir``/``run_dir`` override them.
     ``notebooks``: executed | source | auto (module docstring). ``out_dir``: default ``runs/<preset>/book``, in the
-    ignored ``runs/`` also for the presets whose run folder is tracked (medium: ``results/medium``)."""
+    ignored ``runs/`` also for the presets whose run folder is tracked (medium: ``results/medium``).
+    ``base_run_dir``: the run whose executed notebooks stand in for those this run does not run; default: the
+    preset's notebook-07 parameter ``base_run_dir`` (medium-paper: ``results/medium``; empty: none)."""
 
     preset: str = "small"
     notebooks: str = "executed"
@@ -56,6 +58,7 @@ class BookConfig:
     figures_dir: Path | None = None
     run_dir: Path | None = None
     source_notebooks: Path = NOTEBOOKS_DIR
+    base_run_dir: Path | None = None
 
     def resolved(self) -> tuple[Path, Path, Path]:
         """(figures_dir, run_dir, out_dir), absolute."""
@@ -73,6 +76,19 @@ class BookConfig:
         figures_dir = absolute(self.figures_dir or params["figures_dir"])
         run_dir = absolute(self.run_dir or params["run_dir"])
         return figures_dir, run_dir, absolute(self.out_dir or Path("runs") / self.preset / "book")
+
+    def base_run(self) -> Path | None:
+        """The base run's folder, absolute (:attr:`base_run_dir`, else the preset's ``base_run_dir``), or ``None``."""
+        base = self.base_run_dir
+        if base is None:
+            try:
+                base = plan_runs(self.preset)[0].parameters.get("base_run_dir") or None
+            except BatchError as err:
+                raise BookError(str(err)) from None
+        if not base:
+            return None
+        base = Path(base)
+        return base if base.is_absolute() else PROJECT_ROOT / base
 
 
 @dataclass
@@ -98,14 +114,29 @@ def _title(nb: nbformat.NotebookNode, stem: str) -> str:
     return stem
 
 
-def stage_notebooks(cfg: BookConfig, run_dir: Path, dest: Path) -> list[PageNotebook]:
+def _executed_copy(name: str, executed_dir: Path, base_dir: Path | None) -> Path | None:
+    """The executed copy of notebook ``name``: this run's, else the base run's (``base_dir``), else ``None``."""
+    for folder in (executed_dir, base_dir):
+        if folder is not None and (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def stage_notebooks(cfg: BookConfig, run_dir: Path, dest: Path, base_run_dir: Path | None = None
+                    ) -> list[PageNotebook]:
     """Copy the notebooks into ``dest`` with a label before every cell a claim links to (and a note on pages
-    shown without outputs). Raises :class:`BookError` naming missing executed copies or a stale claim link."""
+    shown without outputs, or taken from the base run). A notebook this run has no executed copy of is taken
+    from ``base_run_dir``'s executed copies when there is one (a run such as medium-paper runs notebooks 00, 01,
+    05 and 07 only, and its report reads the rest of its results from its base run: the book shows those pages as
+    the base run executed them). Raises :class:`BookError` naming missing executed copies or a stale claim link."""
     sources = notebooks(cfg.source_notebooks)
     executed_dir = run_dir / "notebooks"
-    missing = [p.name for p in sources if not (executed_dir / p.name).is_file()]
+    base_dir = base_run_dir / "notebooks" if base_run_dir is not None else None
+    copies = {p.name: _executed_copy(p.name, executed_dir, base_dir) for p in sources}
+    missing = [name for name, copy in copies.items() if copy is None]
     if cfg.notebooks == "executed" and missing:
-        raise BookError(f"no executed copy of {', '.join(missing)} in {executed_dir}: run `make paper "
+        where = executed_dir if base_dir is None else f"{executed_dir} or the base run's {base_dir}"
+        raise BookError(f"no executed copy of {', '.join(missing)} in {where}: run `make paper "
                         f"PRESET={cfg.preset}` first, or build from the sources (--notebooks source|auto)")
     anchors: dict[str, list[str]] = {}
     for ev in CLAIM_EVIDENCE.values():
@@ -116,7 +147,8 @@ def stage_notebooks(cfg: BookConfig, run_dir: Path, dest: Path) -> list[PageNote
     pages = []
     for src in sources:
         executed = cfg.notebooks != "source" and src.name not in missing
-        origin = executed_dir / src.name if executed else src
+        origin = copies[src.name] if executed else src
+        borrowed = executed and base_dir is not None and origin.parent == base_dir
         try:
             nb = nbformat.read(origin, as_version=4)
         except Exception as err:  # nbformat raises several kinds on a broken file
@@ -131,8 +163,16 @@ def stage_notebooks(cfg: BookConfig, run_dir: Path, dest: Path) -> list[PageNote
                     f" (`make paper PRESET={cfg.preset}` writes one).\n```")
             nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0,
                             nbformat.v4.new_markdown_cell(note))
+        elif borrowed:
+            note = ("```{note}\nThis page is the executed notebook of the base run "
+                    f"`{shown_path(base_run_dir)}`: preset `{cfg.preset}` does not run it, and its report "
+                    "(notebook 07, parameter `base_run_dir`) takes these results from that run after checking that "
+                    "both runs are the same experiment.\n```")
+            nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0,
+                            nbformat.v4.new_markdown_cell(note))
         nbformat.write(nb, dest / src.name)
-        pages.append(PageNotebook(src.stem, _title(nb, src.stem), executed, origin))
+        pages.append(PageNotebook(src.stem, _title(nb, src.stem), executed, origin,
+                                  base_run_dir if borrowed else None))
     return pages
 
 
@@ -192,7 +232,7 @@ def build_book(cfg: BookConfig | None = None) -> BookResult:
             evidence_for(row.get("key", ""))
         except ValueError as err:
             raise BookError(str(err)) from None
-    pages = stage_notebooks(cfg, run_dir, source / "notebooks")
+    pages = stage_notebooks(cfg, run_dir, source / "notebooks", cfg.base_run())
     pngs, pdfs, tables = stage_run_files(figures_dir, source / RUN_FILES)
     roots = {"figures": figures_dir, "run": run_dir}
     (source / "favicon.svg").write_text(FAVICON, encoding="utf-8")

@@ -24,12 +24,14 @@ RUN_FILES = "_run"
 
 @dataclass(frozen=True)
 class PageNotebook:
-    """A notebook page of the book: its file stem, title, and whether it is an executed copy of the run."""
+    """A notebook page of the book: its file stem, title, whether it is an executed copy, the file it was taken
+    from, and the base run it was taken from when it is not this run's (``None``: this run's, or the source)."""
 
     stem: str
     title: str
     executed: bool
     origin: Path
+    base_run: Path | None = None
 
 
 def glue(ref: str) -> str:
@@ -142,7 +144,8 @@ def _run_section(preset: str, figures_dir: Path, run_dir: Path, report: Mapping[
     else:
         out += [f"No batch manifest `{shown_path(run_dir / BATCH_MANIFEST)}` (the notebooks were not run by `make paper` "
                 "for this preset).", ""]
-    executed = [nb for nb in notebooks if nb.executed]
+    executed = [nb for nb in notebooks if nb.executed and nb.base_run is None]
+    borrowed = [nb for nb in notebooks if nb.executed and nb.base_run is not None]
     sources = [nb for nb in notebooks if not nb.executed]
     if sources:
         out += ["Shown without outputs (no executed copy in this run): "
@@ -150,6 +153,11 @@ def _run_section(preset: str, figures_dir: Path, run_dir: Path, report: Mapping[
     if executed:
         out += ["Executed copies of this run: "
                 + ", ".join(f"{{doc}}`{nb.stem} <notebooks/{nb.stem}>`" for nb in executed) + ".", ""]
+    for base in dict.fromkeys(nb.base_run for nb in borrowed):
+        out += [f"Executed copies of the base run `{shown_path(base)}` (this preset does not run them; its report "
+                "takes those results from the base run): "
+                + ", ".join(f"{{doc}}`{nb.stem} <notebooks/{nb.stem}>`" for nb in borrowed if nb.base_run == base)
+                + ".", ""]
     return out
 
 

@@ -123,6 +123,40 @@ def test_auto_mode_takes_the_executed_copy_where_there_is_one_and_marks_the_othe
     assert "without outputs" in source_page.cells[1].source
 
 
+def test_a_run_with_a_base_run_takes_the_notebooks_it_does_not_run_from_the_base_run(tmp_path):
+    """medium-paper runs notebooks 00, 01, 05 and 07; its book shows 02-04 and 06 as the base run executed them,
+    marked as the base run's, and still refuses when neither run has an executed copy."""
+    run_dir, base = tmp_path / "run", tmp_path / "base"
+    stems = [p.stem for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))]
+    own = [s for s in stems if s[:2] in ("00", "01", "05", "07")]
+    for folder, names in ((run_dir, own), (base, stems)):
+        (folder / "notebooks").mkdir(parents=True)
+        for stem in names:
+            nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+            nb.cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{folder.name} output\n")]
+            nbformat.write(nb, folder / "notebooks" / f"{stem}.ipynb")
+    pages = stage_notebooks(BookConfig(notebooks="executed"), run_dir, tmp_path / "staged", base)
+    by_stem = {p.stem: p for p in pages}
+    assert all(p.executed for p in pages) and len(pages) == len(stems)
+    assert {s for s, p in by_stem.items() if p.base_run == base} == set(stems) - set(own)
+    assert all(by_stem[s].base_run is None and by_stem[s].origin.parent == run_dir / "notebooks" for s in own)
+    staged = nbformat.read(tmp_path / "staged" / "04_memla.ipynb", as_version=4)
+    assert staged.cells[-1].outputs[0]["text"] == "base output\n"
+    assert any("executed notebook of the base run" in c.source for c in staged.cells if c.cell_type == "markdown")
+    mine = nbformat.read(tmp_path / "staged" / "05_baselines.ipynb", as_version=4)
+    assert mine.cells[-1].outputs[0]["text"] == "run output\n"
+    assert not any("base run" in c.source for c in mine.cells if c.cell_type == "markdown")
+    (base / "notebooks" / "04_memla.ipynb").unlink()
+    with pytest.raises(BookError, match=r"no executed copy of 04_memla.ipynb in .*or the base run's"):
+        stage_notebooks(BookConfig(notebooks="executed"), run_dir, tmp_path / "staged2", base)
+
+
+def test_the_base_run_of_a_book_is_the_presets_base_run_dir():
+    assert BookConfig(preset="medium-paper").base_run() == PROJECT_ROOT / "results" / "medium"
+    assert BookConfig(preset="medium").base_run() is None
+    assert BookConfig(preset="medium", base_run_dir=PROJECT_ROOT / "x").base_run() == PROJECT_ROOT / "x"
+
+
 # --- README table ---------------------------------------------------------------------------------------------------
 
 def test_readme_results_table_matches_the_committed_claims_csv():
