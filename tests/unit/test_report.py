@@ -131,6 +131,13 @@ def test_claims_supported_when_memla_clearly_better():
     assert "+7.14%" in claim(claims, "cross_lingual")["paper"]
 
 
+def test_located_vs_random_claim_names_the_method_the_run_lacks():
+    claims = report.claims_table(synthetic({"memla": 0.6, "ft": 0.5}, n_records=24), boot=FAST)
+    verdict = claim(claims, "neurons_matter", "Editing the located")["verdict"]
+    assert verdict.startswith("not measured (") and "this run has no memla-random" in verdict
+    assert "small preset" in verdict and "no memla " not in verdict
+
+
 def test_claims_not_supported_when_memla_worse_and_inconclusive_when_tied_at_small_n():
     worse = report.claims_table(synthetic({"memla": 0.5, "ft": 0.8}, n_records=24), boot=FAST)
     assert claim(worse, "cross_lingual")["verdict"] == "not supported"
