@@ -244,8 +244,8 @@ def claims_table(results: pd.DataFrame | None, general: pd.DataFrame | None = No
     if t is None or not {"memla", "memla-random"} <= set(t["method"]):
         lacking = sorted({"memla", "memla-random"} - (set() if t is None else set(t["method"])))
         rows.append(_claim("neurons_matter", claim, "", None,
-                           reason=f"needs memla and memla-random results; this run has no {' or '.join(lacking)} "
-                                  "(the small preset runs both: figures/tables/claims.csv)"))
+                           reason=f"needs memla and memla-random results; this run has no {' or '.join(lacking)}, "
+                                  "the small preset runs both: figures/tables/claims.csv"))
     else:
         stat, best = paired_difference(_score_per_record(t[t["scope"] == "cross"], main), "memla",
                                        ["memla-random"], boot)
