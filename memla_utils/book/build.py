@@ -157,19 +157,17 @@ def stage_notebooks(cfg: BookConfig, run_dir: Path, dest: Path, base_run_dir: Pa
         targets = sorted(((find_cell(nb, src.stem, m), m) for m in anchors.get(src.stem, [])), reverse=True)
         for index, marker in targets:
             nb.cells.insert(index, nbformat.v4.new_markdown_cell(f"({cell_label(src.stem, marker)})="))
+        note = None
         if not executed:
-            note = ("```{note}\nThis page shows the notebook's source without outputs: the run has no executed "
-                    f"copy of it in `{shown_path(executed_dir)}`"
-                    f" (`make paper PRESET={cfg.preset}` writes one).\n```")
-            nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0,
-                            nbformat.v4.new_markdown_cell(note))
+            note = ("This page shows the notebook's source without outputs: the run has no executed copy of it in "
+                    f"`{shown_path(executed_dir)}` (`make paper PRESET={cfg.preset}` writes one).")
         elif borrowed:
-            note = ("```{note}\nThis page is the executed notebook of the base run "
-                    f"`{shown_path(base_run_dir)}`: preset `{cfg.preset}` does not run it, and its report "
-                    "(notebook 07, parameter `base_run_dir`) takes these results from that run after checking that "
-                    "both runs are the same experiment.\n```")
+            note = (f"This page is the executed notebook of the base run `{shown_path(base_run_dir)}`: preset "
+                    f"`{cfg.preset}` does not run it, and its report (notebook 07, parameter `base_run_dir`) takes "
+                    "these results from that run after checking that both runs are the same experiment.")
+        if note:  # below the title
             nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0,
-                            nbformat.v4.new_markdown_cell(note))
+                            nbformat.v4.new_markdown_cell(f"```{{note}}\n{note}\n```"))
         nbformat.write(nb, dest / src.name)
         pages.append(PageNotebook(src.stem, _title(nb, src.stem), executed, origin,
                                   base_run_dir if borrowed else None))
