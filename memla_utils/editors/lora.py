@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,10 @@ class LoraEditor(BaseEditor):
         with recording_edit(lm.model, [m + ".weight" for m in modules], self.name) as edit:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(unit_seed(cfg.seed, "lora-init", self.name, language, record.example_id))
-                wrapped = get_peft_model(lm.model, peft_cfg)
+                with warnings.catch_warnings():  # peft reads transformers' deprecated alias (FutureWarning)
+                    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated",
+                                            category=FutureWarning)
+                    wrapped = get_peft_model(lm.model, peft_cfg)
                 merged = False
                 try:
                     params = [p for n, p in wrapped.named_parameters() if "lora_" in n]
