@@ -60,35 +60,32 @@ class BookConfig:
     source_notebooks: Path = NOTEBOOKS_DIR
     base_run_dir: Path | None = None
 
+    def _parameters(self) -> dict:
+        """The preset's chain parameters (:func:`memla_utils.batch.plan_runs`); a bad preset is a BookError."""
+        try:
+            return plan_runs(self.preset)[0].parameters
+        except BatchError as err:
+            raise BookError(str(err)) from None
+
     def resolved(self) -> tuple[Path, Path, Path]:
         """(figures_dir, run_dir, out_dir), absolute."""
         if self.notebooks not in NOTEBOOK_MODES:
             raise BookError(f"notebooks={self.notebooks!r}: expected one of {', '.join(NOTEBOOK_MODES)}")
-        try:
-            params = plan_runs(self.preset)[0].parameters
-        except BatchError as err:
-            raise BookError(str(err)) from None
-
-        def absolute(p: Path | str) -> Path:
-            p = Path(p)
-            return p if p.is_absolute() else PROJECT_ROOT / p
-
-        figures_dir = absolute(self.figures_dir or params["figures_dir"])
-        run_dir = absolute(self.run_dir or params["run_dir"])
-        return figures_dir, run_dir, absolute(self.out_dir or Path("runs") / self.preset / "book")
+        params = self._parameters()
+        figures_dir = _absolute(self.figures_dir or params["figures_dir"])
+        run_dir = _absolute(self.run_dir or params["run_dir"])
+        return figures_dir, run_dir, _absolute(self.out_dir or Path("runs") / self.preset / "book")
 
     def base_run(self) -> Path | None:
         """The base run's folder, absolute (:attr:`base_run_dir`, else the preset's ``base_run_dir``), or ``None``."""
-        base = self.base_run_dir
-        if base is None:
-            try:
-                base = plan_runs(self.preset)[0].parameters.get("base_run_dir") or None
-            except BatchError as err:
-                raise BookError(str(err)) from None
-        if not base:
-            return None
-        base = Path(base)
-        return base if base.is_absolute() else PROJECT_ROOT / base
+        base = self.base_run_dir if self.base_run_dir is not None else self._parameters().get("base_run_dir")
+        return _absolute(base) if base else None
+
+
+def _absolute(p: Path | str) -> Path:
+    """``p`` as given when absolute, else under the project root."""
+    p = Path(p)
+    return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 @dataclass
