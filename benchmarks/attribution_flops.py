@@ -9,8 +9,10 @@ multiply-adds x 2, matrix products only (attention over a ~10-token context, nor
   one plus the down projection of the scaled layer;
 - vocabulary head: ``2 x V x H`` for the logits and ``2 x V x H`` for their softmax-weighted sum (the gradient of
   ``log Z``): every row's softmax needs all ``V`` logits, so no exact method does less;
-- preparation (once per prompt and answer token): the clean forward with full logits and the EOS-baseline
-  forward (one copy of the prompt per replaced token).
+- preparation (once per prompt and answer token): the clean forward of the decoder, the model's logits at the
+  answer positions of the first sequence of an item (``logits_to_keep``: memla4mke's greedy token and the
+  projection check), the clean value of each answer token through the chunked head (``4 x V x H``) and the
+  EOS-baseline forward (one copy of the prompt per replaced token).
 
 The *floor* is the least work that yields the same scores exactly: the gradient rows only (no self-check rows),
 the scaled layer's forward reduced to what follows the injected value (down projection), the head as above.
@@ -54,7 +56,7 @@ def attribution_flops(lm, items: Sequence[tuple[str, str, str]], method: str, st
         for i in units:
             n = T + i  # tokens of the clean sequence this unit continues
             if method == "memla4mke":  # each answer token has its own clean run and EOS baseline
-                out["prepare"] += n * (2 * P * L + 2 * V * H) + n * n * 2 * P * L
+                out["prepare"] += n * 2 * P * L + n * n * 2 * P * L + (2 * V * H if i == 0 else 0) + 4 * V * H
             grad_rows = [(l, steps) for l in range(L)]
             check = [(0, 1), (L - 1, 1)] if method == "memla4mke" else []
             for l, k in grad_rows + check:
@@ -64,7 +66,7 @@ def attribution_flops(lm, items: Sequence[tuple[str, str, str]], method: str, st
             out["floor"] += steps * sum(floor_fwd[l] + body_bwd[l] + head for l in range(L))
         if method == "exact":  # one clean forward and baseline for the whole teacher-forced sequence
             n = T + A - 1
-            out["prepare"] += n * (2 * P * L + 2 * V * H) + T * n * 2 * P * L
+            out["prepare"] += n * 2 * P * L + A * 6 * V * H + T * n * 2 * P * L
     out["total"] = out["prepare"] + out["body"] + out["head"]
     out["floor"] += out["prepare"]
     return out

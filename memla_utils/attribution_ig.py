@@ -34,6 +34,7 @@ import torch
 from .attribution_config import AttributionConfig
 from .attribution_prep import (
     _cache_kw,
+    _clean_values,
     _forward_kwargs,
     _head,
     _make_cache,
@@ -278,9 +279,10 @@ def attribute_batch(lm: LoadedModel, items: Sequence[tuple[str, str, str]], conf
     groups: list[list[int]] = []   # item -> indices of its prepared sequences
     preps: list[_Prepared] = []
     for p, a, lang in items:
-        sub = _prepare(lm, p, a, lang, config)
+        sub = _prepare(lm, p, a, lang, config, finish=False)
         groups.append(list(range(len(preps), len(preps) + len(sub))))
         preps.extend(sub)
+    _clean_values(lm, preps, config)  # one pass of the vocabulary projection for every item's clean value
     n_layers, n_neurons, steps = lm.adapter.n_layers, lm.adapter.n_neurons, config.steps
     alphas, n_grad = _alphas(config)
     n_alpha = len(alphas)

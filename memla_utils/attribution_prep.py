@@ -47,6 +47,8 @@ class _Prepared:
     hidden_in: torch.Tensor | None = None    # [A, n_layers, hidden] clean input of each decoder layer (model dtype)
     layer_out: int = 0                       # decoder layers return a tensor (0) or a tuple of this length
     next_token: int = -1                     # greedy prediction after the prompt (clean logits at n_prompt - 1)
+    final_hidden: torch.Tensor | None = None  # [A, hidden] clean final hidden state (the head's input)
+    model_logp: torch.Tensor | None = None    # [A] float32 log p(target) from the model's own logits, or None
 
     @property
     def positions(self) -> list[int]:
@@ -106,18 +108,25 @@ def _value(logp: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _prepare(lm: LoadedModel, prompt: str, answer: str, language: str, config: AttributionConfig,
-             ) -> list[_Prepared]:
+             *, finish: bool = True) -> list[_Prepared]:
     """The prepared sequences of one item: one for ``exact`` (teacher forcing shares the prefix), one per answer
-    token for ``memla4mke`` (each answer token has its own greedy-extended prompt)."""
+    token for ``memla4mke`` (each answer token has its own greedy-extended prompt).
+
+    ``finish=False`` leaves ``clean_value`` unset: the caller passes the sequences of several items to
+    :func:`_clean_values` at once (one pass over the vocabulary projection for all of them).
+    """
     if config.method == "memla4mke":
-        return _prepare_memla4mke(lm, prompt, answer, language, config)
-    tok = lm.tokenizer
-    joined = join_prompt_answer(tok, prompt, answer, language)
-    p_ids, a_ids = joined.prompt_ids, joined.answer_ids
-    if not p_ids:
-        raise ValueError(f"prompt {prompt!r} tokenizes to nothing")
-    prep = _Prepared(prompt, answer, language, p_ids + a_ids[:-1], len(p_ids), a_ids)
-    return [_run_clean(lm, prep, config)]
+        preps = _prepare_memla4mke(lm, prompt, answer, language, config)
+    else:
+        tok = lm.tokenizer
+        joined = join_prompt_answer(tok, prompt, answer, language)
+        p_ids, a_ids = joined.prompt_ids, joined.answer_ids
+        if not p_ids:
+            raise ValueError(f"prompt {prompt!r} tokenizes to nothing")
+        preps = [_run_clean(lm, _Prepared(prompt, answer, language, p_ids + a_ids[:-1], len(p_ids), a_ids), config)]
+    if finish:
+        _clean_values(lm, preps, config)
+    return preps
 
 
 def _kn_prompt(text: str) -> str:
@@ -147,15 +156,23 @@ def _prepare_memla4mke(lm: LoadedModel, prompt: str, answer: str, language: str,
         ids = list(tok(text)["input_ids"])
         if not ids:
             raise ValueError(f"prompt {prompt!r} tokenizes to nothing")
-        prep = _run_clean(lm, _Prepared(text, answer, language, ids, len(ids), [target], method="memla4mke"), config)
+        # the model's own logits are needed for the greedy token and the projection check: the first prompt only
+        prep = _run_clean(lm, _Prepared(text, answer, language, ids, len(ids), [target], method="memla4mke"), config,
+                          logits=i == 0)
         if i == 0 and len(targets) > 1:
             greedy = tok.decode(prep.next_token)
         preps.append(prep)
     return preps
 
 
-def _run_clean(lm: LoadedModel, prep: _Prepared, config: AttributionConfig) -> _Prepared:
-    """Run the clean forward (cache + activations + logits check) of a tokenized sequence and its baseline."""
+def _run_clean(lm: LoadedModel, prep: _Prepared, config: AttributionConfig, *, logits: bool = True) -> _Prepared:
+    """Run the clean forward (cache, activations, final hidden state) of a tokenized sequence and its baseline.
+
+    With ``logits``, the model's own forward also yields its logits at the answer positions (``logits_to_keep``
+    where the architecture takes it: the answer positions are the last ``A``): ``next_token`` and ``model_logp``,
+    the reference of the projection check in :func:`_clean_values`. Without, only the decoder runs (``base_model``):
+    nothing reads the vocabulary projection here.
+    """
     prompt = prep.prompt
     window = getattr(lm.model.config, "sliding_window", None)
     if window and len(prep.ids) >= int(window):
@@ -164,11 +181,15 @@ def _run_clean(lm: LoadedModel, prep: _Prepared, config: AttributionConfig) -> _
     model, dev = lm.model, lm.device
     ids = torch.tensor([prep.ids], device=dev)
     pos = torch.tensor(prep.positions, device=dev)
-    head = model.get_output_embeddings()
+    if prep.positions[-1] != len(prep.ids) - 1:
+        raise AssertionError(f"answer positions {prep.positions} are not the last of {len(prep.ids)} tokens")
     captured: dict[str, torch.Tensor] = {}
 
     def head_hook(module: torch.nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
-        captured["h"], captured["logits"] = args[0], out
+        captured["head_in"] = args[0]
+
+    def body_hook(module: torch.nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        captured["h"] = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
     layer_in: list[torch.Tensor] = []
     layer_out: list[int] = []
@@ -179,13 +200,19 @@ def _run_clean(lm: LoadedModel, prep: _Prepared, config: AttributionConfig) -> _
     def out_hook(module: torch.nn.Module, args: tuple[Any, ...], out: Any) -> None:
         layer_out.append(len(out) if isinstance(out, tuple) else 0)
 
-    handles = [head.register_forward_hook(head_hook)]
+    handles = [model.base_model.register_forward_hook(body_hook)]
+    if logits:
+        handles.append(model.get_output_embeddings().register_forward_hook(head_hook))
     for layer in lm.adapter.layers:
         handles.append(layer.register_forward_pre_hook(in_hook, with_kwargs=True))
         handles.append(layer.register_forward_hook(out_hook))
     try:
         with torch.no_grad(), _capture_all(lm, prep.method) as probes:
-            out = model(input_ids=ids, use_cache=True)
+            if logits:
+                keep = {"logits_to_keep": len(pos)} if "logits_to_keep" in _forward_kwargs(model) else {}
+                out = model(input_ids=ids, use_cache=True, **keep)
+            else:
+                out = model.base_model(input_ids=ids, use_cache=True)
     finally:
         for handle in handles:
             handle.remove()
@@ -200,21 +227,42 @@ def _run_clean(lm: LoadedModel, prep: _Prepared, config: AttributionConfig) -> _
         prep.keys.append(k[0])
         prep.values.append(v[0])
     prep.acts = torch.stack([p.activations[0, pos].float() for p in probes], dim=1)  # [A, L, N]
-    tgt = torch.tensor(prep.targets, device=dev)
-    weight, bias, softcap = _head(lm)
-    h = captured["h"][0, pos]
-    logp, _ = logprob_and_grad(h, tgt, weight, bias, softcap, config.vocab_chunk, config.head_dtype(lm.dtype))
-    ref = torch.log_softmax(out.logits[0, pos].float(), -1).gather(-1, tgt[:, None])[:, 0]
-    # a structural mismatch (logit scaling, soft-capping) is off by whole nats; bfloat16 rounding by ~0.1
-    tol = 1e-3 if lm.dtype == torch.float32 and config.head_dtype(lm.dtype) == torch.float32 else 0.3
-    if not torch.allclose(logp, ref, atol=tol, rtol=tol):
-        raise RuntimeError(f"{lm.name}: the model's logits are not lm_head(final hidden state) "
-                           f"(max |diff| of log p = {float((logp - ref).abs().max()):.3g}); logit scaling of this "
-                           f"architecture is not supported by the chunked projection")
-    prep.clean_value = _value(logp.double(), config.target)[0]
-    prep.next_token = int(out.logits[0, prep.n_prompt - 1].argmax())
+    prep.final_hidden = captured["h"][0, pos]
+    if logits:
+        # the head's input must be the decoder's output, which is all the batched pass computes for its rows
+        head_in = captured["head_in"][0, -len(pos):]
+        if not torch.equal(head_in, prep.final_hidden):
+            raise RuntimeError(f"{lm.name}: the output head's input is not the decoder's final hidden state; this "
+                               f"architecture is not supported by the chunked projection")
+        kept = out.logits[0, -len(pos):].float()  # [A, V]: positions n_prompt - 1 ... (the last A)
+        tgt = torch.tensor(prep.targets, device=dev)
+        prep.model_logp = torch.log_softmax(kept, -1).gather(-1, tgt[:, None])[:, 0]
+        prep.next_token = int(kept[0].argmax())
     prep.base = _baseline(lm, prep, config)
     return prep
+
+
+def _clean_values(lm: LoadedModel, preps: Sequence[_Prepared], config: AttributionConfig) -> None:
+    """``clean_value`` of every prepared sequence, from one pass of the chunked projection over all of them.
+
+    Checks the projection against the model's own logits where the clean forward computed them (``model_logp``).
+    Raises ``RuntimeError`` when they differ (logit scaling or soft-capping the projection does not reproduce).
+    """
+    if not preps:
+        return
+    weight, bias, softcap = _head(lm)
+    h = torch.cat([p.final_hidden for p in preps])  # type: ignore[misc]
+    tgt = torch.tensor([t for p in preps for t in p.targets], device=h.device)
+    logp, _ = logprob_and_grad(h, tgt, weight, bias, softcap, config.vocab_chunk, config.head_dtype(lm.dtype))
+    # a structural mismatch (logit scaling, soft-capping) is off by whole nats; bfloat16 rounding by ~0.1
+    tol = 1e-3 if lm.dtype == torch.float32 and config.head_dtype(lm.dtype) == torch.float32 else 0.3
+    for prep, value in zip(preps, logp.split([len(p.targets) for p in preps])):
+        ref = prep.model_logp
+        if ref is not None and not torch.allclose(value, ref, atol=tol, rtol=tol):
+            raise RuntimeError(f"{lm.name}: the model's logits are not lm_head(final hidden state) "
+                               f"(max |diff| of log p = {float((value - ref).abs().max()):.3g}); logit scaling of "
+                               f"this architecture is not supported by the chunked projection")
+        prep.clean_value = _value(value.double(), config.target)[0]
 
 
 @torch.no_grad()

@@ -113,7 +113,7 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
             mass += q.sum(-1, dtype=torch.float64)
             if dz is not None:
                 qe, q = qe * dz[soft_rows], q * dz[soft_rows]
-        new_m = torch.maximum(m, z.max(-1).values)
+        new_m = torch.maximum(m, z.amax(-1))  # amax: no argmax indices to compute
         e = z.sub_(new_m[:, None]).exp_()  # in place: these chunks are the largest buffers of the pass
         if wide:
             scale = torch.exp(m.to(acc_dtype) - new_m.to(acc_dtype))

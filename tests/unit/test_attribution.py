@@ -258,12 +258,27 @@ def test_loop_reference_equals_batched(lm, method):
                  attribute_prompt(lm, PROMPT, ANSWER, "en", cfg))
 
 
-def test_unsupported_logit_scaling_is_a_clear_error():
-    """A model whose logits are not lm_head(hidden) is refused, not silently mis-attributed."""
+@pytest.mark.parametrize("method", ["exact", "memla4mke"])
+def test_unsupported_logit_scaling_is_a_clear_error(method):
+    """A model whose logits are not lm_head(hidden) is refused, not silently mis-attributed (memla4mke computes the
+    model's logits for the first answer token's prompt only: the check still runs)."""
     lm = tiny_model("llama")
     handle = lm.model.get_output_embeddings().register_forward_hook(lambda m, a, out: out * 2.0)
     try:
         with pytest.raises(RuntimeError, match="logits are not lm_head"):
+            attribute_prompt(lm, PROMPT, ANSWER, "en", AttributionConfig(method=method, steps=2))
+    finally:
+        handle.remove()
+
+
+def test_a_head_fed_something_else_than_the_decoder_output_is_a_clear_error():
+    """The batched pass projects the decoder's final hidden state: a model whose head reads anything else
+    (here: a transformed input) is refused by name."""
+    lm = tiny_model("llama")
+    head = lm.model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda m, args: (args[0] * 2.0,))
+    try:
+        with pytest.raises(RuntimeError, match="head's input is not the decoder's final hidden state"):
             attribute_prompt(lm, PROMPT, ANSWER, "en", AttributionConfig(steps=2))
     finally:
         handle.remove()
