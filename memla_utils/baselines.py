@@ -79,4 +79,18 @@ def edit_costs(results: pd.DataFrame, methods: Sequence[str] | None = None) -> p
     return out.sort_values("method", key=lambda s: s.map(lambda m: order.get(m, len(order)))).reset_index(drop=True)
 
 
-__all__ = ["BASELINES", "BUDGETS", "baseline_overrides", "describe", "edit_costs"]
+def mend_training_note(lm: Any, methods: Sequence[str], overrides: dict[str, dict[str, Any]],
+                       train_records: Sequence[Any]) -> str | None:
+    """One line on MEND's hypernetwork training (seconds, steps, records, whether it came from the cache) when
+    ``methods`` includes MEND, else ``None``. Fits MEND as the runner does (``make_editor("mend", **overrides)``
+    on ``train_records``): a cache hit when notebook 05's run trained it already."""
+    if "mend" not in methods:
+        return None
+    from .editors import make_editor
+
+    info = make_editor("mend", **overrides.get("mend", {})).fit(lm, train_records).fit_info
+    return (f"MEND training: {info['fit_seconds']:.1f} s for {info['train_steps']} steps on "
+            f"{info['n_train_records']} records (cached: {info['cached']})")
+
+
+__all__ = ["BASELINES", "BUDGETS", "baseline_overrides", "describe", "edit_costs", "mend_training_note"]

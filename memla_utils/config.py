@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,11 @@ class RunConfig:
         records are never copied into the project, and their runs' executed notebooks (``results/<preset>/
         notebooks``) and tables (``figures/<preset>``) are tracked, so those show record ids and counts only."""
         return self.dataset == "mkeb"
+
+    def public(self, frame: Any, columns: Sequence[str] = ("prompt", "answer")) -> Any:
+        """``frame`` (a pandas DataFrame) as a notebook may show and save it: without the record-text ``columns``
+        when :attr:`shows_record_text` is false (MzsRE / Bi-ZsRE runs), unchanged otherwise."""
+        return frame if self.shows_record_text else frame.drop(columns=list(columns), errors="ignore")
 
     def prose_languages(self) -> list[str]:
         """The run's languages that have real prose (the ``dataset-build`` text of :mod:`memla_utils.corpus`,

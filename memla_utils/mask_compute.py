@@ -58,10 +58,12 @@ class MaskConfig:
         return [l for l in self.independent_languages if l in record.edit]
 
 
-def notebook_mask_config(independent_languages: str | Sequence[str] = "en,zh,fr", steps: int = 20,
-                         baseline: str = "eos_mean", threshold: float = 0.3, attribution_prompts: str = "all",
-                         attribution_method: str = "memla4mke") -> MaskConfig:
-    """The MaskConfig that the notebooks' papermill parameters describe (03, 04 and 06 build it the same way).
+def notebook_attribution_config(steps: int = 20, baseline: str = "eos_mean", threshold: float = 0.3,
+                                attribution_prompts: str = "all", attribution_method: str = "memla4mke",
+                                ) -> AttributionConfig:
+    """The AttributionConfig that the notebooks' papermill parameters describe (notebook 02; the masks of 03, 04
+    and 06 through :func:`notebook_mask_config`). Raises ``ValueError`` naming the parameter for an unknown
+    ``attribution_prompts`` or ``attribution_method`` (the other values: :class:`AttributionConfig`'s checks).
 
     ``attribution_prompts``: ``"all"`` (edit prompt and paraphrases, as memla4mke) or ``"edit"`` (edit prompt
     only: about a third of the attribution cost). ``attribution_method``: ``"memla4mke"`` (the released
@@ -72,14 +74,21 @@ def notebook_mask_config(independent_languages: str | Sequence[str] = "en,zh,fr"
         raise ValueError(f"attribution_prompts must be 'edit' or 'all', got {attribution_prompts!r}")
     if attribution_method not in METHODS:
         raise ValueError(f"attribution_method must be one of {METHODS}, got {attribution_method!r}")
+    return AttributionConfig(method=attribution_method, steps=int(steps), baseline=baseline,
+                             threshold=float(threshold), use_paraphrases=attribution_prompts == "all")
+
+
+def notebook_mask_config(independent_languages: str | Sequence[str] = "en,zh,fr", steps: int = 20,
+                         baseline: str = "eos_mean", threshold: float = 0.3, attribution_prompts: str = "all",
+                         attribution_method: str = "memla4mke") -> MaskConfig:
+    """The MaskConfig that the notebooks' papermill parameters describe (03, 04 and 06 build it the same way):
+    the languages whose neurons' intersection is language-independent and :func:`notebook_attribution_config`."""
+    attribution = notebook_attribution_config(steps, baseline, threshold, attribution_prompts, attribution_method)
     from .config import coerce_parameter  # a list, a comma string or one code (notebook parameter)
 
     given = coerce_parameter("independent_languages", independent_languages)
     langs: tuple[str, ...] | str = "all" if given == "all" else tuple(given)
-    return MaskConfig(independent_languages=langs,
-                      attribution=AttributionConfig(method=attribution_method, steps=int(steps), baseline=baseline,
-                                                    threshold=float(threshold),
-                                                    use_paraphrases=attribution_prompts == "all"))
+    return MaskConfig(independent_languages=langs, attribution=attribution)
 
 
 def language_neurons(lm, record: Record, languages: Sequence[str], config: AttributionConfig | None = None,
@@ -119,4 +128,5 @@ def compute_record_masks(lm, record: Record, edit_language: str, config: MaskCon
     return masks_from_sets(record.example_id, edit_language, sets, langs)
 
 
-__all__ = ["MaskConfig", "compute_record_masks", "language_neurons", "masks_from_sets", "notebook_mask_config"]
+__all__ = ["MaskConfig", "compute_record_masks", "language_neurons", "masks_from_sets", "notebook_attribution_config",
+           "notebook_mask_config"]

@@ -12,7 +12,14 @@ Nothing in the package imports this module (each imports the one it needs), so i
 from __future__ import annotations
 
 from .attribution_scores import threshold_scores
-from .mask_compute import MaskConfig, compute_record_masks, language_neurons, masks_from_sets, notebook_mask_config
+from .mask_compute import (
+    MaskConfig,
+    compute_record_masks,
+    language_neurons,
+    masks_from_sets,
+    notebook_attribution_config,
+    notebook_mask_config,
+)
 from .mask_files import (
     RunMaskSets,
     compute_run_mask_sets,
@@ -41,5 +48,6 @@ from .neuron_masks import NeuronMasks, RecordMasks, intersection, jaccard, rando
 __all__ = ["MaskConfig", "NeuronMasks", "RecordMasks", "RunMaskSets", "compute_record_masks", "compute_run_mask_sets",
            "counts_frame", "independent_share_frame", "intersection", "jaccard", "jaccard_matrix", "language_neurons",
            "load_record_masks", "mask_path", "mask_totals", "neuron_sets", "run_attributions", "mask_source", "masks_from_sets", "masks_summary", "method_overlap",
-           "notebook_mask_config", "random_masks_like", "run_masks", "save_record_masks", "saved_method",
+           "notebook_attribution_config", "notebook_mask_config", "random_masks_like", "run_masks", "save_record_masks",
+           "saved_method",
            "saved_source", "steps_sweep", "threshold_scores", "threshold_sweep", "union"]
