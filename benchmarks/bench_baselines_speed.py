@@ -8,7 +8,9 @@ hyperparameters (``--budget``), and saves the first edit's weight change. The pa
 per edit on both sides and their ratio, max |ΔW_current - ΔW_reference| (absolute and relative to max |ΔW|),
 the FLOPs of one current edit (``torch.utils.flop_counter``: matmuls and attention, forward and backward; an
 extra untimed edit after the timed ones),
-the achieved GFLOP/s and the time that FLOP count would take at the machine's measured head-matmul rate.
+the achieved GFLOP/s and the time that FLOP count would take at the machine's measured head-matmul rate; and
+the roofline floor of the same edit (:mod:`benchmarks.roofline`: each matrix product's FLOPs and bytes, against
+the measured ``torch.mm`` rate and memory bandwidth; a second untimed edit), with today's time over it.
 
 Usage (from the repository root; PMET on the reference side takes minutes per edit on 2 cores):
     python -m benchmarks.bench_baselines_speed                          # default model, 1 record, 1 repeat
@@ -42,6 +44,7 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.reference import interleave, provenance, worker_package_root
+from benchmarks.roofline import Products, matmul_rate, memory_bandwidth, record_products
 
 log = logging.getLogger("bench_baselines_speed")
 METHODS = ("rome", "memit", "pmet", "ft-l")
@@ -76,7 +79,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     lm = load_lm(args)
     records = bench_records(1 + args.edits, languages)[1:]
     overrides = baseline_overrides(args.budget, languages)
-    out: dict[str, Any] = {"package_root": worker_package_root(), "methods": {}, "head_gflops": head_gflops(lm)}
+    out: dict[str, Any] = {"package_root": worker_package_root(), "methods": {}, "head_gflops": head_gflops(lm),
+                           "matmul_gflops": matmul_rate(), "memory_gbytes_s": memory_bandwidth()}
     for method in args.methods.split(","):
         editor = make_editor(method, **overrides.get(method, {}))
         if hasattr(editor, "layers_for"):  # one-off work shared by all edits (cached), as in bench_baselines
@@ -101,6 +105,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             def one_edit() -> None:
                 editor.edit(lm, records[0], args.edit_language).revert()
             res["flops"] = count_flops(one_edit)
+            # the same edit's matrix products, FLOPs and bytes each: the roofline floor (benchmarks/roofline.py)
+            products = record_products(one_edit)
+            res["products"] = {"flops": products.flops, "bytes": products.bytes}
         out["methods"][method] = res
         log.info("%s: %s s", method, [round(s, 1) for s in seconds])
     return out
@@ -123,6 +130,9 @@ def weight_difference(ref_path: str, cur_path: str) -> dict[str, float]:
 def summarize(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rate = statistics.median(r["head_gflops"] for side in runs.values() for r in side)
+    every = [r for side in runs.values() for r in side]
+    mm_rate = statistics.median(r.get("matmul_gflops", rate) for r in every)
+    bandwidth = statistics.median(r.get("memory_gbytes_s", float("nan")) for r in every)
     for m in methods:
         ref_s = [s for r in runs["reference"] for s in r["methods"][m]["seconds"]]
         cur_s = [s for r in runs["current"] for s in r["methods"][m]["seconds"]]
@@ -138,8 +148,14 @@ def summarize(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str]) -> 
             row["gflop_per_edit"] = flops[0] / 1e9
             row["achieved_gflops"] = row["gflop_per_edit"] / row["current_s_per_edit"]
             row["flop_floor_s"] = row["gflop_per_edit"] / rate
+        products = [r["methods"][m].get("products") for r in runs["current"] if r["methods"][m].get("products")]
+        if products:
+            p = Products(products[0]["flops"], products[0]["bytes"])
+            row["roofline"] = p.summary(mm_rate, bandwidth)
+            row["roofline"]["current_over_roofline_floor"] = (row["current_s_per_edit"]
+                                                              / row["roofline"]["roofline_floor_s"])
         out[m] = row
-    return {"methods": out, "head_gflops": rate}
+    return {"methods": out, "head_gflops": rate, "matmul_gflops": mm_rate, "memory_gbytes_s": bandwidth}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -174,11 +190,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                   model=args.model)
     path = write_json(args.out or RESULTS / f"baselines_speed_{torch.device(args.device).type}.json", result)
     print(f"{'method':7} {'ref s':>8} {'new s':>8} {'ratio':>6} {'max|dW| diff':>13} {'rel':>9} "
-          f"{'GFLOP':>7} {'GFLOP/s':>8} {'floor s':>8}")
+          f"{'GFLOP':>7} {'GFLOP/s':>8} {'floor s':>8} {'GB moved':>9} {'roofline s':>11} {'new/roofline':>13}")
     for m, r in result["methods"].items():
+        roof = r.get("roofline", {})
         print(f"{m:7} {r['reference_s_per_edit']:8.1f} {r['current_s_per_edit']:8.1f} {r['speedup']:6.2f} "
               f"{r['max_abs_diff']:13.3g} {r['max_rel_diff']:9.2g} {r.get('gflop_per_edit', float('nan')):7.1f} "
-              f"{r.get('achieved_gflops', float('nan')):8.2f} {r.get('flop_floor_s', float('nan')):8.1f}")
+              f"{r.get('achieved_gflops', float('nan')):8.2f} {r.get('flop_floor_s', float('nan')):8.1f} "
+              f"{roof.get('gbytes', float('nan')):9.1f} {roof.get('roofline_floor_s', float('nan')):11.2f} "
+              f"{roof.get('current_over_roofline_floor', float('nan')):13.2f}")
+    print(f"machine: {result['matmul_gflops']:.1f} GFLOP/s torch.mm, {result['memory_gbytes_s']:.1f} GB/s read")
     print(f"reference {result['reference_commit'][:12]}, current {result['current_commit'][:12]}"
           f"{' (+uncommitted changes)' if result['current_dirty'] else ''} -> {path}")
 

@@ -43,3 +43,23 @@ def test_unit_threads_attribution_summary_counts_every_process():
     assert table["1x2"]["seconds"] == 18.0 and table["1x2"]["per_minute"] == round(60 / 18, 3)
     assert table["2x1"]["per_minute"] == round(2 * 60 / 27, 3)  # two processes side by side: 4.444 vs 3.333
     assert table["2x1"]["processes"] == 2 and table["2x1"]["threads"] == 1
+
+
+def test_roofline_counts_every_product_with_its_bytes_and_takes_the_slower_bound():
+    import pytest
+    import torch
+
+    from benchmarks.roofline import Products, record_products
+
+    w = torch.randn(64, 32, requires_grad=True)
+    x = torch.randn(5, 32, requires_grad=True)
+    p = record_products(lambda: torch.nn.functional.linear(x, w).sum().backward())
+    # forward x @ w.T, then the gradients of x and of w: three products of 2 x 5 x 32 x 64 FLOPs each
+    assert p.flops == [2 * 5 * 32 * 64] * 3
+    assert p.bytes[0] == 4 * (5 * 32 + 64 * 32 + 5 * 64)  # operands and result, float32, each moved once
+    few = Products([1000], [10_000])                       # 0.1 FLOP per byte: bound by memory
+    assert few.floor_s(gflops=1.0, gbytes_s=1.0) == pytest.approx(1e-5)
+    assert few.flop_floor_s(1.0) == pytest.approx(1e-6)
+    many = Products([10_000], [1000])                      # 10 FLOP per byte: bound by the matmul rate
+    assert many.floor_s(gflops=1.0, gbytes_s=1.0) == pytest.approx(1e-5)
+    assert Products([1000, 10_000], [10_000, 1000]).summary(1.0, 1.0)["roofline_floor_s"] == pytest.approx(2e-5)
