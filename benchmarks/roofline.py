@@ -5,10 +5,10 @@ rate of a large, square-ish one. A product of a few rows with a large weight, su
 head or a decoder layer's MLP for the ~12 tokens of ROME's target search, cannot: it reads the whole weight from
 memory to do a few FLOPs per byte, and its time is bound by the memory bandwidth. The roofline floor of one product
 is ``max(FLOPs / matmul rate, bytes / bandwidth)``, with ``bytes`` = its operands and its result, each moved once
-(the least traffic any implementation has when the operands do not stay in cache between products); the floor of a
-computation is the sum over its products (``mm``, ``addmm``, ``bmm``, forward and backward) recorded by a
-``TorchDispatchMode`` while it runs. Everything else (softmax, norms, attention over short contexts, Adam) is left
-out, so the floor is a lower bound.
+(what a product costs when its operands are not already in cache); the floor of a computation is the sum over the
+products it runs (``mm``, ``addmm``, ``bmm``, forward and backward), as recorded by a ``TorchDispatchMode`` while it
+runs. It is the floor of *these* products: a fused implementation that reused an operand from cache could go below
+it. Everything else (softmax, norms, attention over short contexts, Adam) is left out.
 
 :func:`memory_bandwidth` measures the machine's read bandwidth (``torch.sum`` over a tensor far larger than the
 caches, at the current thread count); :func:`matmul_rate` the float32 ``torch.mm`` rate of a large product.
