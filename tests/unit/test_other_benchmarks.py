@@ -199,7 +199,8 @@ def test_every_notebook_declares_and_passes_the_record_source():
 
 def test_notebooks_show_ids_not_text_of_records_that_may_not_be_copied():
     """The executed notebooks and tables of a MzsRE / Bi-ZsRE run are tracked (results/<preset>, figures/<preset>):
-    every notebook cell that shows record text (prompts, answers) is gated on RunConfig.shows_record_text."""
+    every notebook cell that shows record text (prompts, answers) is gated on RunConfig.shows_record_text, or
+    passes its table through RunConfig.public (which drops the text columns on the same condition)."""
     assert RunConfig().shows_record_text and not RunConfig.from_params(preset="mzsre").shows_record_text
     assert not RunConfig.from_params(preset="bizsre").shows_record_text
     gated = {"01_build_mkeb": "records_table(run_records", "02_knowledge_neurons": "attribution_summary(attributions)",
@@ -208,7 +209,7 @@ def test_notebooks_show_ids_not_text_of_records_that_may_not_be_copied():
         if path.stem in gated:
             nb = nbformat.read(str(path), as_version=4)
             cell = next(c.source for c in nb.cells if c.cell_type == "code" and gated[path.stem] in c.source)
-            assert "cfg.shows_record_text" in cell, path.name
+            assert "cfg.shows_record_text" in cell or f"cfg.public({gated[path.stem]}" in cell, path.name
 
 
 # ------------------------------------------------------------------------------------------- metrics and report
