@@ -22,7 +22,6 @@ from .locate import (
     least_squares_update,
     optimize_target,
     read_outputs,
-    regularized,
 )
 
 
@@ -70,8 +69,7 @@ class MemitEditor(LocateThenEdit):
             if targets is None:  # nothing written yet: today's outputs + the searched vectors
                 targets = current + torch.stack(deltas)
             residual = (targets - current) / (len(layers) - i)
-            upd = least_squares_update(regularized(covs[layer], cfg.cov_ridge), keys.T, residual.T,
-                                       cfg.mom2_update_weight)
+            upd = least_squares_update(covs[layer], cfg.cov_ridge, keys.T, residual.T, cfg.mom2_update_weight)
             add_to_down_proj(adapter, layer, upd)
             spread.append({"layer": layer, "residual_norm": float(residual.norm()), "update_norm": float(upd.norm())})
         return {"requests": searches, "spread": spread}

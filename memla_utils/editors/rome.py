@@ -19,7 +19,6 @@ from .locate import (
     optimize_target,
     rank_one_update,
     read_outputs,
-    regularized,
 )
 
 
@@ -47,7 +46,7 @@ class RomeEditor(LocateThenEdit):
         if len(layers) != 1:
             raise ValueError(f"rome edits exactly one layer, got layers={list(layers)} (use memit for several)")
         layer = layers[0]
-        cov = regularized(second_moments(lm, [layer], cfg.covariance)[layer], cfg.cov_ridge)
+        cov = second_moments(lm, [layer], cfg.covariance)[layer]
         info: dict[str, Any] = {"requests": []}
         for req in requests:  # several facts = sequential rank-one inserts
             delta, search = optimize_target(lm, layer, req, prefixes, cfg)
@@ -59,6 +58,7 @@ class RomeEditor(LocateThenEdit):
                 key_at_prompt = compute_keys(lm, layer, [req], [""])[0]
                 current = read_outputs(lm, adapter.down_proj(layer), [req])[0]
             target = current + delta
-            add_to_down_proj(adapter, layer, rank_one_update(cov, key, key_at_prompt, target - current))
+            add_to_down_proj(adapter, layer, rank_one_update(cov, cfg.cov_ridge, key, key_at_prompt,
+                                                             target - current))
             info["requests"].append(search)
         return info

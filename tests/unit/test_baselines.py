@@ -186,9 +186,30 @@ def test_rank_one_update_inserts_the_value_exactly():
     x = torch.randn(200, 6, generator=g, dtype=torch.float64)
     cov = x.T @ x / 200
     k, r = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)
-    upd = rank_one_update(cov, k, k, r)
+    upd = rank_one_update(cov, 0.0, k, k, r)
     assert torch.allclose(upd @ k, r)
     assert torch.linalg.matrix_rank(upd) == 1
+
+
+def test_cached_factors_give_the_direct_solves_bits_and_follow_in_place_changes():
+    """ROME's update from the cached LU factors is bit for bit the direct solve it replaced (which factors the
+    same matrix on every call), at the default model's size; an in-place change of the covariance refactors."""
+    from memla_utils.editors.locate import factored, regularized
+
+    g = torch.Generator().manual_seed(2)
+    n = 2048
+    x = torch.randn(n + 64, n, generator=g, dtype=torch.float64)
+    cov = x.T @ x / (n + 64)
+    key, bare, r = (torch.randn(n, generator=g, dtype=torch.float64) for _ in range(3))
+    u = torch.linalg.solve(regularized(cov, 0.01), key)
+    direct = torch.outer(r, u) / torch.dot(u, bare)
+    assert torch.equal(rank_one_update(cov, 0.01, key, bare, r), direct)
+    assert torch.equal(rank_one_update(cov, 0.01, key, bare, r), direct)  # second call: the cached factors
+    lu_before = factored(cov, 0.01)[0]
+    assert factored(cov, 0.01)[0] is lu_before
+    cov.mul_(2.0)
+    assert factored(cov, 0.01)[0] is not lu_before
+    assert torch.allclose(rank_one_update(cov, 0.01, key, bare, r), direct, rtol=1e-9, atol=0)  # C scaled: same u
 
 
 def test_least_squares_update_solves_memits_normal_equations():
@@ -196,9 +217,34 @@ def test_least_squares_update_solves_memits_normal_equations():
     x = torch.randn(100, 6, generator=g, dtype=torch.float64)
     cov = x.T @ x / 100
     keys, res = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
-    upd = least_squares_update(cov, keys, res, 2.0)
+    upd = least_squares_update(cov, 0.0, keys, res, 2.0)
     # gradient of |ΔW K - R|² + λ tr(ΔW C ΔWᵀ) vanishes
     assert torch.allclose((upd @ keys - res) @ keys.T + 2.0 * upd @ cov, torch.zeros(4, 6, dtype=torch.float64), atol=1e-10)
+
+
+@pytest.mark.parametrize("n_keys", [1, 3])
+def test_least_squares_update_through_woodbury_equals_the_direct_solve(n_keys):
+    """MEMIT's update from the cached factors of λC (Woodbury) equals the direct solve of (λC + KKᵀ) it replaced
+    up to float64 rounding, for an ill-conditioned covariance like real MLP keys' second moments: closer than the
+    float32 resolution the weights are stored in, and it satisfies MEMIT's normal equations at least as well."""
+    from memla_utils.editors.locate import regularized
+
+    g = torch.Generator().manual_seed(3)
+    n = 512
+    scales = torch.logspace(0, -6, n, dtype=torch.float64)                   # condition number ~1e12
+    x = torch.randn(4 * n, n, generator=g, dtype=torch.float64) * scales
+    cov = x.T @ x / (4 * n)
+    keys = torch.randn(n, n_keys, generator=g, dtype=torch.float64)
+    res = torch.randn(64, n_keys, generator=g, dtype=torch.float64)
+    c = regularized(cov, 1e-3)
+    for weight in (1.0, 15000.0):  # condition number of λC + KKᵀ: ~1.5e7 and ~3e4
+        direct = res @ torch.linalg.solve(weight * c + keys @ keys.T, keys).T
+        got = least_squares_update(cov, 1e-3, keys, res, weight)
+        assert float((got - direct).abs().max() / direct.abs().max()) < 6e-8, weight  # float32 resolution
+
+        def normal_equations(u, weight=weight):  # MEMIT's optimality condition; 0 for the exact update
+            return float(((u @ keys - res) @ keys.T + weight * u @ c).abs().max())
+        assert normal_equations(got) <= 2 * normal_equations(direct), weight
 
 
 def test_subject_position_points_at_the_subject(llama):
