@@ -11,7 +11,7 @@ runs. It is the floor of *these* products: a fused implementation that reused an
 it. Everything else (softmax, norms, attention over short contexts, Adam) is left out.
 
 :func:`memory_bandwidth` measures the machine's read bandwidth (``torch.sum`` over a tensor far larger than the
-caches, at the current thread count); :func:`matmul_rate` the float32 ``torch.mm`` rate of a large product.
+caches, at the current thread count); :func:`matmul_rate` the float32 ``torch.mm`` rate of large products.
 """
 from __future__ import annotations
 
@@ -90,14 +90,12 @@ def memory_bandwidth(megabytes: int = 1024, repeats: int = 3) -> float:
     return x.numel() * 4 / best / 1e9
 
 
-def matmul_rate(m: int = 512, k: int = 640, n: int = 8192, repeats: int = 5) -> float:
-    """float32 ``torch.mm`` GFLOP/s (wall clock) of ``[m, k] @ [k, n]`` at the current thread count."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * m * k * n * repeats / (time.perf_counter() - t) / 1e9
+def matmul_rate() -> float:
+    """float32 ``torch.mm`` GFLOP/s by the wall clock at the current thread count: the best of the attribution
+    benchmark's shapes (:func:`benchmarks.attribution_flops.matmul_gflops`)."""
+    from benchmarks.attribution_flops import matmul_gflops
+
+    return float(matmul_gflops()["best_wall"])
 
 
 __all__ = ["Products", "matmul_rate", "memory_bandwidth", "record_products"]
