@@ -109,13 +109,16 @@ _FACTORS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 def factored(cov: torch.Tensor, ridge: float, weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.linalg.lu_factor(weight · regularized(cov, ridge))``, computed once per ``cov`` tensor, ``ridge``,
-    ``weight`` and in-place version of ``cov``."""
-    key = (float(ridge), float(weight), cov._version)
+    ``weight`` and in-place version of ``cov`` (ROME's ``weight = 1`` and MEMIT's ``λ`` on a shared layer are kept
+    side by side, so alternating methods do not refactor)."""
     memo = _FACTORS.get(cov)
-    if memo is None or memo[0] != key:
-        memo = (key, torch.linalg.lu_factor(weight * regularized(cov, ridge)))
+    if memo is None or memo[0] != cov._version:  # new tensor, or changed in place: forget its factors
+        memo = (cov._version, {})
         _FACTORS[cov] = memo
-    return memo[1]
+    key = (float(ridge), float(weight))
+    if key not in memo[1]:
+        memo[1][key] = torch.linalg.lu_factor(weight * regularized(cov, ridge))
+    return memo[1][key]
 
 
 def rank_one_update(cov: torch.Tensor, ridge: float, key: torch.Tensor, key_at_prompt: torch.Tensor,

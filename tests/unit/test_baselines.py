@@ -207,6 +207,8 @@ def test_cached_factors_give_the_direct_solves_bits_and_follow_in_place_changes(
     assert torch.equal(rank_one_update(cov, 0.01, key, bare, r), direct)  # second call: the cached factors
     lu_before = factored(cov, 0.01)[0]
     assert factored(cov, 0.01)[0] is lu_before
+    memit_factors = factored(cov, 0.01, 15000.0)[0]                    # another weight on the same layer: kept beside
+    assert factored(cov, 0.01)[0] is lu_before and factored(cov, 0.01, 15000.0)[0] is memit_factors
     cov.mul_(2.0)
     assert factored(cov, 0.01)[0] is not lu_before
     assert torch.allclose(rank_one_update(cov, 0.01, key, bare, r), direct, rtol=1e-9, atol=0)  # C scaled: same u
