@@ -44,6 +44,40 @@ class GeneralRun:
         return (f"{len(self.rows)} rows -> {self.path}; methods without an editor: {self.missing or 'none'}; "
                 f"{self.plan}")
 
+    def frame(self) -> Any:
+        """The rows as a pandas DataFrame, or ``None`` when the study measured nothing (claims then say so)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows) if self.rows else None
+
+    def single_edit_table(self) -> Any:
+        """Change after one edit vs the unedited model, per method (rows, in the plan's order) and metric x
+        language (columns), with 95% bootstrap intervals over edited records (:func:`memla_utils.report.general_stats`;
+        perplexity: relative, %; accuracy: points). Empty when there are no single-edit rows."""
+        from . import report
+
+        stats = report.general_stats(self.frame()) if self.rows else None
+        if stats is None or stats.empty:
+            import pandas as pd
+
+            return pd.DataFrame()
+        return report.wide(stats[stats["setting"] == "single"], ["method"], ["metric", "eval_lang"],
+                           rows=self.plan.methods)
+
+    def sequential_figure(self) -> Any:
+        """The sequential-editing curves (:func:`memla_utils.report.sequential_figure`, closed so a notebook shows
+        it once), or a line saying there are none (no usable checkpoint or no method)."""
+        from . import report
+
+        frame = self.frame()
+        if frame is None or not (frame["setting"] == "sequential").any():
+            return "no sequential-editing results (no usable checkpoint or no method)"
+        import matplotlib.pyplot as plt
+
+        fig = report.sequential_figure(frame)
+        plt.close(fig)
+        return fig
+
 
 def run_general_study(lm: LoadedModel, cfg: RunConfig, *, probe_records: int, overrides: dict[str, dict[str, Any]],
                       masks: MasksProvider, edit_context: dict[str, Any] | None = None) -> GeneralRun:

@@ -76,3 +76,14 @@ def test_run_general_study_reads_what_the_plan_needs_and_writes_the_rows(tmp_pat
     assert out.missing == ["mend"] and out.path == tmp_path / "general" / "general.jsonl"
     assert [json.loads(line) for line in out.path.read_text().splitlines()] == out.rows
     assert "1 rows" in str(out)
+
+
+def test_a_general_run_without_rows_shows_empty_tables_and_says_there_is_no_curve(tmp_path):
+    from memla_utils.general_plan import StudyPlan
+
+    empty = general_run.GeneralRun([], ["mend"], StudyPlan(["memla"], 2, (1, 3)), tmp_path / "general.jsonl")
+    assert empty.frame() is None and empty.single_edit_table().empty
+    assert empty.sequential_figure().startswith("no sequential-editing results")
+    singles = general_run.GeneralRun([{"setting": "single", "method": "memla"}], [], empty.plan, empty.path)
+    assert len(singles.frame()) == 1
+    assert singles.sequential_figure().startswith("no sequential-editing results")  # single edits only
