@@ -87,3 +87,19 @@ def test_a_general_run_without_rows_shows_empty_tables_and_says_there_is_no_curv
     singles = general_run.GeneralRun([{"setting": "single", "method": "memla"}], [], empty.plan, empty.path)
     assert len(singles.frame()) == 1
     assert singles.sequential_figure().startswith("no sequential-editing results")  # single edits only
+
+
+def test_notebook_01_build_stage_says_why_there_is_no_mkeb_and_refuses_a_record_with_problems(tmp_path):
+    from types import SimpleNamespace
+
+    from memla_utils.mkeb.record import EditTarget, Record
+    from memla_utils.mkeb.run_build import RunBuild, build_for_run
+
+    other = build_for_run(RunConfig.from_params(preset="mzsre", figures_dir=str(tmp_path)))
+    assert other.built is None and "dataset='mzsre'" in other.note
+    assert other.summary() == other.counts() == other.examples() == other.check_quality() == other.note
+    assert not list(tmp_path.rglob("*"))  # nothing saved for a run without an MKEB build
+    only_en = Record(example_id="r0", relation_description="capital",
+                     edit={"en": EditTarget("The capital of {} is", "France", "Rome", "Paris")})
+    with pytest.raises(ValueError, match="problems in 1 MKEB records"):
+        RunBuild(SimpleNamespace(records=[only_en]), "", tmp_path, tmp_path).check_quality()
