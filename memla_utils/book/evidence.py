@@ -46,7 +46,9 @@ CLAIM_EVIDENCE: dict[str, Evidence] = {
                         figures=("memla_ablations", "ablation_bars"), tables=("ablation", "memla_ablations")),
     "multihop": Evidence("06_multihop_general", "report.multihop_stats(", "multi-hop QS per method",
                          tables=("multihop",)),
-    "general": Evidence("06_multihop_general", "report.general_stats(", "perplexity and unrelated facts after edits",
+    # a marker that the cell has in the executed notebooks of earlier runs too (results/<preset>/notebooks)
+    "general": Evidence("06_multihop_general", "Change after one edit vs the unedited model",
+                        "perplexity and unrelated facts after edits",
                         figures=("sequential_editing",), tables=("general_single", "general_sequential")),
     "neurons_exist": Evidence("03_masks", "independent_share_frame(", "language-independent neurons per layer",
                               figures=("masks_independent_share",), tables=("masks_independent_share",

@@ -275,3 +275,20 @@ def test_readme_table_names_an_unreadable_readme_instead_of_a_traceback(tmp_path
     assert readme_table.main(["--readme", str(missing)]) == 1
     assert readme_table.main(["--readme", str(missing), "--write"]) == 1
     assert str(missing) in capsys.readouterr().err
+
+
+def test_every_claim_marker_finds_its_cell_in_the_source_and_in_every_committed_run():
+    """The book of a committed multi-session run shows that run's executed notebooks, made on earlier code: each
+    claim's cell marker must match exactly one code cell there as well as in today's notebook (a notebook edit
+    that drops the marker breaks `make book PRESET=<preset>`)."""
+    from memla_utils.cache import PROJECT_ROOT
+
+    folders = [PROJECT_ROOT / "notebooks", *sorted((PROJECT_ROOT / "results").glob("*/notebooks"))]
+    checked = 0
+    for folder in folders:
+        for key, ev in CLAIM_EVIDENCE.items():
+            path = folder / f"{ev.notebook}.ipynb"
+            if path.is_file():
+                find_cell(nbformat.read(str(path), as_version=4), f"{folder}/{ev.notebook} ({key})", ev.cell_marker)
+                checked += 1
+    assert checked >= len(CLAIM_EVIDENCE)
