@@ -4,7 +4,9 @@
 product and the gradient ``Σ_v p_v ∂z_v/∂h`` in a second, reading the ``V x H`` projection twice (the default
 model's 262k x 640 head: 671 MB per read; with a few rows both products are bound by that read, not by FLOPs).
 :func:`logprob_and_grad` does both per chunk of the vocabulary with an online (rescaled) softmax, so each chunk is
-used twice while it is in cache and memory stays ``O(R x chunk)``.
+used twice while it is in cache and memory stays ``O(R x chunk)``. The editors' few rows use a pass without
+rescaling (``shift="target"``: each row shifted by its own target logit), whose per-chunk work is a few
+operations, since at ~1,000 chunks per step the small operations, not the products, decided its time.
 
 Each row ``r`` is either *hard*: ``f_r = log p_r(t_r)`` for a target id ``t_r`` (the knowledge-neuron
 attribution; the answer tokens of the editors' target search), with ``∂f_r/∂h_r = z'_rt w_t − Σ_v p_rv z'_rv w_v``;
@@ -38,12 +40,14 @@ from torch.autograd.function import once_differentiable
 
 from .head_projection import can_defer
 
-#: Vocabulary rows per chunk for a few rows of ``h`` (the editors' target search: 4-16 rows). Measured on the
-#: default model, 5 rows, one thread (2-core CPU, shared): 1024 / 2048 / 4096 rows per chunk 163 / 155 / 157 ms
-#: for values and gradient, against 200 ms for autograd's two full products; each product call packs its chunk
-#: of the head again, so larger chunks save calls until the chunk (2048 x 640 float32 = 5.2 MB) leaves the cache.
-#: The attribution, with hundreds of rows, uses its own ``AttributionConfig.vocab_chunk`` (8192).
-SMALL_ROWS_CHUNK = 2048
+#: Vocabulary rows per chunk for a few rows of ``h`` (the editors' target search: 4-16 rows, ``shift="target"``).
+#: Measured on the default head's shape (262k x 640, random weights), 2 threads, 2-core CPU, values and gradient:
+#: 12 rows with one soft row 115 / 120 / 129 ms at 512 / 1024 / 2048 rows per chunk (the ``"running"`` pass at
+#: 2048: 145 ms); 3 hard rows 74 / 75 / 79 ms (93); with a bias or a soft cap 1024 and 2048 were ~12% faster than
+#: 512 (session 36). A chunk of 1024 x 640 float32 (2.6 MB) stays in the two cores' L2
+#: caches between its two products. The attribution, with hundreds of rows, uses its own
+#: ``AttributionConfig.vocab_chunk`` (8192) and the ``"running"`` pass.
+SMALL_ROWS_CHUNK = 1024
 
 
 def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
@@ -60,11 +64,104 @@ def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, fl
     return head.weight, getattr(head, "bias", None), (float(cap) if cap else None)
 
 
+SHIFTS = ("running", "target")
+
+
+def _capped(z: torch.Tensor, softcap: float | None, dz: torch.Tensor | None) -> None:
+    """In place: ``z <- softcap * tanh(z / softcap)``, ``dz <- dz/dz_raw`` (``1 - tanh²``); nothing without a cap."""
+    if softcap is None:
+        return
+    z.div_(softcap).tanh_()
+    torch.mul(z, z, out=dz).neg_().add_(1.0)
+    z.mul_(softcap)
+
+
+def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       softcap: float | None, chunk: int, soft: torch.Tensor | None,
+                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`logprob_and_grad` with ``shift="target"``: ``(f [R], grad [R, H])``, or ``None`` on overflow.
+
+    Hard rows: ``log p(t) = -log Σ_v exp(z_v - z_t)`` and ``∂/∂h = z'_t w_t - Σ_v exp(z_v - z_t) z'_v w_v / s``;
+    the shift ``z_t`` (the row's own target logit) is fixed before the pass, so no chunk rescales earlier sums
+    (``exp(z_v - z_t) <= 1 / p(t)``: finite unless ``p(t) < e^-88``, then ``None``). Soft rows: the
+    ``expm1`` accumulation of :func:`logprob_and_grad`, unchanged. Rows are put in the order soft, hard, and each
+    chunk's products go into one preallocated ``[R + 2S, chunk]`` buffer whose rows ``S:`` (the hard rows'
+    exponentials, the soft rows' ``q·expm1(δ)·z'`` and ``q·z'``) are the second product's input. Sums over the
+    vocabulary in float64, products in float32. ``h`` is float32.
+    """
+    dev = h.device
+    R, H = h.shape
+    V = weight.shape[0]
+    soft_idx = (targets < 0).nonzero().flatten()
+    hard_idx = (targets >= 0).nonzero().flatten()
+    ns, nh = int(soft_idx.numel()), int(hard_idx.numel())
+    hp = h[torch.cat([soft_idx, hard_idx])].contiguous()
+    wt = weight[targets[hard_idx]].float()
+    zt = (hp[ns:] * wt).sum(-1)
+    if bias is not None:
+        zt = zt + bias[targets[hard_idx]].float()
+    dzt = torch.ones_like(zt)
+    if softcap is not None:
+        t = torch.tanh(zt / softcap)
+        zt, dzt = softcap * t, 1.0 - t * t
+    shift = zt[:, None]
+    w_chunks = weight.split(chunk)
+    b_chunks = bias.float().split(chunk) if bias is not None else None
+    sums = torch.empty(len(w_chunks), nh, dtype=torch.float64, device=dev)
+    acc = torch.zeros(R + ns, H, dtype=torch.float64, device=dev)
+    if ns:
+        ref = soft.float()
+        q = torch.softmax(ref, -1)
+        delta = torch.empty(ns, V, device=dev)
+        ref_chunks, q_chunks, delta_chunks = ref.split(chunk, -1), q.split(chunk, -1), delta.split(chunk, -1)
+    width = -1
+    for k, w in enumerate(w_chunks):
+        if w.shape[0] != width:  # the first chunk, and the shorter last one
+            width = w.shape[0]
+            buf = torch.empty(R + 2 * ns, width, device=dev)
+            dz = torch.empty(R, width, device=dev) if softcap is not None else None
+            prod = torch.empty(R + ns, H, device=dev)
+            z, e_hard, qe, qz = buf[:R], buf[ns:R], buf[R:R + ns], buf[R + ns:]
+        torch.mm(hp, w.T, out=z)
+        if b_chunks is not None:
+            z.add_(b_chunks[k])
+        _capped(z, softcap, dz)
+        if ns:
+            torch.sub(z[:ns], ref_chunks[k], out=delta_chunks[k])
+            torch.expm1(delta_chunks[k], out=qe).mul_(q_chunks[k])
+            qz.copy_(q_chunks[k])
+            if dz is not None:
+                qe.mul_(dz[:ns])
+                qz.mul_(dz[:ns])
+        e_hard.sub_(shift).exp_()
+        torch.sum(e_hard, -1, dtype=torch.float64, out=sums[k])
+        if dz is not None:
+            e_hard.mul_(dz[ns:])
+        torch.mm(buf[ns:], w, out=prod)
+        acc.add_(prod)
+    s = sums.sum(0)
+    u = acc[:nh]
+    if not (bool(torch.isfinite(s).all()) and bool(torch.isfinite(u).all())):
+        return None
+    logp = torch.empty(R, device=dev)
+    grad = torch.empty(R, H, device=dev)
+    logp[hard_idx] = (-torch.log(s)).float()  # z_t - (shift + log s) with shift = z_t
+    grad[hard_idx] = (dzt[:, None].double() * wt.double() - u / s[:, None]).float()
+    if ns:
+        a = (q * torch.expm1(delta)).sum(-1, dtype=torch.float64)
+        q_delta = (q * delta).sum(-1, dtype=torch.float64)
+        mass = q.sum(-1, dtype=torch.float64)
+        big_a, big_b = acc[nh:nh + ns], acc[nh + ns:]
+        logp[soft_idx] = (torch.log1p(a / mass) - q_delta / mass).float()
+        grad[soft_idx] = ((mass[:, None] * big_a - a[:, None] * big_b) / (mass * (mass + a))[:, None]).float()
+    return logp, grad
+
+
 @torch.no_grad()
 def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      softcap: float | None, chunk: int, mm_dtype: torch.dtype = torch.float32,
                      soft: torch.Tensor | None = None, acc_dtype: torch.dtype = torch.float32,
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     shift: str = "running") -> tuple[torch.Tensor, torch.Tensor]:
     """``f [R]`` and ``∂f_r/∂h_r`` ``[R, H]`` (float32) for final hidden states ``h`` ``[R, H]``.
 
     ``targets`` ``[R]`` (long): row ``r``'s hard target id, or ``-1`` for a soft row; ``soft`` ``[S, V]``: the
@@ -75,7 +172,16 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
     attribution's computation, unchanged; float64: :func:`head_logprob`, whose values are then closer to a float64
     run than float32 autograd's), the soft rows' sums always in float64. A soft row whose logits rose by more than
     ~88 above the reference's overflows ``expm1`` in float32: its ``f`` is then not finite (callers fall back to
-    the logits). Raises ``ValueError`` when the soft rows and ``soft`` do not match.
+    the logits).
+
+    ``shift`` picks how the softmax is kept in range: ``"running"`` (the attribution's computation) rescales its
+    sums whenever a chunk raises a row's running maximum (about 20 small operations per chunk); ``"target"``
+    (:func:`head_logprob`) shifts each hard row by its own target logit once (:func:`_target_shift_pass`: no
+    rescaling, the products written into preallocated buffers, about 8 operations per chunk), accumulates in
+    float64 whatever ``acc_dtype`` says, and falls back to ``"running"`` when a logit exceeds its row's target
+    logit by so much that the shifted exponentials overflow (``log p(target) < ~-88``), or when ``mm_dtype`` is
+    not float32. Both give the same values up to float rounding (``tests/unit/test_head_logprob.py``). Raises
+    ``ValueError`` when the soft rows and ``soft`` do not match, or for an unknown ``shift``.
     """
     hf = h.float()
     hm = h.to(mm_dtype)
@@ -85,6 +191,12 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
     if n_soft != (0 if soft is None else soft.shape[0]) or (soft is not None and soft.shape[1] != weight.shape[0]):
         raise ValueError(f"logprob_and_grad: {n_soft} soft rows (target -1) but soft targets of shape "
                          f"{None if soft is None else tuple(soft.shape)} for a vocabulary of {weight.shape[0]}")
+    if shift not in SHIFTS:
+        raise ValueError(f"logprob_and_grad: shift must be one of {SHIFTS}, got {shift!r}")
+    if shift == "target" and mm_dtype == torch.float32:
+        done = _target_shift_pass(hf, targets, weight, bias, softcap, chunk, soft)
+        if done is not None:
+            return done
     wide = acc_dtype != torch.float32
     m = torch.full((R,), -math.inf, device=h.device)
     s = torch.zeros(R, device=h.device, dtype=acc_dtype)
@@ -161,7 +273,7 @@ class _HeadLogProb(torch.autograd.Function):
     def forward(ctx: Any, h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 softcap: float | None, chunk: int, soft: torch.Tensor | None) -> torch.Tensor:
         f, grad = logprob_and_grad(h.detach(), targets, weight, bias, softcap, chunk, weight.dtype, soft=soft,
-                                   acc_dtype=torch.float64)
+                                   acc_dtype=torch.float64, shift="target")
         ctx.save_for_backward(grad)
         ctx.h_dtype = h.dtype
         return f
@@ -193,4 +305,4 @@ def head_logprob(model: nn.Module, h: torch.Tensor, targets: torch.Tensor, soft:
     return _HeadLogProb.apply(h, targets.to(h.device), weight, bias, cap, int(chunk), soft)
 
 
-__all__ = ["SMALL_ROWS_CHUNK", "fusable", "head_logprob", "logprob_and_grad", "output_head"]
+__all__ = ["SHIFTS", "SMALL_ROWS_CHUNK", "fusable", "head_logprob", "logprob_and_grad", "output_head"]

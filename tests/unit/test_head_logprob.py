@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memla_utils.head_logprob import head_logprob, logprob_and_grad, output_head
+from memla_utils.head_logprob import SHIFTS, head_logprob, logprob_and_grad, output_head
 from memla_utils.testing import tiny_model
 
 
@@ -33,7 +33,8 @@ def _reference(h, weight, bias, cap, targets, soft):
 
 @pytest.mark.parametrize("cap,with_bias", [(None, False), (30.0, False), (None, True), (5.0, True)])
 @pytest.mark.parametrize("chunk", [7, 64, 1000])
-def test_hard_and_soft_rows_equal_full_logits_and_autograd(cap, with_bias, chunk):
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_hard_and_soft_rows_equal_full_logits_and_autograd(cap, with_bias, chunk, shift):
     g = torch.Generator().manual_seed(0)
     V, H = 200, 16
     weight = torch.randn(V, H, generator=g)
@@ -41,13 +42,14 @@ def test_hard_and_soft_rows_equal_full_logits_and_autograd(cap, with_bias, chunk
     h = torch.randn(5, H, generator=g) * 3
     targets = torch.tensor([3, -1, 199, 0, -1])
     soft = torch.randn(2, V, generator=g) * 4  # reference logits of the two soft rows
-    f, grad = logprob_and_grad(h, targets, weight, bias, cap, chunk, soft=soft)
+    f, grad = logprob_and_grad(h, targets, weight, bias, cap, chunk, soft=soft, shift=shift)
     ref_f, ref_grad = _reference(h, weight, bias, cap, targets, soft)
     torch.testing.assert_close(f, ref_f, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
 
 
-def test_a_soft_row_near_its_reference_keeps_its_precision():
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_a_soft_row_near_its_reference_keeps_its_precision(shift):
     """KL and its gradient when the logits are within 1e-4 of the reference (the target search's first steps):
     float64 autograd is the truth; the chunked pass is at least as close to it as float32 autograd."""
     g = torch.Generator().manual_seed(3)
@@ -59,7 +61,7 @@ def test_a_soft_row_near_its_reference_keeps_its_precision():
     truth_f, truth_g = _reference(h, weight, None, None, torch.tensor([-1]), ref_logits)
     f32_f, f32_g = _reference(h.float(), weight.float(), None, None, torch.tensor([-1]), ref_logits.float())
     f, grad = logprob_and_grad(h.float(), torch.tensor([-1]), weight.float(), None, None, 512,
-                               soft=ref_logits.float())
+                               soft=ref_logits.float(), shift=shift)
     assert float(truth_f) > 0
     # the KL's error is the float32 logits' own rounding (shared by both float32 paths), not the summation's
     assert abs(float(f) - float(truth_f)) <= 1.5 * abs(float(f32_f) - float(truth_f)) + 1e-12
@@ -111,6 +113,68 @@ def test_hard_rows_in_float32_are_the_attribution_s_computation_bit_for_bit(cap)
     f2, g2 = logprob_and_grad(h, targets, weight, None, cap, 256, acc_dtype=torch.float64)
     torch.testing.assert_close(f2, f1, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-5)
+
+
+def test_the_two_shifts_agree_within_float_rounding_and_target_is_the_editors():
+    """``shift="target"`` (no rescaling: each hard row shifted by its own target logit) gives the running pass's
+    values and gradients within float32 rounding, with hard and soft rows in any order, and head_logprob uses it."""
+    g = torch.Generator().manual_seed(5)
+    V, H = 4099, 24  # a last chunk shorter than the others
+    weight, h = torch.randn(V, H, generator=g) * 0.5, torch.randn(7, H, generator=g) * 2
+    targets = torch.tensor([-1, 10, 4098, -1, 7, 0, 2000])
+    soft = torch.randn(2, V, generator=g) * 3
+    run = logprob_and_grad(h, targets, weight, None, None, 512, soft=soft, acc_dtype=torch.float64)
+    tgt = logprob_and_grad(h, targets, weight, None, None, 512, soft=soft, acc_dtype=torch.float64, shift="target")
+    assert not torch.equal(run[1], tgt[1])  # a different computation ...
+    torch.testing.assert_close(tgt[0], run[0], rtol=1e-6, atol=1e-6)  # ... with the same values
+    torch.testing.assert_close(tgt[1], run[1], rtol=1e-5, atol=1e-7)
+    seen = []
+
+    import memla_utils.head_logprob as module
+
+    real = module._target_shift_pass
+
+    def spy(*args):
+        seen.append(args[5])
+        return real(*args)
+
+    module._target_shift_pass = spy
+    try:
+        h_req = h.clone().requires_grad_(True)
+        lin = torch.nn.Linear(H, V, bias=False)
+        lin.weight.data = weight
+        lin.weight.requires_grad_(False)
+        model = type("M", (torch.nn.Module,), {"get_output_embeddings": lambda self: lin})()
+        head_logprob(model, h_req, targets, soft).sum().backward()
+    finally:
+        module._target_shift_pass = real
+    assert seen == [module.SMALL_ROWS_CHUNK]
+    expected = logprob_and_grad(h, targets, weight, None, None, module.SMALL_ROWS_CHUNK, soft=soft, shift="target")
+    assert torch.equal(h_req.grad, expected[1])
+
+
+def test_a_logit_far_above_the_target_s_falls_back_to_the_running_pass():
+    """exp(z_v - z_t) overflows float32 when a logit exceeds the target's by more than ~88: the target-shift pass
+    then gives way to the running one, and the values stay finite and correct."""
+    g = torch.Generator().manual_seed(6)
+    V, H = 300, 8
+    weight = torch.randn(V, H, generator=g) * 0.1
+    h = torch.randn(2, H, generator=g)
+    weight[17] = h[0] / h[0].norm() ** 2 * 150.0  # row 0's logit of token 17: 150, its target's: ~0
+    targets = torch.tensor([3, 5])
+    import memla_utils.head_logprob as module
+
+    assert module._target_shift_pass(h, targets, weight, None, None, 64, None) is None
+    f, grad = logprob_and_grad(h, targets, weight, None, None, 64, acc_dtype=torch.float64, shift="target")
+    ref_f, ref_grad = _reference(h.double(), weight.double(), None, None, targets, None)
+    assert bool(torch.isfinite(f).all()) and float(f[0]) < -100
+    torch.testing.assert_close(f.double(), ref_f, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_an_unknown_shift_is_an_error():
+    with pytest.raises(ValueError, match="shift must be one of"):
+        logprob_and_grad(torch.randn(1, 4), torch.tensor([1]), torch.randn(10, 4), None, None, 4, shift="max")
 
 
 def test_mismatched_soft_rows_are_an_error():
