@@ -11,7 +11,9 @@ the FLOPs of one current edit (``torch.utils.flop_counter``: matmuls and attenti
 extra untimed edit after the timed ones),
 the achieved GFLOP/s and the time that FLOP count would take at the machine's measured head-matmul rate; and
 the roofline floor of the same edit (:mod:`benchmarks.roofline`: each matrix product's FLOPs and bytes, against
-the measured ``torch.mm`` rate and memory bandwidth; a second untimed edit), with today's time over it.
+the measured ``torch.mm`` rate and memory bandwidth; a second untimed edit), with today's time over it; and the
+seconds that edit spent inside its matrix products where they ran (``in mm s``), so that ``elsewhere s`` (the
+timed edit's seconds minus those) is what small operations, Python and autograd cost.
 
 Usage (from the repository root; PMET on the reference side takes minutes per edit on 2 cores):
     python -m benchmarks.bench_baselines_speed                          # default model, 1 record, 1 repeat
@@ -112,7 +114,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             res["flops"] = count_flops(one_edit)
             # the same edit's matrix products, FLOPs and bytes each: the roofline floor (benchmarks/roofline.py)
             products = record_products(one_edit)
-            res["products"] = {"flops": products.flops, "bytes": products.bytes}
+            res["products"] = {"flops": products.flops, "bytes": products.bytes, "seconds": products.seconds}
         out["methods"][method] = res
         log.info("%s: %s s", method, [round(s, 1) for s in seconds])
     return out
@@ -155,10 +157,12 @@ def summarize(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str]) -> 
             row["flop_floor_s"] = row["gflop_per_edit"] / rate
         products = [r["methods"][m].get("products") for r in runs["current"] if r["methods"][m].get("products")]
         if products:
-            p = Products(products[0]["flops"], products[0]["bytes"])
+            p = Products(products[0]["flops"], products[0]["bytes"], products[0].get("seconds", []))
             row["roofline"] = p.summary(mm_rate, bandwidth)
             row["roofline"]["current_over_roofline_floor"] = (row["current_s_per_edit"]
                                                               / row["roofline"]["roofline_floor_s"])
+            if "in_products_s" in row["roofline"]:  # the rest of an edit: small operations, Python, autograd
+                row["roofline"]["elsewhere_s"] = row["current_s_per_edit"] - row["roofline"]["in_products_s"]
         out[m] = row
     return {"methods": out, "head_gflops": rate, "matmul_gflops": mm_rate, "memory_gbytes_s": bandwidth}
 
@@ -195,14 +199,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                   model=args.model)
     path = write_json(args.out or RESULTS / f"baselines_speed_{torch.device(args.device).type}.json", result)
     print(f"{'method':7} {'ref s':>8} {'new s':>8} {'ratio':>6} {'max|dW| diff':>13} {'rel':>9} "
-          f"{'GFLOP':>7} {'GFLOP/s':>8} {'floor s':>8} {'GB moved':>9} {'roofline s':>11} {'new/roofline':>13}")
+          f"{'GFLOP':>7} {'GFLOP/s':>8} {'floor s':>8} {'GB moved':>9} {'roofline s':>11} {'new/roofline':>13} "
+          f"{'in mm s':>8} {'elsewhere s':>12}")
     for m, r in result["methods"].items():
         roof = r.get("roofline", {})
         print(f"{m:7} {r['reference_s_per_edit']:8.1f} {r['current_s_per_edit']:8.1f} {r['speedup']:6.2f} "
               f"{r['max_abs_diff']:13.3g} {r['max_rel_diff']:9.2g} {r.get('gflop_per_edit', float('nan')):7.1f} "
               f"{r.get('achieved_gflops', float('nan')):8.2f} {r.get('flop_floor_s', float('nan')):8.1f} "
               f"{roof.get('gbytes', float('nan')):9.1f} {roof.get('roofline_floor_s', float('nan')):11.2f} "
-              f"{roof.get('current_over_roofline_floor', float('nan')):13.2f}")
+              f"{roof.get('current_over_roofline_floor', float('nan')):13.2f} "
+              f"{roof.get('in_products_s', float('nan')):8.2f} {roof.get('elsewhere_s', float('nan')):12.2f}")
     print(f"machine: {result['matmul_gflops']:.1f} GFLOP/s torch.mm, {result['memory_gbytes_s']:.1f} GB/s read")
     print(f"reference {result['reference_commit'][:12]}, current {result['current_commit'][:12]}"
           f"{' (+uncommitted changes)' if result['current_dirty'] else ''} -> {path}")

@@ -12,6 +12,12 @@ it. Everything else (softmax, norms, attention over short contexts, Adam) is lef
 
 :func:`memory_bandwidth` measures the machine's read bandwidth (``torch.sum`` over a tensor far larger than the
 caches, at the current thread count); :func:`matmul_rate` the float32 ``torch.mm`` rate of large products.
+
+The same recording also times each product where it runs (``Products.seconds``: the wall clock around the
+product's kernel, with the operands in whatever cache state the computation left them). Their sum says how much
+of an edit is spent in matrix products at the rates this machine's BLAS reaches for these shapes, and so how much
+is elsewhere (small operations, Python, autograd). It is a profile, not a floor: a different kernel or layout
+could make the products faster (session 36: MKL's packed weights for the decoder's linear layers did not).
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ class Products:
 
     flops: list[int] = field(default_factory=list)
     bytes: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
 
     def floor_s(self, gflops: float, gbytes_s: float) -> float:
         """Seconds: ``sum over products of max(FLOPs / rate, bytes / bandwidth)`` (GFLOP/s, GB/s)."""
@@ -52,8 +59,11 @@ class Products:
         return sum(self.flops) / (gflops * 1e9)
 
     def summary(self, gflops: float, gbytes_s: float) -> dict[str, float]:
-        return {"products": len(self.flops), "gflop": sum(self.flops) / 1e9, "gbytes": sum(self.bytes) / 1e9,
-                "flop_floor_s": self.flop_floor_s(gflops), "roofline_floor_s": self.floor_s(gflops, gbytes_s)}
+        out = {"products": len(self.flops), "gflop": sum(self.flops) / 1e9, "gbytes": sum(self.bytes) / 1e9,
+               "flop_floor_s": self.flop_floor_s(gflops), "roofline_floor_s": self.floor_s(gflops, gbytes_s)}
+        if self.seconds:
+            out["in_products_s"] = sum(self.seconds)
+        return out
 
 
 class _Record(TorchDispatchMode):
@@ -62,16 +72,22 @@ class _Record(TorchDispatchMode):
         self.products = products
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
-        if name in _MM and isinstance(out, torch.Tensor):
+        if name not in _MM:
+            return func(*args, **(kwargs or {}))
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        seconds = time.perf_counter() - start  # CPU: the kernel has finished when the call returns
+        if isinstance(out, torch.Tensor):
             self.products.flops.append(_flops(name, args, out))
             self.products.bytes.append(_bytes(args, out))
+            self.products.seconds.append(seconds)
         return out
 
 
 def record_products(fn: Callable[[], Any]) -> Products:
-    """Run ``fn`` once and return the FLOPs and bytes of every matrix product it ran (autograd's included)."""
+    """Run ``fn`` once and return the FLOPs, bytes and seconds of every matrix product it ran (autograd's included;
+    the seconds are wall-clock and mean something on CPU only, where a product has finished when its call returns)."""
     products = Products()
     with _Record(products):
         fn()

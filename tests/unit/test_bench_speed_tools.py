@@ -63,3 +63,26 @@ def test_roofline_counts_every_product_with_its_bytes_and_takes_the_slower_bound
     many = Products([10_000], [1000])                      # 10 FLOP per byte: bound by the matmul rate
     assert many.floor_s(gflops=1.0, gbytes_s=1.0) == pytest.approx(1e-5)
     assert Products([1000, 10_000], [10_000, 1000]).summary(1.0, 1.0)["roofline_floor_s"] == pytest.approx(2e-5)
+    assert "in_products_s" not in few.summary(1.0, 1.0)  # nothing timed, nothing claimed
+
+
+def test_roofline_times_each_product_where_it_runs():
+    """The seconds recorded per product are the products' own: a slow product dominates their sum, and work
+    outside the products (here a sleep between them) is not counted."""
+    import time
+
+    import torch
+
+    from benchmarks.roofline import record_products
+
+    small, big = torch.randn(8, 8), torch.randn(400, 400)
+
+    def work():
+        small @ small
+        time.sleep(0.2)
+        big @ big
+
+    p = record_products(work)
+    assert len(p.seconds) == 2 and all(s > 0 for s in p.seconds)
+    assert p.seconds[1] > p.seconds[0]
+    assert p.summary(1.0, 1.0)["in_products_s"] == sum(p.seconds) < 0.2
