@@ -67,6 +67,32 @@ def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, fl
 SHIFTS = ("running", "target")
 
 
+def _target_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, softcap: float | None,
+                   ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(w_t [R, H], z_t [R], z'_t [R])``: each row's target row of the head, its (capped) logit and the cap's
+    derivative there (ones without a cap), float32."""
+    wt = weight[ids].float()
+    zt = (h * wt).sum(-1)
+    if bias is not None:
+        zt = zt + bias[ids].float()
+    dzt = torch.ones_like(zt)
+    if softcap is not None:
+        t = torch.tanh(zt / softcap)
+        zt, dzt = softcap * t, 1.0 - t * t
+    return wt, zt, dzt
+
+
+def _kl_rows(a: torch.Tensor, q_delta: torch.Tensor, mass: torch.Tensor, big_a: torch.Tensor,
+             big_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(q̂ ‖ p) ``[S]`` and its gradient ``[S, H]`` (float32) of the soft rows, for the normalised q̂ = q / Σq
+    (Σq = 1 up to float32 rounding over the vocabulary), from a = Σ q expm1(δ), Σ q δ, M = Σ q, A = Σ q expm1(δ) z' w
+    and B = Σ q z' w: KL = log1p(a / M) − Σ q δ / M and ∂KL/∂h = (M·A − a·B) / (M (M + a)); no large sums are
+    subtracted."""
+    f = (torch.log1p(a / mass) - q_delta / mass).float()
+    grad = ((mass[:, None] * big_a - a[:, None] * big_b) / (mass * (mass + a))[:, None]).float()
+    return f, grad
+
+
 def _capped(z: torch.Tensor, softcap: float | None, dz: torch.Tensor | None) -> None:
     """In place: ``z <- softcap * tanh(z / softcap)``, ``dz <- dz/dz_raw`` (``1 - tanh²``); nothing without a cap."""
     if softcap is None:
@@ -96,14 +122,7 @@ def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
     hard_idx = (targets >= 0).nonzero().flatten()
     ns, nh = int(soft_idx.numel()), int(hard_idx.numel())
     hp = h[torch.cat([soft_idx, hard_idx])].contiguous()
-    wt = weight[targets[hard_idx]].float()
-    zt = (hp[ns:] * wt).sum(-1)
-    if bias is not None:
-        zt = zt + bias[targets[hard_idx]].float()
-    dzt = torch.ones_like(zt)
-    if softcap is not None:
-        t = torch.tanh(zt / softcap)
-        zt, dzt = softcap * t, 1.0 - t * t
+    wt, zt, dzt = _target_logits(hp[ns:], weight, bias, softcap, targets[hard_idx])
     shift = zt[:, None]
     w_chunks = weight.split(chunk)
     b_chunks = bias.float().split(chunk) if bias is not None else None
@@ -151,9 +170,7 @@ def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
         a = (q * torch.expm1(delta)).sum(-1, dtype=torch.float64)
         q_delta = (q * delta).sum(-1, dtype=torch.float64)
         mass = q.sum(-1, dtype=torch.float64)
-        big_a, big_b = acc[nh:nh + ns], acc[nh + ns:]
-        logp[soft_idx] = (torch.log1p(a / mass) - q_delta / mass).float()
-        grad[soft_idx] = ((mass[:, None] * big_a - a[:, None] * big_b) / (mass * (mass + a))[:, None]).float()
+        logp[soft_idx], grad[soft_idx] = _kl_rows(a, q_delta, mass, acc[nh:nh + ns], acc[nh + ns:])
     return logp, grad
 
 
@@ -242,15 +259,7 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
         else:
             u = u * scale[:, None] + (e.to(mm_dtype) @ w).float().to(acc_dtype)
         m = new_m
-    hard = targets.clamp(min=0)
-    wt = weight[hard].float()
-    zt = (hf * wt).sum(-1)
-    if bias is not None:
-        zt = zt + bias[hard].float()
-    dzt = torch.ones_like(zt)
-    if softcap is not None:
-        t = torch.tanh(zt / softcap)
-        zt, dzt = softcap * t, 1.0 - t * t
+    wt, zt, dzt = _target_logits(hf, weight, bias, softcap, targets.clamp(min=0))
     if wide:
         logp = (zt.to(acc_dtype) - (m.to(acc_dtype) + torch.log(s))).float()
         grad = (dzt[:, None].to(acc_dtype) * wt.to(acc_dtype) - u / s[:, None]).float()
@@ -258,11 +267,7 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
         logp = zt - (m + torch.log(s))
         grad = dzt[:, None] * wt - u / s[:, None]
     if n_soft:
-        # KL(q̂ ‖ p) for the normalised q̂ = q / Σq (Σq = 1 up to float32 rounding of log_softmax over the vocabulary):
-        # with a = Σ q expm1(δ), A = Σ q expm1(δ) z' w, B = Σ q z' w, M = Σ q:
-        # KL = log1p(a / M) − Σ q δ / M and ∂KL/∂h = (M·A − a·B) / (M (M + a)); no large sums are subtracted
-        logp[soft_rows] = (torch.log1p(a / mass) - q_delta / mass).float()
-        grad[soft_rows] = ((mass[:, None] * big_a - a[:, None] * big_b) / (mass * (mass + a))[:, None]).float()
+        logp[soft_rows], grad[soft_rows] = _kl_rows(a, q_delta, mass, big_a, big_b)
     return logp, grad
 
 
