@@ -125,6 +125,7 @@ def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
     wt, zt, dzt = _target_logits(hp[ns:], weight, bias, softcap, targets[hard_idx])
     shift = zt[:, None]
     w_chunks = weight.split(chunk)
+    wt_chunks = weight.T.split(chunk, dim=1)  # the same chunks transposed, as views made in one call
     b_chunks = bias.float().split(chunk) if bias is not None else None
     sums = torch.empty(len(w_chunks), nh, dtype=torch.float64, device=dev)
     acc = torch.zeros(R + ns, H, dtype=torch.float64, device=dev)
@@ -134,14 +135,14 @@ def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
         delta = torch.empty(ns, V, device=dev)
         ref_chunks, q_chunks, delta_chunks = ref.split(chunk, -1), q.split(chunk, -1), delta.split(chunk, -1)
     width = -1
-    for k, w in enumerate(w_chunks):
+    for k, (w, w_t) in enumerate(zip(w_chunks, wt_chunks)):
         if w.shape[0] != width:  # the first chunk, and the shorter last one
             width = w.shape[0]
             buf = torch.empty(R + 2 * ns, width, device=dev)
             dz = torch.empty(R, width, device=dev) if softcap is not None else None
             prod = torch.empty(R + ns, H, device=dev)
             z, e_hard, qe, qz = buf[:R], buf[ns:R], buf[R:R + ns], buf[R + ns:]
-        torch.mm(hp, w.T, out=z)
+        torch.mm(hp, w_t, out=z)
         if b_chunks is not None:
             z.add_(b_chunks[k])
         _capped(z, softcap, dz)
