@@ -94,7 +94,8 @@ def _kl_rows(a: torch.Tensor, q_delta: torch.Tensor, mass: torch.Tensor, big_a: 
 
 
 def _capped(z: torch.Tensor, softcap: float | None, dz: torch.Tensor | None) -> None:
-    """In place: ``z <- softcap * tanh(z / softcap)``, ``dz <- dz/dz_raw`` (``1 - tanh²``); nothing without a cap."""
+    """In place: ``z <- softcap * tanh(z / softcap)`` and ``dz <-`` its derivative in the raw logit, ``1 - tanh²``;
+    nothing without a cap."""
     if softcap is None:
         return
     z.div_(softcap).tanh_()
@@ -197,8 +198,8 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
     (:func:`head_logprob`) shifts each hard row by its own target logit once (:func:`_target_shift_pass`: no
     rescaling, the products written into preallocated buffers, about 8 operations per chunk), accumulates in
     float64 whatever ``acc_dtype`` says, and falls back to ``"running"`` when a logit exceeds its row's target
-    logit by so much that the shifted exponentials overflow (``log p(target) < ~-88``), or when ``mm_dtype`` is
-    not float32. Both give the same values up to float rounding (``tests/unit/test_head_logprob.py``). Raises
+    logit by so much that the shifted exponentials overflow (``log p(target) < ~-88``), or when ``mm_dtype`` or the
+    head's dtype is not float32. Both give the same values up to float rounding (``tests/unit/test_head_logprob.py``). Raises
     ``ValueError`` when the soft rows and ``soft`` do not match, or for an unknown ``shift``.
     """
     hf = h.float()
@@ -211,7 +212,7 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
                          f"{None if soft is None else tuple(soft.shape)} for a vocabulary of {weight.shape[0]}")
     if shift not in SHIFTS:
         raise ValueError(f"logprob_and_grad: shift must be one of {SHIFTS}, got {shift!r}")
-    if shift == "target" and mm_dtype == torch.float32:
+    if shift == "target" and mm_dtype == torch.float32 and weight.dtype == torch.float32:
         done = _target_shift_pass(hf, targets, weight, bias, softcap, chunk, soft)
         if done is not None:
             return done

@@ -172,6 +172,17 @@ def test_a_logit_far_above_the_target_s_falls_back_to_the_running_pass():
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-5)
 
 
+def test_a_head_not_in_float32_takes_the_running_pass():
+    """shift="target" multiplies float32 buffers: a bfloat16 head (or bfloat16 products) takes the running pass."""
+    g = torch.Generator().manual_seed(7)
+    weight, h = torch.randn(500, 16, generator=g).bfloat16(), torch.randn(3, 16, generator=g)
+    targets = torch.tensor([1, 2, 499])
+    for mm_dtype in (torch.float32, torch.bfloat16):
+        run = logprob_and_grad(h, targets, weight, None, None, 64, mm_dtype, acc_dtype=torch.float64)
+        tgt = logprob_and_grad(h, targets, weight, None, None, 64, mm_dtype, acc_dtype=torch.float64, shift="target")
+        assert torch.equal(run[0], tgt[0]) and torch.equal(run[1], tgt[1])
+
+
 def test_an_unknown_shift_is_an_error():
     with pytest.raises(ValueError, match="shift must be one of"):
         logprob_and_grad(torch.randn(1, 4), torch.tensor([1]), torch.randn(10, 4), None, None, 4, shift="max")
