@@ -61,7 +61,7 @@ class Products:
     def summary(self, gflops: float, gbytes_s: float) -> dict[str, float]:
         out = {"products": len(self.flops), "gflop": sum(self.flops) / 1e9, "gbytes": sum(self.bytes) / 1e9,
                "flop_floor_s": self.flop_floor_s(gflops), "roofline_floor_s": self.floor_s(gflops, gbytes_s)}
-        if self.seconds:
+        if self.seconds and len(self.seconds) == len(self.flops):  # every product timed (all ran on CPU)
             out["in_products_s"] = sum(self.seconds)
         return out
 
@@ -81,13 +81,15 @@ class _Record(TorchDispatchMode):
         if isinstance(out, torch.Tensor):
             self.products.flops.append(_flops(name, args, out))
             self.products.bytes.append(_bytes(args, out))
-            self.products.seconds.append(seconds)
+            if out.device.type == "cpu":  # elsewhere the call returns before the kernel has run
+                self.products.seconds.append(seconds)
         return out
 
 
 def record_products(fn: Callable[[], Any]) -> Products:
     """Run ``fn`` once and return the FLOPs, bytes and seconds of every matrix product it ran (autograd's included;
-    the seconds are wall-clock and mean something on CPU only, where a product has finished when its call returns)."""
+    the seconds are wall-clock and kept for CPU products only, where a product has finished when its call returns;
+    ``summary`` reports their sum only when every product was timed)."""
     products = Products()
     with _Record(products):
         fn()

@@ -73,7 +73,7 @@ def test_roofline_times_each_product_where_it_runs():
 
     import torch
 
-    from benchmarks.roofline import record_products
+    from benchmarks.roofline import Products, record_products
 
     small, big = torch.randn(8, 8), torch.randn(400, 400)
 
@@ -86,3 +86,5 @@ def test_roofline_times_each_product_where_it_runs():
     assert len(p.seconds) == 2 and all(s > 0 for s in p.seconds)
     assert p.seconds[1] > p.seconds[0]
     assert p.summary(1.0, 1.0)["in_products_s"] == sum(p.seconds) < 0.2
+    partly = Products([1, 1], [1, 1], [0.5])  # one product not timed (not on CPU): no sum is claimed
+    assert "in_products_s" not in partly.summary(1.0, 1.0)
