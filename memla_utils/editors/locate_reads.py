@@ -9,8 +9,8 @@ forward (:func:`layer_reads`). Re-exported by :mod:`memla_utils.editors.locate`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from ..mkeb.subjects import find_subject
 from ..models import LoadedModel
 from ..text import encode_prompt, pad_prompts
 from .base import EditError
-from .fast_forward import run_until
+from .fast_forward import record_layers, replay_layers, run_until
 
 
 # ------------------------------------------------------------------------------------------ prompts and positions
@@ -129,32 +129,54 @@ class LayerReads:
 
     ``keys [N, n_neurons]``: mean over prefixes of the down-projection input at ``layer`` (:func:`compute_keys`);
     ``bare_keys [N, n_neurons]``: the same on the bare prompt; ``outputs [N, hidden]``: ``module``'s output at
-    the bare prompt's subject token (:func:`read_outputs`).
+    the bare prompt's subject token (:func:`read_outputs`); ``lower``: the outputs of decoder layers
+    ``0..record_below-1`` in that forward (for the next call's ``replay``; empty unless asked for).
     """
 
     keys: torch.Tensor
     bare_keys: torch.Tensor
     outputs: torch.Tensor
+    lower: list[Any] = field(default_factory=list)
 
 
 @torch.no_grad()
 def layer_reads(lm: LoadedModel, layer: int, module_layer: int, module: nn.Module, requests: Sequence[Request],
-                prefixes: Sequence[str]) -> LayerReads:
+                prefixes: Sequence[str], replay: Sequence[Any] = (), record_below: int = 0) -> LayerReads:
     """:func:`compute_keys` (with and without prefixes) and :func:`read_outputs` of ``module`` (which belongs
-    to decoder layer ``module_layer``) from one forward over the prefixed prompts, stopped once both layers ran."""
+    to decoder layer ``module_layer``) from one forward over the prefixed prompts, stopped once both layers ran.
+
+    ``replay``: the outputs of layers ``0..len(replay)-1`` recorded by an earlier call on the same ``requests``
+    and ``prefixes`` (:attr:`LayerReads.lower` with ``record_below``), valid while nothing in those layers has
+    changed since (:func:`.fast_forward.replay_layers`); those layers then compute nothing, and the values are the
+    same bits. MEMIT's loop over its window uses it: after the update of layer ``l`` only layers ``>= l`` change,
+    so the next read replays ``0..l-1`` (``record_below=l``).
+    """
+    top = max(layer, module_layer)  # the forward stops inside this layer: layers below it run to their output
+    if not 0 <= record_below <= top:
+        raise ValueError(f"layer_reads: record_below={record_below}: only layers 0..{top - 1} finish in a forward "
+                         f"stopped at layer {top}")
+    if len(replay) > min(layer, module_layer):
+        raise ValueError(f"layer_reads: {len(replay)} replayed layers would skip layer {min(layer, module_layer)}, "
+                         "which this call reads")
     groups = list(dict.fromkeys([""] + list(prefixes)))
     bare, idx = groups.index(""), [groups.index(p) for p in prefixes]
     prompts = [p + r.view.prompt for r in requests for p in groups]
     pos = torch.tensor([subject_last_position(lm.tokenizer, r, p) for r in requests for p in groups])
     ids, att = pad_prompts(lm.tokenizer, prompts, side="right")
     stop = module if module_layer >= layer else lm.adapter.down_proj(layer)
-    with lm.adapter.neuron_hook(layer, capture=True) as probe, _capture_output(module) as box:
-        run_until(lm.model, stop, input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), logits_to_keep=1)
+    with ExitStack() as stack:
+        probe = stack.enter_context(lm.adapter.neuron_hook(layer, capture=True))
+        box = stack.enter_context(_capture_output(module))
+        lower = stack.enter_context(record_layers(lm.adapter, record_below))
+        if replay:
+            stack.enter_context(replay_layers(lm.adapter, replay))
+        run_until(lm.model, stop, input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), logits_to_keep=1,
+                  use_cache=False)
     rows = torch.arange(len(prompts))
     acts = probe.activations[rows, pos.to(probe.activations.device)].to(torch.float64).cpu()
     acts = acts.reshape(len(requests), len(groups), -1)
     out = box["out"][rows, pos.to(box["out"].device)].to(torch.float64).cpu().reshape(len(requests), len(groups), -1)
-    return LayerReads(keys=acts[:, idx].mean(1), bare_keys=acts[:, bare], outputs=out[:, bare])
+    return LayerReads(keys=acts[:, idx].mean(1), bare_keys=acts[:, bare], outputs=out[:, bare], lower=list(lower))
 
 
 __all__ = ["LayerReads", "Request", "compute_keys", "context_prefixes", "layer_reads", "read_outputs", "subject_head",

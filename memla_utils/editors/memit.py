@@ -59,10 +59,13 @@ class MemitEditor(LocateThenEdit):
             searches.append(search)
         targets = None
         spread = []
+        lower: list = []  # outputs of the layers below the last updated one, from the previous read (replayed)
         for i, layer in enumerate(layers):
-            if cfg.fast_forward:  # keys at `layer` and outputs at `last` from one forward, stopped after `last`
-                reads = layer_reads(lm, layer, last, adapter.down_proj(last), requests, prefixes)
-                keys, current = reads.keys, reads.outputs                  # [N, n], [N, hidden]
+            if cfg.fast_forward:  # keys at `layer` and outputs at `last` from one forward, stopped after `last`;
+                # the update below changes `layer` and nothing under it, so the next read replays layers < `layer`
+                reads = layer_reads(lm, layer, last, adapter.down_proj(last), requests, prefixes,
+                                    replay=lower[:min(layer, last)], record_below=layer if i + 1 < len(layers) else 0)
+                keys, current, lower = reads.keys, reads.outputs, reads.lower  # [N, n], [N, hidden]
             else:
                 keys = compute_keys(lm, layer, requests, prefixes)
                 current = read_outputs(lm, adapter.down_proj(last), requests)

@@ -1,4 +1,4 @@
-"""The editors' few-row head pass under other kernels: what a faster product would change, measured side by side.
+"""The editors' few-row products under other kernels: what a faster product would change, measured side by side.
 
 Issue 15, item 3 (session 37). ROME / MEMIT / PMET's target search projects ~12 rows through the 262,144 x 640
 output head at every step, and computes ``log p(target)`` and its gradient (:func:`memla_utils.head_logprob.
@@ -19,10 +19,17 @@ against a float64 computation of the same values:
 A second table times the whole-head product ``h @ W.T`` for 1-20 rows, and with the rows padded to 16
 (:data:`memla_utils.head_projection.MIN_BLOCK_ROWS`): MKL's time for 7-15 rows was up to 2.5x that of 16.
 
+A third times the decoder's products at the target search's row counts: the seven linear layers of one decoder
+layer of the default model (q, k, v, o, gate, up, down: ``--hidden`` x ``--ffn``, ``--q-dim``, ``--kv-dim``), over
+``--layers`` layers with their own random weights (what one forward through the layers above an edited one reads),
+with ``F.linear`` (what the model runs), oneDNN's ``mkldnn_linear``, and the weights packed once for oneDNN
+(``torch.ops.mkldnn._linear_pointwise``) and for MKL (``torch.ops.mkl._mkl_linear``); each variant's largest
+difference from ``F.linear`` is reported.
+
 Usage (from the repository root):
-    python -m benchmarks.bench_head_kernels                     # the default head's shape, 2 / 4 / 12 rows
-    python -m benchmarks.bench_head_kernels --vocab 8192 --hidden 64 --rows 2,5 --repeats 1   # seconds
--> prints both tables, writes benchmarks/results/head_kernels_cpu.json (or --out)
+    python -m benchmarks.bench_kernels                     # the default head's shape, 2 / 4 / 12 rows
+    python -m benchmarks.bench_kernels --vocab 8192 --hidden 64 --ffn 128 --q-dim 64 --kv-dim 32 --layers 2 --rows 2,5 --decoder-rows 3 --repeats 1   # seconds
+-> prints the three tables, writes benchmarks/results/kernels_cpu.json (or --out)
 """
 from __future__ import annotations
 
@@ -43,7 +50,7 @@ import torch
 from benchmarks.common import RESULTS, environment, setup_logging, write_json
 from memla_utils.head_logprob import SMALL_ROWS_CHUNK, logprob_and_grad
 
-log = logging.getLogger("bench_head_kernels")
+log = logging.getLogger("bench_kernels")
 Pass = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -245,8 +252,63 @@ def padding_rows(weight: torch.Tensor, max_rows: int, pad_to: int, repeats: int,
     return out
 
 
+def decoder_weights(hidden: int, ffn: int, q_dim: int, kv_dim: int, layers: int, seed: int) -> list[torch.Tensor]:
+    """``layers`` x the seven ``[out, in]`` weights of a decoder layer (q, k, v, o, gate, up, down), N(0, 0.03²)."""
+    gen = torch.Generator().manual_seed(seed + 3)
+    shapes = [(q_dim, hidden), (kv_dim, hidden), (kv_dim, hidden), (hidden, q_dim), (ffn, hidden), (ffn, hidden),
+              (hidden, ffn)]
+    return [torch.randn(*shape, generator=gen) * 0.03 for _ in range(layers) for shape in shapes]
+
+
+def decoder_rows(weights: Sequence[torch.Tensor], rows: Sequence[int], repeats: int, seed: int) -> list[dict[str, Any]]:
+    """Milliseconds for every weight's product with ``r`` rows, per variant, and its largest difference from
+    ``F.linear`` (None where the op is missing from this torch build)."""
+    F = torch.nn.functional
+    gen = torch.Generator().manual_seed(seed + 4)
+    out = []
+    for r in rows:
+        xs = {w.shape[1]: torch.randn(r, w.shape[1], generator=gen) for w in weights}
+        variants: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None] = {"F.linear": F.linear}
+        try:
+            dense = {id(w): w.to_mkldnn() for w in weights}
+            variants["mkldnn_linear"] = lambda x, w: torch._C._nn.mkldnn_linear(x.to_mkldnn(), dense[id(w)]).to_dense()
+        except (AttributeError, RuntimeError):
+            variants["mkldnn_linear"] = None
+        try:
+            dnn = {id(w): torch.ops.mkldnn._reorder_linear_weight(w, r) for w in weights}
+            variants["onednn-packed"] = lambda x, w: torch.ops.mkldnn._linear_pointwise(x, dnn[id(w)], None, "none",
+                                                                                          [], "")
+        except (AttributeError, RuntimeError):
+            variants["onednn-packed"] = None
+        try:
+            mkl = {id(w): torch.ops.mkl._mkl_reorder_linear_weight(w, r) for w in weights}
+            variants["mkl-packed"] = lambda x, w: torch.ops.mkl._mkl_linear(x, mkl[id(w)], w, None, r)
+        except (AttributeError, RuntimeError):
+            variants["mkl-packed"] = None
+        for name, fn in variants.items():
+            if fn is None:
+                out.append({"variant": name, "rows": r, "ms": None, "skipped": "not in this torch build"})
+                continue
+            ms = best_ms(lambda fn=fn: [fn(xs[w.shape[1]], w) for w in weights], repeats)
+            diff = max(float((fn(xs[w.shape[1]], w) - F.linear(xs[w.shape[1]], w)).abs().max()) for w in weights)
+            out.append({"variant": name, "rows": r, "ms": ms, "max_abs_diff": diff})
+            log.info("decoder %s, %d rows: %.1f ms", name, r, ms)
+    return out
+
+
 def fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
+
+
+def row_list(ap: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    """``"2,4,12"`` as ``[2, 4, 12]``; an argparse error naming ``option`` unless every entry is an integer >= 1."""
+    try:
+        rows = [int(r) for r in text.split(",")]
+    except ValueError:
+        ap.error(f"{option} must be comma-separated integers, got {text!r}")
+    if any(r < 1 for r in rows):
+        ap.error(f"{option} must be >= 1, got {text!r}")
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -258,29 +320,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--pad-to", type=int, default=16, help="the padding table: rows padded to this many")
     ap.add_argument("--group", type=int, default=4, help="bmm-grouped: chunks per torch.bmm call")
     ap.add_argument("--group-chunk", type=int, default=256, help="bmm-grouped: vocabulary rows per chunk")
+    ap.add_argument("--layers", type=int, default=11,
+                    help="decoder table: layers (default: the 11 above MEMIT's window on the default model)")
+    ap.add_argument("--ffn", type=int, default=2048, help="decoder table: MLP neurons (default model: 2048)")
+    ap.add_argument("--q-dim", type=int, default=1024, help="decoder table: query width (default model: 4 x 256)")
+    ap.add_argument("--kv-dim", type=int, default=256, help="decoder table: key / value width (default model: 256)")
+    ap.add_argument("--decoder-rows", default="8,12,20,32",
+                    help="decoder table: token rows (the default model's target search: ~20)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(RESULTS / "head_kernels_cpu.json"))
+    ap.add_argument("--out", default=str(RESULTS / "kernels_cpu.json"))
     args = ap.parse_args(argv)
-    for name in ("vocab", "hidden", "pad_rows", "pad_to", "group", "group_chunk", "repeats"):
+    for name in ("vocab", "hidden", "pad_rows", "pad_to", "group", "group_chunk", "repeats", "layers", "ffn", "q_dim",
+                 "kv_dim"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    try:
-        rows = [int(r) for r in args.rows.split(",")]
-    except ValueError:
-        ap.error(f"--rows must be comma-separated integers, got {args.rows!r}")
-    if any(r < 1 for r in rows):
-        ap.error(f"--rows must be >= 1, got {args.rows!r}")
+    rows, dec_rows = row_list(ap, "--rows", args.rows), row_list(ap, "--decoder-rows", args.decoder_rows)
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
     weight = torch.randn(args.vocab, args.hidden, generator=torch.Generator().manual_seed(args.seed)) * 0.03
     passes = head_pass_rows(weight, rows, args.repeats, args.seed, args.group, args.group_chunk)
     padding = padding_rows(weight, args.pad_rows, args.pad_to, args.repeats, args.seed)
-    result = {"benchmark": "head_kernels", "vocab": args.vocab, "hidden": args.hidden, "rows": rows,
+    del weight
+    decoder = decoder_rows(decoder_weights(args.hidden, args.ffn, args.q_dim, args.kv_dim, args.layers, args.seed),
+                           dec_rows, args.repeats, args.seed)
+    result = {"benchmark": "kernels", "vocab": args.vocab, "hidden": args.hidden, "rows": rows,
+              "layers": args.layers, "ffn": args.ffn, "q_dim": args.q_dim, "kv_dim": args.kv_dim, "decoder_rows": dec_rows,
               "group": args.group, "group_chunk": args.group_chunk, "repeats": args.repeats,
-              "passes": passes, "padding": padding, "numba": numba_version(), "environment": environment("cpu")}
+              "passes": passes, "padding": padding, "decoder": decoder, "numba": numba_version(), "environment": environment("cpu")}
     path = write_json(args.out, result)
     print(f"\nhead pass, values and gradient ({args.vocab} x {args.hidden}, {torch.get_num_threads()} threads)")
     print(f"{'variant':<12} {'rows':>4} {'ms':>8} {'max|dlogp|':>11} {'grad rel':>9}")
@@ -292,6 +361,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"{'rows':>4} {'ms':>8} {'padded ms':>10} {'same bits':>10}")
     for p in padding:
         print(f"{p['rows']:>4} {p['ms']:>8.1f} {p['padded_ms']:>10.1f} {str(p['same_bits']):>10}")
+    print(f"\n{args.layers} decoder layers' seven linear products ({args.hidden} hidden, {args.ffn} neurons)")
+    print(f"{'variant':<14} {'rows':>4} {'ms':>8} {'max|diff|':>10}")
+    for p in decoder:
+        print(f"{p['variant']:<14} {p['rows']:>4} {fmt(p['ms']):>8} "
+              + (f"({p['skipped']})" if "skipped" in p else f"{p['max_abs_diff']:>10.1e}"))
     print(f"\nwrote {path}")
     return result
 
