@@ -105,7 +105,7 @@ def _capped(z: torch.Tensor, softcap: float | None, dz: torch.Tensor | None) -> 
 
 def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        softcap: float | None, chunk: int, soft: torch.Tensor | None,
-                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+                       reference_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """:func:`logprob_and_grad` with ``shift="target"``: ``(f [R], grad [R, H])``, or ``None`` on overflow.
 
     Hard rows: ``log p(t) = -log Σ_v exp(z_v - z_t)`` and ``∂/∂h = z'_t w_t - Σ_v exp(z_v - z_t) z'_v w_v / s``;
@@ -114,7 +114,8 @@ def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
     ``expm1`` accumulation of :func:`logprob_and_grad`, unchanged. Rows are put in the order soft, hard, and each
     chunk's products go into one preallocated ``[R + 2S, chunk]`` buffer whose rows ``S:`` (the hard rows'
     exponentials, the soft rows' ``q·expm1(δ)·z'`` and ``q·z'``) are the second product's input. Sums over the
-    vocabulary in float64, products in float32. ``h`` is float32.
+    vocabulary in float64, products in float32. ``h`` is float32. With ``reference_out`` (and no ``soft``) the soft
+    rows are their own reference: their logits are written there chunk by chunk, and they take no further work.
     """
     dev = h.device
     R, H = h.shape
@@ -124,13 +125,17 @@ def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
     ns, nh = int(soft_idx.numel()), int(hard_idx.numel())
     hp = h[torch.cat([soft_idx, hard_idx])].contiguous()
     wt, zt, dzt = _target_logits(hp[ns:], weight, bias, softcap, targets[hard_idx])
+    own = reference_out is not None  # the soft rows only record their logits (KL of a distribution to itself: 0)
+    extra = 0 if own else ns  # rows of the second product beyond the hard ones: A and B of each soft row
     shift = zt[:, None]
     w_chunks = weight.split(chunk)
     wt_chunks = weight.T.split(chunk, dim=1)  # the same chunks transposed, as views made in one call
     b_chunks = bias.float().split(chunk) if bias is not None else None
     sums = torch.empty(len(w_chunks), nh, dtype=torch.float64, device=dev)
-    acc = torch.zeros(R + ns, H, dtype=torch.float64, device=dev)
-    if ns:
+    acc = torch.zeros(nh + 2 * extra, H, dtype=torch.float64, device=dev)
+    if own:
+        out_chunks = reference_out.split(chunk, -1)
+    elif ns:
         ref = soft.float()
         q = torch.softmax(ref, -1)
         delta = torch.empty(ns, V, device=dev)
@@ -139,15 +144,17 @@ def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
     for k, (w, w_t) in enumerate(zip(w_chunks, wt_chunks)):
         if w.shape[0] != width:  # the first chunk, and the shorter last one
             width = w.shape[0]
-            buf = torch.empty(R + 2 * ns, width, device=dev)
+            buf = torch.empty(R + 2 * extra, width, device=dev)
             dz = torch.empty(R, width, device=dev) if softcap is not None else None
-            prod = torch.empty(R + ns, H, device=dev)
-            z, e_hard, qe, qz = buf[:R], buf[ns:R], buf[R:R + ns], buf[R + ns:]
+            prod = torch.empty(nh + 2 * extra, H, device=dev)
+            z, e_hard, qe, qz = buf[:R], buf[ns:R], buf[R:R + extra], buf[R + extra:]
         torch.mm(hp, w_t, out=z)
         if b_chunks is not None:
             z.add_(b_chunks[k])
         _capped(z, softcap, dz)
-        if ns:
+        if own:
+            out_chunks[k].copy_(z[:ns])
+        elif ns:
             torch.sub(z[:ns], ref_chunks[k], out=delta_chunks[k])
             torch.expm1(delta_chunks[k], out=qe).mul_(q_chunks[k])
             qz.copy_(q_chunks[k])
@@ -168,7 +175,9 @@ def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
     grad = torch.empty(R, H, device=dev)
     logp[hard_idx] = (-torch.log(s)).float()  # z_t - (shift + log s) with shift = z_t
     grad[hard_idx] = (dzt[:, None].double() * wt.double() - u / s[:, None]).float()
-    if ns:
+    if own:
+        logp[soft_idx], grad[soft_idx] = 0.0, 0.0
+    elif ns:
         a = (q * torch.expm1(delta)).sum(-1, dtype=torch.float64)
         q_delta = (q * delta).sum(-1, dtype=torch.float64)
         mass = q.sum(-1, dtype=torch.float64)
@@ -180,7 +189,8 @@ def _target_shift_pass(h: torch.Tensor, targets: torch.Tensor, weight: torch.Ten
 def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      softcap: float | None, chunk: int, mm_dtype: torch.dtype = torch.float32,
                      soft: torch.Tensor | None = None, acc_dtype: torch.dtype = torch.float32,
-                     shift: str = "running") -> tuple[torch.Tensor, torch.Tensor]:
+                     shift: str = "running", reference_out: torch.Tensor | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``f [R]`` and ``∂f_r/∂h_r`` ``[R, H]`` (float32) for final hidden states ``h`` ``[R, H]``.
 
     ``targets`` ``[R]`` (long): row ``r``'s hard target id, or ``-1`` for a soft row; ``soft`` ``[S, V]``: the
@@ -199,23 +209,48 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
     rescaling, the products written into preallocated buffers, about 8 operations per chunk), accumulates in
     float64 whatever ``acc_dtype`` says, and falls back to ``"running"`` when a logit exceeds its row's target
     logit by so much that the shifted exponentials overflow (``log p(target) < ~-88``), or when ``mm_dtype`` or the
-    head's dtype is not float32. Both give the same values up to float rounding (``tests/unit/test_head_logprob.py``). Raises
-    ``ValueError`` when the soft rows and ``soft`` do not match, or for an unknown ``shift``.
+    head's dtype is not float32. Both give the same values up to float rounding (``tests/unit/test_head_logprob.py``).
+
+    ``reference_out`` ``[S, V]`` (with ``soft=None``): the soft rows are their own reference, as in the first step
+    of ROME's target search, where nothing is edited yet and the KL's reference is the row's own distribution. Their
+    logits (in the space of ``z``) are written into ``reference_out`` from the same read of the head, and their
+    ``f`` and gradient are 0 (``KL(p ‖ p) = 0``, ``∂KL/∂z = p - p``); a later call passes ``reference_out`` as
+    ``soft``. Raises ``ValueError`` when the soft rows and ``soft`` (or ``reference_out``) do not match, when both
+    are given, or for an unknown ``shift``.
     """
     hf = h.float()
     hm = h.to(mm_dtype)
     R, H = hf.shape
     soft_rows = (targets < 0).nonzero().flatten()
     n_soft = int(soft_rows.numel())
-    if n_soft != (0 if soft is None else soft.shape[0]) or (soft is not None and soft.shape[1] != weight.shape[0]):
+    if reference_out is not None:
+        if soft is not None:
+            raise ValueError("logprob_and_grad: give the soft rows' reference logits (soft) or a buffer to record "
+                             "them in (reference_out), not both")
+        if tuple(reference_out.shape) != (n_soft, weight.shape[0]):
+            raise ValueError(f"logprob_and_grad: {n_soft} soft rows (target -1) but reference_out of shape "
+                             f"{tuple(reference_out.shape)} for a vocabulary of {weight.shape[0]}")
+    elif n_soft != (0 if soft is None else soft.shape[0]) or (soft is not None and soft.shape[1] != weight.shape[0]):
         raise ValueError(f"logprob_and_grad: {n_soft} soft rows (target -1) but soft targets of shape "
                          f"{None if soft is None else tuple(soft.shape)} for a vocabulary of {weight.shape[0]}")
     if shift not in SHIFTS:
         raise ValueError(f"logprob_and_grad: shift must be one of {SHIFTS}, got {shift!r}")
     if shift == "target" and mm_dtype == torch.float32 and weight.dtype == torch.float32:
-        done = _target_shift_pass(hf, targets, weight, bias, softcap, chunk, soft)
+        done = _target_shift_pass(hf, targets, weight, bias, softcap, chunk, soft, reference_out)
         if done is not None:
             return done
+    if reference_out is not None:  # the running pass: the soft rows as hard rows of a dummy target, then recorded
+        logp, grad = logprob_and_grad(h, targets.clamp(min=0), weight, bias, softcap, chunk, mm_dtype,
+                                      acc_dtype=acc_dtype)
+        for c0 in range(0, weight.shape[0], chunk):
+            z = (hm[soft_rows] @ weight[c0:c0 + chunk].to(mm_dtype).T).float()
+            if bias is not None:
+                z = z + bias[c0:c0 + chunk].float()
+            if softcap is not None:
+                z = softcap * torch.tanh(z / softcap)
+            reference_out[:, c0:c0 + chunk] = z
+        logp[soft_rows], grad[soft_rows] = 0.0, 0.0
+        return logp, grad
     wide = acc_dtype != torch.float32
     m = torch.full((R,), -math.inf, device=h.device)
     s = torch.zeros(R, device=h.device, dtype=acc_dtype)
@@ -278,9 +313,10 @@ class _HeadLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                softcap: float | None, chunk: int, soft: torch.Tensor | None) -> torch.Tensor:
+                softcap: float | None, chunk: int, soft: torch.Tensor | None,
+                reference_out: torch.Tensor | None) -> torch.Tensor:
         f, grad = logprob_and_grad(h.detach(), targets, weight, bias, softcap, chunk, weight.dtype, soft=soft,
-                                   acc_dtype=torch.float64, shift="target")
+                                   acc_dtype=torch.float64, shift="target", reference_out=reference_out)
         ctx.save_for_backward(grad)
         ctx.h_dtype = h.dtype
         return f
@@ -289,7 +325,7 @@ class _HeadLogProb(torch.autograd.Function):
     @once_differentiable  # the saved gradient is a constant: a second derivative through it would be silently 0
     def backward(ctx: Any, grad_f: torch.Tensor) -> tuple[Any, ...]:
         (grad,) = ctx.saved_tensors
-        return (grad_f[:, None] * grad).to(ctx.h_dtype), None, None, None, None, None, None
+        return (grad_f[:, None] * grad).to(ctx.h_dtype), None, None, None, None, None, None, None
 
 
 def fusable(model: nn.Module) -> bool:
@@ -300,16 +336,17 @@ def fusable(model: nn.Module) -> bool:
 
 
 def head_logprob(model: nn.Module, h: torch.Tensor, targets: torch.Tensor, soft: torch.Tensor | None = None,
-                 chunk: int = SMALL_ROWS_CHUNK) -> torch.Tensor:
+                 chunk: int = SMALL_ROWS_CHUNK, reference_out: torch.Tensor | None = None) -> torch.Tensor:
     """Differentiable ``f [R]`` of :func:`logprob_and_grad` for ``model``'s head and final hidden states ``h``
     ``[R, H]`` (gradient w.r.t. ``h`` only; the products in the head's dtype, as the model computes its logits).
+    ``reference_out``: see :func:`logprob_and_grad` (the soft rows record their own logits there).
     Raises ``ValueError`` when the head's weight or bias requires a
     gradient (this function would not give it one)."""
     weight, bias, cap = output_head(model)
     if weight.requires_grad or (bias is not None and bias.requires_grad):
         raise ValueError("head_logprob: the output head requires a gradient, which this function does not compute; "
                          "freeze it (requires_grad_(False)) or use the model's own logits")
-    return _HeadLogProb.apply(h, targets.to(h.device), weight, bias, cap, int(chunk), soft)
+    return _HeadLogProb.apply(h, targets.to(h.device), weight, bias, cap, int(chunk), soft, reference_out)
 
 
 __all__ = ["SHIFTS", "SMALL_ROWS_CHUNK", "fusable", "head_logprob", "logprob_and_grad", "output_head"]

@@ -99,18 +99,26 @@ def gather_head(model: nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> Ite
 
 
 # ------------------------------------------------------------------------------------------ early exit
-def run_until(model: nn.Module, module: nn.Module, **inputs: Any) -> None:
-    """Run ``model(**inputs)`` only until ``module`` has produced its output (hooks in the block still fire)."""
+@contextmanager
+def _stop_after(module: nn.Module) -> Iterator[None]:
+    """Inside the block, ``module``'s output ends the forward that computes it (raises :class:`_Stop`)."""
     def hook(mod: nn.Module, args: tuple, out: Any) -> None:
         raise _Stop
 
     handle = module.register_forward_hook(hook)
     try:
-        model(**inputs)
-    except _Stop:
-        pass
+        yield
     finally:
         handle.remove()
+
+
+def run_until(model: nn.Module, module: nn.Module, **inputs: Any) -> None:
+    """Run ``model(**inputs)`` only until ``module`` has produced its output (hooks in the block still fire)."""
+    try:
+        with _stop_after(module):
+            model(**inputs)
+    except _Stop:
+        pass
 
 
 # ------------------------------------------------------------------------------------------ split batches
@@ -220,12 +228,26 @@ class SuffixRunner:
         with replay_layers(self.adapter, self.lower):
             return self.model(**kw)
 
-    def record(self, **extra: Any) -> Any:
-        """A no-grad :meth:`forward` that records layers ``< first`` for the later calls; returns its output."""
+    def record(self, stop: nn.Module | None = None, **extra: Any) -> Any:
+        """A no-grad :meth:`forward` that records layers ``< first`` for the later calls; returns its output.
+
+        ``stop``: a module of layer ``first`` or above after whose output the forward ends (:func:`run_until`;
+        hooks in the caller's block still fire, the layers above and the head do not run); then returns None.
+        """
         self.lower = []
         with torch.no_grad(), record_layers(self.adapter, self.first) as box:
-            out = self.forward(**extra)
+            if stop is None:
+                out = self.forward(**extra)
+            else:
+                out = None
+                try:
+                    with _stop_after(stop):
+                        self.forward(**extra)
+                except _Stop:
+                    pass
         self.lower = list(box)
+        if any(o is None for o in self.lower):
+            raise ValueError(f"SuffixRunner.record: the forward stopped before layer {self.first - 1} finished")
         return out
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..head_logprob import fusable, head_logprob
+from ..head_logprob import fusable, head_logprob, output_head
 from ..head_projection import deferred_head
 from ..models import LoadedModel, ModelAdapter
 from ..text import build_batch, encode_prompt
@@ -137,13 +137,17 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
     delta_cols = torch.tensor([q - s for q, s in zip(pos, split)])
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     runner = SuffixRunner(model, lm.adapter, split_rows(rows, split, pad), first=layer)
+    fused = fusable(model)
+    #: the KL's reference, the unedited logits [1, V] of the bare subject's row
+    reference: list[torch.Tensor] = []
     with ExitStack() as stack:
         boxes = [stack.enter_context(_capture_output(m)) for m in sites]
-        # the unedited logits of the bare subject's row only (the KL's reference): projecting the answer rows too
-        # read the 262k-row head for ~7 rows instead of one (~100 vs ~35 ms on 2 cores)
-        stack.enter_context(gather_head(model, sel_r[-1:], sel_c[-1:]))
-        ref = runner.record().logits[0, -1]
-    ref_logp = torch.log_softmax(ref.float(), -1).unsqueeze(0)
+        if fused:  # the reference comes from the first step's head pass, at δ = 0 (hidden_objective): the
+            # recording stops after the edited layer's MLP, so the layers above and the head do not run twice
+            runner.record(stop=lm.adapter.down_proj(layer))
+        else:  # the bare subject's row only: projecting the answer rows too read the 262k-row head for ~7 rows
+            stack.enter_context(gather_head(model, sel_r[-1:], sel_c[-1:]))
+            reference.append(runner.record().logits[0, -1].float().unsqueeze(0))
     if "" in prefixes:  # the bare prompt's row: the original outputs read_outputs would give
         b = list(prefixes).index("")
         init_norms = [box["out"][b, int(delta_cols[b])].norm().float() for box in boxes]
@@ -160,29 +164,38 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
         picked = logp.gather(-1, targets_t.unsqueeze(-1)).squeeze(-1)
         per_row = torch.zeros(n, device=picked.device).index_add(0, owner_t, picked)
         nll = (-per_row / counts.clamp(min=1.0)).mean()
-        kl = F.kl_div(torch.log_softmax(logits[-1:], -1), ref_logp, log_target=True, reduction="batchmean")
+        kl = F.kl_div(torch.log_softmax(logits[-1:], -1), torch.log_softmax(reference[0], -1), log_target=True,
+                      reduction="batchmean")
         return nll, kl
 
     # the same loss from the final hidden states, the head read once per step (head_logprob): the answer tokens'
     # log-probabilities (hard rows) and KL(unedited ‖ edited) of the bare subject's row (soft, from its unedited
-    # logits), as F.kl_div computes it with log_target and batchmean over its one row
-    ref_logits = ref.float().unsqueeze(0)
+    # logits), as F.kl_div computes it with log_target and batchmean over its one row. The first call, at δ = 0,
+    # is where the unedited logits come from: the KL row records its own logits in that call's head pass
+    # (head_logprob's reference_out; KL and its gradient are 0 there, as they are mathematically)
     rows_t = torch.cat([targets_t, torch.tensor([-1], device=dev)])
 
     def hidden_objective(deltas: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not reference and any(bool(d.detach().any()) for d in deltas):
+            hidden_objective([torch.zeros_like(d) for d in deltas])  # a first call away from δ = 0: record first
         with ExitStack() as stack:
             for m, d in zip(sites, deltas):
                 stack.enter_context(_add_at(m, d, all_rows, delta_cols))
             got = stack.enter_context(deferred_head(model))
             runner.forward()
-        f = head_logprob(model, got[-1][sel_r, sel_c], rows_t, ref_logits)
+        if reference:
+            f = head_logprob(model, got[-1][sel_r, sel_c], rows_t, reference[0])
+        else:
+            out = torch.empty(1, output_head(model)[0].shape[0], device=dev)
+            f = head_logprob(model, got[-1][sel_r, sel_c], rows_t, reference_out=out)
+            reference.append(out)
         if not bool(torch.isfinite(f).all()):  # a logit ~88 above the unedited one: expm1 overflows in float32
             return logits_objective(deltas)
         per_row = torch.zeros(n, device=f.device).index_add(0, owner_t, f[:-1])
         nll = (-per_row / counts.clamp(min=1.0)).mean()
         return nll, f[-1]
 
-    return init_norms, (hidden_objective if fusable(model) else logits_objective)
+    return init_norms, (hidden_objective if fused else logits_objective)
 
 def optimize_target(lm: LoadedModel, layer: int, request: Request, prefixes: Sequence[str],
                     cfg: Any) -> tuple[torch.Tensor, dict[str, Any]]:  # cfg: locate.LocateConfig (above this module)

@@ -238,3 +238,44 @@ def test_a_second_derivative_through_the_head_pass_is_refused():
     (g,) = torch.autograd.grad(f.sum(), h, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
         torch.autograd.grad(g.sum(), h)
+
+
+@pytest.mark.parametrize("cap,with_bias", [(None, False), (30.0, False), (None, True), (5.0, True)])
+@pytest.mark.parametrize("shift", SHIFTS)
+@pytest.mark.parametrize("overflow", [False, True])
+def test_soft_rows_that_are_their_own_reference_record_their_logits_in_the_same_pass(cap, with_bias, shift, overflow):
+    """reference_out: the soft rows' logits are written there (softcap(W h + b)), their f and gradient are 0
+    (KL of a distribution to itself), the hard rows are as in any call; passing the record as ``soft`` for the same
+    h then gives KL ~0. ``overflow``: a hard row's logit 150 above its target's sends the target-shift pass to the
+    running one, which records the same logits."""
+    g = torch.Generator().manual_seed(11)
+    V, H = 300, 8
+    weight = torch.randn(V, H, generator=g) * 0.3
+    bias = torch.randn(V, generator=g) if with_bias else None
+    h = torch.randn(4, H, generator=g)
+    if overflow and not cap:
+        weight[17] = h[0] / h[0].norm() ** 2 * 150.0
+    targets = torch.tensor([3, -1, 299, -1])
+    buf = torch.full((2, V), float("nan"))
+    f, grad = logprob_and_grad(h, targets, weight, bias, cap, 64, acc_dtype=torch.float64, shift=shift,
+                               reference_out=buf)
+    z = h[[1, 3]] @ weight.T + (bias if bias is not None else 0)
+    if cap:
+        z = cap * torch.tanh(z / cap)
+    torch.testing.assert_close(buf, z, rtol=1e-5, atol=1e-5)
+    assert f[[1, 3]].tolist() == [0.0, 0.0] and not grad[[1, 3]].any()
+    hard_f, hard_grad = _reference(h[[0, 2]], weight, bias, cap, targets[[0, 2]], None)
+    torch.testing.assert_close(f[[0, 2]], hard_f, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad[[0, 2]], hard_grad, rtol=1e-4, atol=1e-5)
+    again, again_grad = logprob_and_grad(h, targets, weight, bias, cap, 64, acc_dtype=torch.float64, shift=shift,
+                                         soft=buf)
+    assert float(again[[1, 3]].abs().max()) < 1e-6 and float(again_grad[[1, 3]].abs().max()) < 1e-5
+
+
+def test_reference_out_is_checked():
+    weight, h = torch.randn(10, 4), torch.randn(2, 4)
+    with pytest.raises(ValueError, match="not both"):
+        logprob_and_grad(h, torch.tensor([1, -1]), weight, None, None, 4, soft=torch.ones(1, 10),
+                         reference_out=torch.empty(1, 10))
+    with pytest.raises(ValueError, match="reference_out of shape"):
+        logprob_and_grad(h, torch.tensor([1, -1]), weight, None, None, 4, reference_out=torch.empty(2, 10))
