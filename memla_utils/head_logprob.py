@@ -16,7 +16,9 @@ or *soft*: ``f_r = KL(q_r ‖ p_r)`` against a reference distribution ``q_r = so
 ``expm1(δ)`` (``A = Σ q·expm1(δ)·z'·w``, ``a = Σ q·expm1(δ)``, ``B = Σ q·z'·w``: gradient ``(A − a·B) / (1 + a)``
 for a normalised ``q``), so no two large sums are subtracted: on the default model a ROME edit's weights came out
 as close to a float64 run as with the logits path (a first version that took ``Σ q log p`` apart from the log
-normaliser was 11x further off).
+normaliser was 11x further off). A soft row may also be its own reference (``reference_out``): its logits are then
+recorded from the same read of the head and its KL and gradient are 0; ROME's target search takes its unedited
+logits this way in its first step, at δ = 0, instead of projecting them in a pass of their own.
 
 :func:`head_logprob` wraps it as a differentiable function of ``h`` (the head itself is frozen): used by the
 locate-then-edit target search (:mod:`memla_utils.editors.locate_values`: one row per answer token of each

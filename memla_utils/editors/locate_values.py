@@ -103,7 +103,10 @@ def _suffix_objective(lm: LoadedModel, layer: int, request: Request, prefixes: S
     the last prompt token, if that comes first), layers below ``layer`` are replayed, and the head projects only
     the answer-predicting positions and the KL position: for the project's architectures (``can_defer``) with a
     frozen head, in one chunked pass per step that also yields the gradient (:mod:`memla_utils.head_logprob`);
-    else through the model's head and ``log_softmax``.
+    else through the model's head and ``log_softmax``. The KL's reference (the bare subject's unedited logits) is
+    recorded by the first call's head pass, at δ = 0 (:func:`memla_utils.head_logprob.logprob_and_grad`'s
+    ``reference_out``), so the recording pass that keeps the lower layers stops after the edited layer's MLP; on
+    the logits path it comes from that recording pass, run to the end.
     """
     tok, model = lm.tokenizer, lm.model
     view = request.view
