@@ -96,12 +96,13 @@ def _kl_rows(a: torch.Tensor, q_delta: torch.Tensor, mass: torch.Tensor, big_a: 
 
 
 def _capped(z: torch.Tensor, softcap: float | None, dz: torch.Tensor | None) -> None:
-    """In place: ``z <- softcap * tanh(z / softcap)`` and ``dz <-`` its derivative in the raw logit, ``1 - tanh²``;
-    nothing without a cap."""
+    """In place: ``z <- softcap * tanh(z / softcap)`` and ``dz <-`` its derivative in the raw logit, ``1 - tanh²``
+    (unless ``dz`` is None); nothing without a cap."""
     if softcap is None:
         return
     z.div_(softcap).tanh_()
-    torch.mul(z, z, out=dz).neg_().add_(1.0)
+    if dz is not None:
+        torch.mul(z, z, out=dz).neg_().add_(1.0)
     z.mul_(softcap)
 
 
@@ -247,9 +248,8 @@ def logprob_and_grad(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
         for c0 in range(0, weight.shape[0], chunk):
             z = (hm[soft_rows] @ weight[c0:c0 + chunk].to(mm_dtype).T).float()
             if bias is not None:
-                z = z + bias[c0:c0 + chunk].float()
-            if softcap is not None:
-                z = softcap * torch.tanh(z / softcap)
+                z += bias[c0:c0 + chunk].float()
+            _capped(z, softcap, None)
             reference_out[:, c0:c0 + chunk] = z
         logp[soft_rows], grad[soft_rows] = 0.0, 0.0
         return logp, grad

@@ -99,26 +99,24 @@ def gather_head(model: nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> Ite
 
 
 # ------------------------------------------------------------------------------------------ early exit
-@contextmanager
-def _stop_after(module: nn.Module) -> Iterator[None]:
-    """Inside the block, ``module``'s output ends the forward that computes it (raises :class:`_Stop`)."""
+def call_until(module: nn.Module, call: Any) -> Any:
+    """``call()``, ended as soon as ``module`` has produced its output (hooks in the block still fire); returns
+    ``call()``'s result, or None when it was ended."""
     def hook(mod: nn.Module, args: tuple, out: Any) -> None:
         raise _Stop
 
     handle = module.register_forward_hook(hook)
     try:
-        yield
+        return call()
+    except _Stop:
+        return None
     finally:
         handle.remove()
 
 
 def run_until(model: nn.Module, module: nn.Module, **inputs: Any) -> None:
     """Run ``model(**inputs)`` only until ``module`` has produced its output (hooks in the block still fire)."""
-    try:
-        with _stop_after(module):
-            model(**inputs)
-    except _Stop:
-        pass
+    call_until(module, lambda: model(**inputs))
 
 
 # ------------------------------------------------------------------------------------------ split batches
@@ -231,24 +229,17 @@ class SuffixRunner:
     def record(self, stop: nn.Module | None = None, **extra: Any) -> Any:
         """A no-grad :meth:`forward` that records layers ``< first`` for the later calls; returns its output.
 
-        ``stop``: a module of layer ``first`` or above after whose output the forward ends (:func:`run_until`;
+        ``stop``: a module of layer ``first`` or above after whose output the forward ends (:func:`call_until`;
         hooks in the caller's block still fire, the layers above and the head do not run); then returns None.
         """
         self.lower = []
         with torch.no_grad(), record_layers(self.adapter, self.first) as box:
-            if stop is None:
-                out = self.forward(**extra)
-            else:
-                out = None
-                try:
-                    with _stop_after(stop):
-                        self.forward(**extra)
-                except _Stop:
-                    pass
+            out = self.forward(**extra) if stop is None else call_until(stop, lambda: self.forward(**extra))
         self.lower = list(box)
         if any(o is None for o in self.lower):
             raise ValueError(f"SuffixRunner.record: the forward stopped before layer {self.first - 1} finished")
         return out
 
 
-__all__ = ["SplitBatch", "SuffixRunner", "gather_head", "record_layers", "replay_layers", "run_until", "split_rows"]
+__all__ = ["SplitBatch", "SuffixRunner", "call_until", "gather_head", "record_layers", "replay_layers", "run_until",
+           "split_rows"]
